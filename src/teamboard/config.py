@@ -1,0 +1,102 @@
+"""Settings: the one place that reads environment variables.
+
+Every setting can be given as an environment variable of the same name in upper case (for
+example ``DATABASE_URL``) or in a ``.env`` file in the working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_KEY = "teamboard-development-secret-key-change-me"  # noqa: S105 - refused in production
+MIN_PRODUCTION_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; see ``.env.example`` for a commented list."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+
+    database_url: str | None = Field(
+        default=None, description="Owner URL (runs migrations). Unset: embedded PostgreSQL."
+    )
+    database_app_url: str | None = Field(
+        default=None, description="App-role URL; derived from DATABASE_URL when unset."
+    )
+    database_app_role: str = "teamboard_app"
+    database_name: str = "teamboard"
+    pool_min_size: int = Field(default=4, ge=1)
+    pool_max_size: int = Field(default=16, ge=1)
+    pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    statement_timeout_ms: int = Field(default=15_000, ge=0)
+
+    redis_url: str | None = None
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("teamboard")))
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(default=1, ge=1)
+    graceful_shutdown_seconds: int = Field(default=20, ge=0)
+    log_level: str = "INFO"
+    expose_sql_count: bool = Field(
+        default=False, description="Send X-SQL-Statements on every response (tests, debugging)."
+    )
+
+    jwt_issuer: str = "teamboard"
+    jwt_audience: str = "teamboard-api"
+    access_token_ttl_seconds: int = Field(default=900, ge=30)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+
+    argon2_time_cost: int = Field(default=2, ge=2)
+    argon2_memory_kib: int = Field(default=19_456, ge=19_456)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    login_max_failures_per_account_ip: int = 5
+    login_max_failures_per_ip: int = 50
+    login_max_failures_per_account: int = 100
+    login_window_seconds: int = 900
+
+    @model_validator(mode="after")
+    def _refuse_weak_production_secret(self) -> Settings:
+        secret = self.secret_key.get_secret_value()
+        if self.environment == "production" and (
+            secret == DEV_SECRET_KEY or len(secret) < MIN_PRODUCTION_SECRET_LENGTH
+        ):
+            raise ValueError(
+                "SECRET_KEY must be set to a random value of at least "
+                f"{MIN_PRODUCTION_SECRET_LENGTH} characters in production"
+            )
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("POOL_MIN_SIZE must not exceed POOL_MAX_SIZE")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for one purpose (JWT signing, cursors, ...) derived from SECRET_KEY.
+
+        Separate keys mean a token made for one purpose can never verify for another.
+        """
+        return hmac.new(
+            self.secret_key.get_secret_value().encode(), purpose.encode(), hashlib.sha256
+        ).digest()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process settings, read once; tests build their own ``Settings`` instead."""
+    return Settings()

@@ -1,0 +1,213 @@
+"""Domain errors and their one rendering: RFC 9457 ``application/problem+json``.
+
+Services raise :class:`TeamboardError` subclasses; :func:`install_error_handlers` turns them,
+framework errors (404/405/422) and unexpected exceptions into problem documents with a
+stable ``code``. No stack trace, SQL or foreign existence ever reaches a response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+import psycopg
+import psycopg.errors
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+logger = logging.getLogger("teamboard.errors")
+
+
+class TeamboardError(Exception):
+    """An error with an HTTP status and a stable machine-readable ``code``.
+
+    ``keep_changes`` asks the request transaction to commit what was written before the
+    error was raised (for example the revocation of a refresh-token family on reuse).
+    """
+
+    status: int = 400
+    code: str = "bad_request"
+    keep_changes: bool = False
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.status = status or self.status
+        self.code = code or self.code
+        self.detail = detail or HTTPStatus(self.status).phrase
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+        super().__init__(self.detail)
+
+
+class BadRequest(TeamboardError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(TeamboardError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, detail: str = "Authentication required", **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": 'Bearer realm="teamboard"'})
+        super().__init__(detail, **kwargs)
+
+
+class Forbidden(TeamboardError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(TeamboardError):
+    """Missing, or belonging to a team the caller cannot see: the two are indistinguishable."""
+
+    status, code = 404, "not_found"
+
+    def __init__(self, detail: str = "Resource not found", **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+
+
+class Conflict(TeamboardError):
+    status, code = 409, "conflict"
+
+
+class PreconditionFailed(TeamboardError):
+    status, code = 412, "precondition_failed"
+
+
+class Unprocessable(TeamboardError):
+    status, code = 422, "unprocessable"
+
+
+class RateLimited(TeamboardError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, retry_after: int, detail: str = "Too many requests", **kw: Any) -> None:
+        headers = {"Retry-After": str(max(1, retry_after)), **kw.pop("headers", {})}
+        super().__init__(detail, headers=headers, **kw)
+
+
+class ServiceUnavailable(TeamboardError):
+    status, code = 503, "service_unavailable"
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Response:
+    """Render one RFC 9457 problem document."""
+    body: dict[str, Any] = {
+        "type": f"https://teamboard.dev/problems/{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "code": code,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    if extra:
+        body.update(extra)
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Field errors without echoing input values (they may be secrets such as passwords)."""
+    return [
+        {
+            "field": ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+            or "body",
+            "location": str(err.get("loc", ("body",))[0]),
+            "message": err.get("msg", "invalid"),
+            "type": err.get("type", "value_error"),
+        }
+        for err in exc.errors()
+    ]
+
+
+_STATUS_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every error into problem+json."""
+
+    async def on_domain_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TeamboardError)
+        return problem_response(
+            exc.status,
+            exc.code,
+            exc.detail,
+            instance=request.url.path,
+            headers=exc.headers,
+            extra=exc.extra,
+        )
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return problem_response(
+            422,
+            "validation_failed",
+            "The request is invalid; see errors",
+            instance=request.url.path,
+            extra={"errors": _validation_errors(exc)},
+        )
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        detail = exc.detail if exc.status_code != 404 else "Resource not found"
+        return problem_response(
+            exc.status_code, code, str(detail), instance=request.url.path, headers=exc.headers
+        )
+
+    async def on_rls_violation(request: Request, exc: Exception) -> Response:
+        # A write that Row Level Security refused: answer as if the target did not exist.
+        logger.warning("row level security refused a write", extra={"path": request.url.path})
+        return problem_response(404, "not_found", "Resource not found", instance=request.url.path)
+
+    async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+        logger.error("database unavailable: %s", type(exc).__name__)
+        return problem_response(
+            503,
+            "database_unavailable",
+            "The database is unavailable; retry later",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error", exc_info=exc)
+        return problem_response(
+            500, "internal_error", "Internal server error", instance=request.url.path
+        )
+
+    app.add_exception_handler(TeamboardError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(psycopg.errors.InsufficientPrivilege, on_rls_violation)
+    app.add_exception_handler(psycopg.OperationalError, on_database_unavailable)
+    app.add_exception_handler(PoolTimeout, on_database_unavailable)
+    app.add_exception_handler(Exception, on_unexpected)

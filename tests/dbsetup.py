@@ -1,0 +1,68 @@
+"""Test databases: one fresh, migrated database per test run, dropped at the end.
+
+With ``DATABASE_URL`` set (CI: the machine's PostgreSQL, as an owner/superuser URL) the test
+database is created on that server; without it an embedded PostgreSQL is started in a
+temporary directory, exactly like the product's embedded default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from teamboard.config import Settings
+from teamboard.ops import database
+
+
+@contextmanager
+def server_owner_url() -> Iterator[str]:
+    """An owner URL for a server to create test databases on (given, or embedded)."""
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield given
+        return
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="teamboard-test-") as tmp:
+        server: Any = pgserver.get_server(os.path.join(tmp, "pg"), cleanup_mode="delete")
+        try:
+            yield str(server.get_uri())
+        finally:
+            server.cleanup()
+
+
+@contextmanager
+def fresh_database(server_url: str, prefix: str = "teamboard_test") -> Iterator[str]:
+    """Create an empty database on the server, yield its owner URL, drop it afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_url, dbname=name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+
+
+def test_settings(**overrides: Any) -> Settings:
+    """Settings for tests: the cheapest argon2 that is still OWASP's minimum."""
+    values: dict[str, Any] = {
+        "environment": "test",
+        "secret_key": "test-secret-key-that-is-long-enough-for-tests",
+        "expose_sql_count": True,
+        "redis_url": os.environ.get("REDIS_URL") or None,
+        "pool_min_size": 2,
+        "pool_max_size": 8,
+    }
+    values.update(overrides)
+    return Settings(**values)
