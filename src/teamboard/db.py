@@ -91,11 +91,15 @@ class Tx:
         row = await self.fetch_one(sql, params)
         return None if row is None else next(iter(row.values()))
 
-    async def execute(self, sql: LiteralString, params: Params = None) -> int:
-        """Run a statement and return the number of rows it touched."""
+    async def execute(self, sql: LiteralString, params: Params = None) -> None:
+        """Queue a statement whose result is not needed (an event append, a last-use stamp).
+
+        It travels with the next fetch or the commit, costing no round trip of its own; an
+        error it raises surfaces there and fails the transaction. Use ``RETURNING`` with
+        ``fetch_one`` when the caller must know what the statement changed.
+        """
         self.metrics.statements += 1
-        cur = await self._conn.execute(sql, params)
-        return cur.rowcount
+        await self._conn.execute(sql, params)
 
 
 class Database:

@@ -188,6 +188,12 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.warning("row level security refused a write", extra={"path": request.url.path})
         return problem_response(404, "not_found", "Resource not found", instance=request.url.path)
 
+    async def on_unique_violation(request: Request, exc: Exception) -> Response:
+        return problem_response(
+            409, "already_exists", "A resource with these values already exists",
+            instance=request.url.path,
+        )
+
     async def on_database_unavailable(request: Request, exc: Exception) -> Response:
         logger.error("database unavailable: %s", type(exc).__name__)
         return problem_response(
@@ -208,6 +214,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(psycopg.errors.InsufficientPrivilege, on_rls_violation)
+    app.add_exception_handler(psycopg.errors.UniqueViolation, on_unique_violation)
     app.add_exception_handler(psycopg.OperationalError, on_database_unavailable)
     app.add_exception_handler(PoolTimeout, on_database_unavailable)
     app.add_exception_handler(Exception, on_unexpected)

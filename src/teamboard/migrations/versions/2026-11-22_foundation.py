@@ -118,6 +118,16 @@ create function tb_team_is_unclaimed(target uuid) returns boolean
         ) and not exists (select 1 from team_member m where m.team_id = target)
     $$;
 
+create function tb_is_project_creator(target uuid) returns boolean
+    language sql stable security definer set search_path = pg_catalog, public
+    as $$
+        select exists (
+            select 1 from project p
+            where p.team_id = tb_current_team_id() and p.id = target
+              and p.created_by = tb_current_user_id()
+        )
+    $$;
+
 create function tb_invitation_allows(target uuid, wanted_role text) returns boolean
     language sql stable security definer set search_path = pg_catalog, public
     as $$
@@ -139,6 +149,7 @@ FUNCTIONS = (
     "tb_my_team_ids()",
     "tb_visible_project_ids()",
     "tb_team_is_unclaimed(uuid)",
+    "tb_is_project_creator(uuid)",
     "tb_invitation_allows(uuid, text)",
 )
 
@@ -437,7 +448,10 @@ def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
             "project_member",
             Policies(
                 select=project_visible(),
-                insert=f"{project_visible()} and {NOT_GUEST}",
+                insert=(
+                    f"{NOT_GUEST} and (project_id = any((select tb_visible_project_ids())::uuid[])"
+                    f" or (user_id = {me} and tb_is_project_creator(project_id)))"
+                ),
                 update=f"{project_visible()} and {NOT_GUEST}",
                 delete=f"{project_visible()} and {NOT_GUEST}",
             ),

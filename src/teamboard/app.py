@@ -1,0 +1,82 @@
+"""The ASGI application factory: ``uvicorn --factory teamboard.app:create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from teamboard import __version__
+from teamboard.auth.api_keys_router import router as api_keys_router
+from teamboard.auth.passwords import PasswordHasher
+from teamboard.auth.router import router as auth_router
+from teamboard.auth.throttle import LoginThrottle
+from teamboard.auth.tokens import TokenService
+from teamboard.config import Settings, get_settings
+from teamboard.db import Database
+from teamboard.deps import Services
+from teamboard.errors import install_error_handlers
+from teamboard.health.router import router as health_router
+from teamboard.kit.pagination import CursorCodec
+from teamboard.kit.ratelimit import CounterStore, MemoryCounterStore, RedisCounterStore
+from teamboard.kit.responses import ORJSONResponse
+from teamboard.logging import RequestMiddleware, configure_logging
+from teamboard.ops.database import head_revision
+from teamboard.projects.router import router as projects_router
+from teamboard.teams.router import router as teams_router
+
+API_PREFIX = "/api/v1"
+
+
+def build_services(settings: Settings) -> Services:
+    """Construct the per-process services (the database pool is opened by the lifespan)."""
+    if not settings.database_app_url:
+        raise RuntimeError("DATABASE_APP_URL is not set: start teamboard with `teamboard serve`")
+    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+    store: CounterStore = RedisCounterStore(redis) if redis else MemoryCounterStore()
+    return Services(
+        settings=settings,
+        db=Database(settings.database_app_url, settings),
+        tokens=TokenService(settings),
+        hasher=PasswordHasher(settings),
+        throttle=LoginThrottle(store, settings),
+        cursors=CursorCodec(settings.derived_key("cursor")),
+        head_revision=head_revision(),
+        redis=redis,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        await services.db.open(wait=False)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.db.close()
+            if services.redis is not None:
+                await services.redis.aclose()
+
+    app = FastAPI(
+        title="teamboard",
+        version=__version__,
+        summary="Multi-tenant project and task management on PostgreSQL with RLS",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+        docs_url=None if settings.is_production else "/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    for router in (auth_router, teams_router, projects_router, api_keys_router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(health_router)
+    app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)
+    return app

@@ -1,0 +1,89 @@
+"""Login throttling that slows guessing without letting an attacker lock a victim out.
+
+Failures are counted per (account, IP) and per IP, which stop a guesser without touching
+the victim's own attempts from elsewhere. A high per-account ceiling stops distributed
+guessing, and it does not apply from an IP that recently logged in to that account, so the
+owner of the account keeps getting in. Keys hold a hash of the email, never the email, and
+are kept whether or not the account exists, so throttling reveals nothing.
+
+When the counter store (Redis) fails, login fails closed with 503 rather than letting
+unthrottled guesses through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import redis
+
+from teamboard.config import Settings
+from teamboard.errors import RateLimited, ServiceUnavailable
+from teamboard.kit.ratelimit import CounterStore
+
+logger = logging.getLogger("teamboard.auth.throttle")
+KNOWN_IP_TTL = 30 * 24 * 3600
+
+
+def _account(email: str) -> str:
+    return hashlib.sha256(email.encode()).hexdigest()[:32]
+
+
+class LoginThrottle:
+    def __init__(self, store: CounterStore, settings: Settings) -> None:
+        self._store = store
+        self._window = settings.login_window_seconds
+        self._limits = (
+            ("ai", settings.login_max_failures_per_account_ip),
+            ("ip", settings.login_max_failures_per_ip),
+            ("a", settings.login_max_failures_per_account),
+        )
+
+    def _keys(self, email: str, ip: str) -> dict[str, str]:
+        account = _account(email)
+        return {
+            "ai": f"login:ai:{account}:{ip}",
+            "ip": f"login:ip:{ip}",
+            "a": f"login:a:{account}",
+            "known": f"login:known:{account}:{ip}",
+        }
+
+    async def check(self, email: str, ip: str) -> None:
+        """Raise 429 (with Retry-After) when this attempt must wait."""
+        keys = self._keys(email, ip)
+        try:
+            for name, limit in self._limits:
+                if name == "a" and await self._store.is_marked(keys["known"]):
+                    continue
+                count = await self._store.get(keys[name])
+                if count.value >= limit:
+                    raise RateLimited(
+                        count.reset_after,
+                        "Too many failed sign-in attempts; retry later",
+                        code="login_throttled",
+                    )
+        except redis.RedisError as exc:
+            raise self._unavailable() from exc
+
+    async def record_failure(self, email: str, ip: str) -> None:
+        keys = self._keys(email, ip)
+        try:
+            for name, _ in self._limits:
+                await self._store.hit(keys[name], self._window)
+        except redis.RedisError as exc:
+            raise self._unavailable() from exc
+
+    async def record_success(self, email: str, ip: str) -> None:
+        keys = self._keys(email, ip)
+        try:
+            await self._store.reset(keys["ai"])
+            await self._store.mark(keys["known"], KNOWN_IP_TTL)
+        except redis.RedisError as exc:
+            raise self._unavailable() from exc
+
+    @staticmethod
+    def _unavailable() -> ServiceUnavailable:
+        logger.error("login throttle store unavailable; refusing logins")
+        return ServiceUnavailable(
+            "Sign-in is temporarily unavailable", code="login_unavailable", headers={"Retry-After": "5"}
+        )

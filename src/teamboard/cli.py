@@ -1,0 +1,127 @@
+"""The ``teamboard`` command: serve, migrate, seed, db audit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import psycopg
+import typer
+import uvicorn
+
+from teamboard.config import Settings, get_settings
+from teamboard.ops import audit as audit_ops
+from teamboard.ops import database
+
+app = typer.Typer(help="teamboard: multi-tenant project and task management on PostgreSQL.")
+db_app = typer.Typer(help="Database checks.")
+app.add_typer(db_app, name="db")
+
+
+@contextmanager
+def owner_database(settings: Settings) -> Iterator[str]:
+    """The owner URL: DATABASE_URL, or the embedded server (started, or joined if running)."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    typer.echo(f"DATABASE_URL is not set: using embedded PostgreSQL in {settings.data_dir}")
+    server: Any = database.start_embedded(settings)
+    try:
+        yield database.embedded_owner_url(server, settings.database_name)
+    finally:
+        server.cleanup()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="Port")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+) -> None:
+    """Migrate to head, then serve the API (embedded PostgreSQL when DATABASE_URL is unset)."""
+    settings = get_settings()
+    with owner_database(settings) as owner_url:
+        urls = database.prepare(settings, owner_url)
+        # Workers are separate processes: they read their settings from the environment.
+        os.environ["DATABASE_URL"] = urls.owner
+        os.environ["DATABASE_APP_URL"] = urls.app
+        uvicorn.run(
+            "teamboard.app:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers or settings.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_config=None,
+            proxy_headers=True,
+            timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        )
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+    down: Annotated[bool, typer.Option("--down", help="Downgrade to REVISION")] = False,
+) -> None:
+    """Create the app role and apply (or revert) migrations."""
+    settings = get_settings()
+    with owner_database(settings) as owner_url:
+        urls = database.provision_app_role(owner_url, settings)
+        database.migrate(urls, revision, downgrade=down)
+        if not down:
+            database.grant_alembic_version(urls)
+    typer.echo(f"migrated {'down' if down else 'up'} to {revision}")
+
+
+@app.command()
+def seed(
+    tasks_per_project: Annotated[int, typer.Option(min=0, max=10_000)] = 20,
+) -> None:
+    """Load demo teams, users, projects and tasks (idempotent: existing demo users are kept)."""
+    from teamboard.app import build_services
+    from teamboard.ops.seed import DEMO_PASSWORD, seed_demo
+
+    settings = get_settings()
+    with owner_database(settings) as owner_url:
+        urls = database.prepare(settings, owner_url)
+        services = build_services(settings.model_copy(update={"database_app_url": urls.app}))
+
+        async def run() -> None:
+            await services.db.open()
+            try:
+                summary = await seed_demo(services, tasks_per_project=tasks_per_project)
+            finally:
+                await services.db.close()
+            typer.echo(
+                f"seeded {summary.users} users, {summary.teams} teams, "
+                f"{summary.projects} projects, {summary.tasks} tasks "
+                f"(sign in as acme@demo.teamboard.dev / {DEMO_PASSWORD})"
+            )
+
+        asyncio.run(run())
+
+
+@db_app.command("audit")
+def audit() -> None:
+    """Fail (exit 1) when any table escapes the tenancy rules or the app role can bypass RLS."""
+    settings = get_settings()
+    with owner_database(settings) as owner_url:
+        urls = database.prepare(settings, owner_url)
+        with psycopg.connect(urls.owner) as conn:
+            findings = audit_ops.audit(conn, urls.app_role)
+    typer.echo(audit_ops.format_report(findings))
+    if findings:
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,173 @@
+"""Request dependencies: services, the authenticated caller, and the request transaction.
+
+A route takes exactly one transaction dependency (``PublicTx``, ``UserTx`` or ``TeamCtx``);
+it opens the one transaction of the request with the right context, and commits before the
+response is sent (``scope="function"``) or rolls back when the route raises.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+from uuid import UUID
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+
+from teamboard.auth.api_keys import ApiKeyCredential, parse_api_key, resolve_api_key
+from teamboard.auth.passwords import PasswordHasher
+from teamboard.auth.throttle import LoginThrottle
+from teamboard.auth.tokens import TokenService
+from teamboard.config import Settings
+from teamboard.db import Database, RequestMetrics, Tx
+from teamboard.errors import Forbidden, NotFound, Unauthorized
+from teamboard.kit.pagination import CursorCodec
+
+Role = Literal["owner", "admin", "member", "guest"]
+ROLE_RANK: dict[str, int] = {"guest": 0, "member": 1, "admin": 2, "owner": 3}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class Services:
+    """Everything built once per process by the lifespan (no import-time globals)."""
+
+    settings: Settings
+    db: Database
+    tokens: TokenService
+    hasher: PasswordHasher
+    throttle: LoginThrottle
+    cursors: CursorCodec
+    head_revision: str
+    redis: aioredis.Redis | None = None
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _metrics(request: Request) -> RequestMetrics:
+    metrics = getattr(request.state, "metrics", None)
+    return metrics if isinstance(metrics, RequestMetrics) else RequestMetrics()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a user (JWT), or a team API key not yet resolved against the DB."""
+
+    user_id: UUID | None
+    session_id: UUID | None = None
+    api_key: ApiKeyCredential | None = None
+
+
+def authenticate(request: Request) -> Caller:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not hmac.compare_digest(scheme.lower(), "bearer") or not token.strip():
+        raise Unauthorized()
+    token = token.strip()
+    if token.startswith("tb_"):
+        return Caller(user_id=None, api_key=parse_api_key(token))
+    claims = get_services(request).tokens.verify_access(token)
+    return Caller(user_id=claims.user_id, session_id=claims.session_id)
+
+
+@dataclass
+class UserContext:
+    """A transaction with the caller's user context and no team."""
+
+    tx: Tx
+    user_id: UUID
+    session_id: UUID | None
+
+
+@dataclass
+class TeamContext:
+    """A transaction scoped to the team in the path, with the caller's membership.
+
+    ``scopes`` is None for users and the key's scopes for API keys; a key can never do more
+    than the member who created it.
+    """
+
+    tx: Tx
+    team_id: UUID
+    user_id: UUID
+    scopes: frozenset[str] | None
+    _role: str | None = field(default=None, init=False)
+    _role_loaded: bool = field(default=False, init=False)
+
+    async def role(self) -> str | None:
+        if not self._role_loaded:
+            self._role = await self.tx.fetch_value(
+                "select role from team_member where team_id = %s and user_id = %s",
+                (self.team_id, self.user_id),
+            )
+            self._role_loaded = True
+        return self._role
+
+    def know_role(self, role: str | None) -> None:
+        """Record a membership the route already read (saves the membership query)."""
+        self._role, self._role_loaded = role, True
+
+    async def require(self, minimum: Role) -> str:
+        """The caller's role, or 404 for non-members (the team's existence stays hidden)
+        and 403 for members whose role or API-key scope is too low."""
+        role = await self.role()
+        if role is None:
+            raise NotFound()
+        if ROLE_RANK[role] < ROLE_RANK[minimum]:
+            raise Forbidden(f"This action needs the {minimum} role", code="insufficient_role")
+        if self.scopes is not None and ROLE_RANK[minimum] >= ROLE_RANK["admin"]:
+            if "admin" not in self.scopes:
+                raise Forbidden("This API key lacks the admin scope", code="insufficient_scope")
+        return role
+
+
+async def public_tx(request: Request) -> AsyncIterator[Tx]:
+    """A transaction with no user (registration, login, token refresh)."""
+    services = get_services(request)
+    async with services.db.transaction(
+        write=request.method not in SAFE_METHODS, metrics=_metrics(request)
+    ) as tx:
+        yield tx
+
+
+async def user_tx(
+    request: Request, caller: Annotated[Caller, Depends(authenticate)]
+) -> AsyncIterator[UserContext]:
+    if caller.user_id is None:
+        raise Forbidden("API keys can only be used on their team's routes", code="api_key_not_allowed")
+    services = get_services(request)
+    async with services.db.transaction(
+        user_id=caller.user_id,
+        write=request.method not in SAFE_METHODS,
+        metrics=_metrics(request),
+    ) as tx:
+        yield UserContext(tx, caller.user_id, caller.session_id)
+
+
+async def team_tx(
+    request: Request, team_id: UUID, caller: Annotated[Caller, Depends(authenticate)]
+) -> AsyncIterator[TeamContext]:
+    services = get_services(request)
+    write = request.method not in SAFE_METHODS
+    async with services.db.transaction(
+        user_id=caller.user_id, team_id=team_id, write=write, metrics=_metrics(request)
+    ) as tx:
+        if caller.api_key is None:
+            assert caller.user_id is not None
+            yield TeamContext(tx, team_id, caller.user_id, None)
+            return
+        grant = await resolve_api_key(tx, caller.api_key, team_id)
+        if write and not grant.scopes & {"write", "admin"}:
+            raise Forbidden("This API key is read-only", code="insufficient_scope")
+        yield TeamContext(tx, team_id, grant.user_id, grant.scopes)
+
+
+PublicTx = Annotated[Tx, Depends(public_tx, scope="function")]
+UserTx = Annotated[UserContext, Depends(user_tx, scope="function")]
+TeamCtx = Annotated[TeamContext, Depends(team_tx, scope="function")]
+ServicesDep = Annotated[Services, Depends(get_services)]

@@ -1,0 +1,98 @@
+"""Keyset pagination with opaque, signed cursors.
+
+A cursor carries the sort key of the last row returned and is bound (by HMAC) to the team,
+the list it came from and its filters: a cursor that was tampered with, or that comes from
+another team, list or filter set, is refused with 400 instead of silently returning
+another page.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Query
+
+import orjson
+
+from teamboard.errors import BadRequest
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+#: The ``limit`` query parameter of every list: default 50, capped at 200.
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    limit: int
+    after: list[Any] | None
+
+
+class CursorCodec:
+    """Signs and verifies cursors with a key derived from SECRET_KEY."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _binding(self, scope: str, filters: Mapping[str, Any]) -> bytes:
+        return orjson.dumps([scope, filters], option=orjson.OPT_SORT_KEYS, default=str)
+
+    def encode(self, scope: str, filters: Mapping[str, Any], key: Sequence[Any]) -> str:
+        payload = orjson.dumps(list(key), default=str)
+        mac = hmac.new(self._key, self._binding(scope, filters) + payload, hashlib.sha256)
+        token = payload + b"." + mac.digest()[:16]
+        return base64.urlsafe_b64encode(token).decode().rstrip("=")
+
+    def decode(self, scope: str, filters: Mapping[str, Any], cursor: str) -> list[Any]:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            payload, _, mac = raw.rpartition(b".")
+            expected = hmac.new(
+                self._key, self._binding(scope, filters) + payload, hashlib.sha256
+            ).digest()[:16]
+            if not payload or not hmac.compare_digest(mac, expected):
+                raise ValueError("bad signature")
+            key = orjson.loads(payload)
+        except ValueError as exc:
+            raise BadRequest("The cursor is invalid for this list", code="invalid_cursor") from exc
+        if not isinstance(key, list):
+            raise BadRequest("The cursor is invalid for this list", code="invalid_cursor")
+        return key
+
+    def page(
+        self, scope: str, filters: Mapping[str, Any], limit: int, cursor: str | None
+    ) -> PageRequest:
+        return PageRequest(limit, self.decode(scope, filters, cursor) if cursor else None)
+
+    def next_cursor(
+        self,
+        scope: str,
+        filters: Mapping[str, Any],
+        rows: list[dict[str, Any]],
+        limit: int,
+        key_columns: Sequence[str],
+    ) -> str | None:
+        """Rows must have been fetched with ``limit + 1``; trims the extra row in place."""
+        if len(rows) <= limit:
+            return None
+        del rows[limit:]
+        last = rows[-1]
+        return self.encode(scope, filters, [last[column] for column in key_columns])
+
+
+def uuid_after(page: PageRequest) -> UUID | None:
+    """The single-UUID keyset position of a page (lists ordered by id)."""
+    if page.after is None:
+        return None
+    try:
+        (value,) = page.after
+        return UUID(str(value))
+    except (TypeError, ValueError) as exc:
+        raise BadRequest("The cursor is invalid for this list", code="invalid_cursor") from exc

@@ -1,0 +1,138 @@
+"""SQL for projects, their members and their default workflow."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from teamboard.db import Tx
+from teamboard.kit.ids import new_id
+
+_COLUMNS = (
+    "id, key, name, description, visibility, archived_at, created_by, created_at, updated_at"
+)
+
+DEFAULT_WORKFLOW = (
+    ("Backlog", "backlog"),
+    ("Todo", "unstarted"),
+    ("In Progress", "started"),
+    ("Done", "completed"),
+    ("Canceled", "canceled"),
+)
+
+
+async def insert_project(
+    tx: Tx, project_id: UUID, key: str, name: str, description: str, visibility: str, user: UUID
+) -> None:
+    await tx.execute(
+        "insert into project (id, key, name, description, visibility, created_by)"
+        " values (%s, %s, %s, %s, %s, %s)",
+        (project_id, key, name, description, visibility, user),
+    )
+
+
+async def insert_default_workflow(tx: Tx, project_id: UUID) -> None:
+    await tx.execute(
+        "insert into status (id, project_id, name, category, position)"
+        " select * from unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::int[])",
+        (
+            [new_id() for _ in DEFAULT_WORKFLOW],
+            [project_id] * len(DEFAULT_WORKFLOW),
+            [name for name, _ in DEFAULT_WORKFLOW],
+            [category for _, category in DEFAULT_WORKFLOW],
+            [1000 * (i + 1) for i in range(len(DEFAULT_WORKFLOW))],
+        ),
+    )
+
+
+async def get_project(tx: Tx, project_id: UUID) -> dict[str, Any] | None:
+    return await tx.fetch_one(
+        f"select {_COLUMNS} from project where id = %s and deleted_at is null", (project_id,)
+    )
+
+
+async def list_projects(
+    tx: Tx, limit: int, after: UUID | None, include_archived: bool
+) -> list[dict[str, Any]]:
+    return await tx.fetch_all(
+        f"select {_COLUMNS} from project where deleted_at is null"
+        " and (%(archived)s or archived_at is null)"
+        " and (%(after)s::uuid is null or id > %(after)s) order by id limit %(limit)s",
+        {"archived": include_archived, "after": after, "limit": limit + 1},
+    )
+
+
+async def update_project(tx: Tx, project_id: UUID, changes: dict[str, Any]) -> None:
+    archived = changes.get("archived")
+    await tx.execute(
+        "update project set name = coalesce(%(name)s, name),"
+        " description = coalesce(%(description)s, description),"
+        " visibility = coalesce(%(visibility)s, visibility),"
+        " archived_at = case when %(archived)s::boolean is null then archived_at"
+        "   when %(archived)s then coalesce(archived_at, now()) else null end"
+        " where id = %(id)s and deleted_at is null",
+        {
+            "id": project_id,
+            "name": changes.get("name"),
+            "description": changes.get("description"),
+            "visibility": changes.get("visibility"),
+            "archived": archived,
+        },
+    )
+
+
+async def soft_delete_project(tx: Tx, project_id: UUID) -> bool:
+    row = await tx.fetch_one(
+        "update project set deleted_at = now() where id = %s and deleted_at is null returning id",
+        (project_id,),
+    )
+    return row is not None
+
+
+async def add_member(tx: Tx, project_id: UUID, user_id: UUID) -> dict[str, Any] | None:
+    """Add a team member to the project; None when ``user_id`` is not a team member.
+
+    No ``RETURNING``: the new row must pass the SELECT policy, whose visibility set was
+    computed before this statement, so the first member of a private project is read back
+    by the next statement instead.
+    """
+    await tx.execute(
+        "insert into project_member (project_id, user_id)"
+        " select %(project)s, m.user_id from team_member m"
+        " where m.team_id = tb_current_team_id() and m.user_id = %(user)s"
+        " on conflict do nothing",
+        {"project": project_id, "user": user_id},
+    )
+    return await tx.fetch_one(
+        "select pm.user_id, u.display_name, pm.created_at as added_at from project_member pm"
+        " join app_user u on u.id = pm.user_id where pm.project_id = %s and pm.user_id = %s",
+        (project_id, user_id),
+    )
+
+
+async def is_member(tx: Tx, project_id: UUID, user_id: UUID) -> bool:
+    row = await tx.fetch_one(
+        "select 1 from project_member where project_id = %s and user_id = %s",
+        (project_id, user_id),
+    )
+    return row is not None
+
+
+async def list_members(
+    tx: Tx, project_id: UUID, limit: int, after: UUID | None
+) -> list[dict[str, Any]]:
+    return await tx.fetch_all(
+        "select pm.user_id, u.display_name, pm.created_at as added_at from project_member pm"
+        " join app_user u on u.id = pm.user_id where pm.project_id = %(project)s"
+        " and (%(after)s::uuid is null or pm.user_id > %(after)s)"
+        " order by pm.user_id limit %(limit)s",
+        {"project": project_id, "after": after, "limit": limit + 1},
+    )
+
+
+async def remove_member(tx: Tx, project_id: UUID, user_id: UUID) -> bool:
+    row = await tx.fetch_one(
+        "delete from project_member where project_id = %s and user_id = %s returning user_id",
+        (project_id, user_id),
+    )
+    return row is not None

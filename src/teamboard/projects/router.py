@@ -1,0 +1,86 @@
+"""REST routes: projects and project members."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Response
+
+from teamboard.deps import ServicesDep, TeamCtx
+from teamboard.kit.pagination import Limit, uuid_after
+from teamboard.kit.responses import ORJSONResponse
+from teamboard.projects import repository, service
+from teamboard.projects.schemas import (
+    ProjectIn,
+    ProjectList,
+    ProjectMemberIn,
+    ProjectMemberList,
+    ProjectMemberOut,
+    ProjectOut,
+    ProjectPatch,
+)
+
+router = APIRouter(prefix="/teams/{team_id}/projects", tags=["projects"])
+
+
+@router.post("", status_code=201, response_model=ProjectOut)
+async def create_project(body: ProjectIn, ctx: TeamCtx) -> Response:
+    return ORJSONResponse(await service.create_project(ctx, body), status_code=201)
+
+
+@router.get("", response_model=ProjectList)
+async def list_projects(
+    ctx: TeamCtx,
+    services: ServicesDep,
+    limit: Limit = 50,
+    cursor: str | None = None,
+    include_archived: bool = False,
+) -> Response:
+    await ctx.require("guest")
+    scope, filters = f"projects:{ctx.team_id}", {"include_archived": include_archived}
+    after = uuid_after(services.cursors.page(scope, filters, limit, cursor))
+    rows = await repository.list_projects(ctx.tx, limit, after, include_archived)
+    cursor_out = services.cursors.next_cursor(scope, filters, rows, limit, ["id"])
+    return ORJSONResponse({"items": rows, "next_cursor": cursor_out})
+
+
+@router.get("/{project_id}", response_model=ProjectOut)
+async def get_project(project_id: UUID, ctx: TeamCtx) -> Response:
+    await ctx.require("guest")
+    return ORJSONResponse(await service.get_project(ctx, project_id))
+
+
+@router.patch("/{project_id}", response_model=ProjectOut)
+async def update_project(project_id: UUID, body: ProjectPatch, ctx: TeamCtx) -> Response:
+    """Rename, describe, change visibility, or archive (``archived: true``) and unarchive."""
+    return ORJSONResponse(await service.update_project(ctx, project_id, body))
+
+
+@router.delete("/{project_id}", status_code=204)
+async def delete_project(project_id: UUID, ctx: TeamCtx) -> Response:
+    await service.delete_project(ctx, project_id)
+    return Response(status_code=204)
+
+
+@router.get("/{project_id}/members", response_model=ProjectMemberList)
+async def list_members(
+    project_id: UUID, ctx: TeamCtx, services: ServicesDep, limit: Limit = 50, cursor: str | None = None
+) -> Response:
+    await ctx.require("guest")
+    await service.get_project(ctx, project_id)
+    scope = f"project-members:{project_id}"
+    after = uuid_after(services.cursors.page(scope, {}, limit, cursor))
+    rows = await repository.list_members(ctx.tx, project_id, limit, after)
+    cursor_out = services.cursors.next_cursor(scope, {}, rows, limit, ["user_id"])
+    return ORJSONResponse({"items": rows, "next_cursor": cursor_out})
+
+
+@router.post("/{project_id}/members", status_code=201, response_model=ProjectMemberOut)
+async def add_member(project_id: UUID, body: ProjectMemberIn, ctx: TeamCtx) -> Response:
+    return ORJSONResponse(await service.add_member(ctx, project_id, body.user_id), status_code=201)
+
+
+@router.delete("/{project_id}/members/{user_id}", status_code=204)
+async def remove_member(project_id: UUID, user_id: UUID, ctx: TeamCtx) -> Response:
+    await service.remove_member(ctx, project_id, user_id)
+    return Response(status_code=204)

@@ -1,0 +1,84 @@
+"""Project rules: members create projects, private ones are visible to their members only."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from teamboard.deps import TeamContext
+from teamboard.errors import NotFound
+from teamboard.events.repository import append
+from teamboard.kit.ids import new_id
+from teamboard.projects import repository
+from teamboard.projects.schemas import ProjectIn, ProjectPatch
+
+
+async def create_project(ctx: TeamContext, body: ProjectIn) -> dict[str, Any]:
+    await ctx.require("member")
+    project_id = new_id()
+    await repository.insert_project(
+        ctx.tx, project_id, body.key, body.name, body.description, body.visibility, ctx.user_id
+    )
+    if body.visibility == "private":
+        await repository.add_member(ctx.tx, project_id, ctx.user_id)
+    await repository.insert_default_workflow(ctx.tx, project_id)
+    await append(
+        ctx.tx,
+        "project.created",
+        subject_id=project_id,
+        project_id=project_id,
+        payload=body.model_dump(),
+    )
+    project = await repository.get_project(ctx.tx, project_id)
+    assert project is not None
+    return project
+
+
+async def get_project(ctx: TeamContext, project_id: UUID) -> dict[str, Any]:
+    project = await repository.get_project(ctx.tx, project_id)
+    if project is None:
+        raise NotFound()
+    return project
+
+
+async def update_project(ctx: TeamContext, project_id: UUID, body: ProjectPatch) -> dict[str, Any]:
+    await ctx.require("member")
+    await get_project(ctx, project_id)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    if body.visibility == "private" and not await repository.is_member(
+        ctx.tx, project_id, ctx.user_id
+    ):
+        # Making a project private keeps whoever does it inside.
+        await repository.add_member(ctx.tx, project_id, ctx.user_id)
+    await repository.update_project(ctx.tx, project_id, changes)
+    await append(
+        ctx.tx, "project.updated", subject_id=project_id, project_id=project_id, payload=changes
+    )
+    return await get_project(ctx, project_id)
+
+
+async def delete_project(ctx: TeamContext, project_id: UUID) -> None:
+    await ctx.require("admin")
+    if not await repository.soft_delete_project(ctx.tx, project_id):
+        raise NotFound()
+    await append(ctx.tx, "project.deleted", subject_id=project_id, project_id=project_id)
+
+
+async def add_member(ctx: TeamContext, project_id: UUID, user_id: UUID) -> dict[str, Any]:
+    await ctx.require("member")
+    await get_project(ctx, project_id)
+    member = await repository.add_member(ctx.tx, project_id, user_id)
+    if member is None:
+        raise NotFound("No such team member", code="not_a_team_member")
+    await append(
+        ctx.tx, "project.member_added", subject_id=user_id, project_id=project_id
+    )
+    return member
+
+
+async def remove_member(ctx: TeamContext, project_id: UUID, user_id: UUID) -> None:
+    await ctx.require("member")
+    await get_project(ctx, project_id)
+    if not await repository.remove_member(ctx.tx, project_id, user_id):
+        raise NotFound()
+    await append(ctx.tx, "project.member_removed", subject_id=user_id, project_id=project_id)

@@ -1,0 +1,182 @@
+"""SQL for teams, members and invitations. Every query runs under the caller's RLS context."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from teamboard.db import Tx
+
+_TEAM_WITH_ROLE = (
+    "select t.id, t.name, t.created_at, t.updated_at, m.role from team t"
+    " join team_member m on m.team_id = t.id and m.user_id = %(user)s"
+)
+
+
+async def insert_team(tx: Tx, team_id: UUID, name: str, owner_id: UUID) -> None:
+    """Insert the team and its first owner (the context must already name the team)."""
+    await tx.execute(
+        "insert into team (id, name, created_by) values (%s, %s, %s)", (team_id, name, owner_id)
+    )
+    await tx.execute(
+        "insert into team_member (team_id, user_id, role) values (%s, %s, 'owner')",
+        (team_id, owner_id),
+    )
+
+
+async def get_team(tx: Tx, team_id: UUID, user_id: UUID) -> dict[str, Any] | None:
+    """The team with the caller's role: None when the caller is not a member."""
+    return await tx.fetch_one(
+        _TEAM_WITH_ROLE + " where t.id = %(team)s", {"user": user_id, "team": team_id}
+    )
+
+
+async def list_teams(
+    tx: Tx, user_id: UUID, limit: int, after: UUID | None
+) -> list[dict[str, Any]]:
+    return await tx.fetch_all(
+        _TEAM_WITH_ROLE + " where (%(after)s::uuid is null or t.id > %(after)s)"
+        " order by t.id limit %(limit)s",
+        {"user": user_id, "after": after, "limit": limit + 1},
+    )
+
+
+async def rename_team(tx: Tx, team_id: UUID, name: str) -> None:
+    await tx.execute("update team set name = %s where id = %s", (name, team_id))
+
+
+async def delete_team(tx: Tx, team_id: UUID) -> bool:
+    return await tx.fetch_one("delete from team where id = %s returning id", (team_id,)) is not None
+
+
+async def lock_membership(tx: Tx, team_id: UUID) -> None:
+    """Serialize membership changes of one team (the last-owner rule under concurrency)."""
+    await tx.fetch_one(
+        "select pg_advisory_xact_lock(hashtextextended(%s::text, 7))", (team_id,)
+    )
+
+
+async def list_members(
+    tx: Tx, team_id: UUID, limit: int, after: UUID | None
+) -> list[dict[str, Any]]:
+    return await tx.fetch_all(
+        "select m.user_id, u.email, u.display_name, m.role, m.created_at as joined_at"
+        " from team_member m join app_user u on u.id = m.user_id"
+        " where m.team_id = %(team)s and (%(after)s::uuid is null or m.user_id > %(after)s)"
+        " order by m.user_id limit %(limit)s",
+        {"team": team_id, "after": after, "limit": limit + 1},
+    )
+
+
+async def get_member_role(tx: Tx, team_id: UUID, user_id: UUID) -> str | None:
+    role: str | None = await tx.fetch_value(
+        "select role from team_member where team_id = %s and user_id = %s", (team_id, user_id)
+    )
+    return role
+
+
+async def count_owners(tx: Tx, team_id: UUID) -> int:
+    return int(
+        await tx.fetch_value(
+            "select count(*) from team_member where team_id = %s and role = 'owner'", (team_id,)
+        )
+    )
+
+
+async def set_member_role(tx: Tx, team_id: UUID, user_id: UUID, role: str) -> dict[str, Any] | None:
+    return await tx.fetch_one(
+        "with changed as (update team_member set role = %(role)s"
+        " where team_id = %(team)s and user_id = %(user)s returning user_id, role, created_at)"
+        " select c.user_id, u.email, u.display_name, c.role, c.created_at as joined_at"
+        " from changed c join app_user u on u.id = c.user_id",
+        {"team": team_id, "user": user_id, "role": role},
+    )
+
+
+async def delete_member(tx: Tx, team_id: UUID, user_id: UUID) -> None:
+    await tx.execute(
+        "delete from team_member where team_id = %s and user_id = %s", (team_id, user_id)
+    )
+
+
+async def is_member_email(tx: Tx, team_id: UUID, email: str) -> bool:
+    return (
+        await tx.fetch_one(
+            "select 1 from team_member m join app_user u on u.id = m.user_id"
+            " where m.team_id = %s and u.email = %s",
+            (team_id, email),
+        )
+        is not None
+    )
+
+
+_INVITATION_COLUMNS = "id, email, role, expires_at, created_at, accepted_at, revoked_at"
+
+
+async def replace_invitation(
+    tx: Tx,
+    *,
+    team_id: UUID,
+    invitation_id: UUID,
+    email: str,
+    role: str,
+    token_hash: str,
+    invited_by: UUID,
+    expires_at: datetime,
+) -> dict[str, Any]:
+    """Revoke any pending invitation of the same email, then insert the new one."""
+    await tx.execute(
+        "update invitation set revoked_at = now() where team_id = %s and email = %s"
+        " and accepted_at is null and revoked_at is null",
+        (team_id, email),
+    )
+    row = await tx.fetch_one(
+        "insert into invitation (team_id, id, email, role, token_hash, invited_by, expires_at)"
+        f" values (%s, %s, %s, %s, %s, %s, %s) returning {_INVITATION_COLUMNS}",
+        (team_id, invitation_id, email, role, token_hash, invited_by, expires_at),
+    )
+    assert row is not None
+    return row
+
+
+async def list_invitations(
+    tx: Tx, team_id: UUID, limit: int, after: UUID | None
+) -> list[dict[str, Any]]:
+    return await tx.fetch_all(
+        f"select {_INVITATION_COLUMNS} from invitation"
+        " where team_id = %(team)s and accepted_at is null and revoked_at is null"
+        " and (%(after)s::uuid is null or id > %(after)s) order by id limit %(limit)s",
+        {"team": team_id, "after": after, "limit": limit + 1},
+    )
+
+
+async def revoke_invitation(tx: Tx, team_id: UUID, invitation_id: UUID) -> bool:
+    row = await tx.fetch_one(
+        "update invitation set revoked_at = now() where team_id = %s and id = %s"
+        " and accepted_at is null and revoked_at is null returning id",
+        (team_id, invitation_id),
+    )
+    return row is not None
+
+
+async def find_invitation_by_token(tx: Tx, token_hash: str) -> dict[str, Any] | None:
+    """Needs the ``app.invitation_token`` lookup set to ``token_hash``."""
+    return await tx.fetch_one(
+        "select team_id, id, email, role, expires_at, accepted_at, revoked_at"
+        " from invitation where token_hash = %s",
+        (token_hash,),
+    )
+
+
+async def join_by_invitation(
+    tx: Tx, team_id: UUID, invitation_id: UUID, user_id: UUID, role: str
+) -> None:
+    await tx.execute(
+        "insert into team_member (team_id, user_id, role) values (%s, %s, %s)",
+        (team_id, user_id, role),
+    )
+    await tx.execute(
+        "update invitation set accepted_at = now(), accepted_by = %s where team_id = %s and id = %s",
+        (user_id, team_id, invitation_id),
+    )

@@ -1,0 +1,78 @@
+"""Bodies of the team, member and invitation routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, EmailStr, StringConstraints
+
+from teamboard.auth.schemas import Strict
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+MemberRole = Literal["owner", "admin", "member", "guest"]
+InvitedRole = Literal["admin", "member", "guest"]
+
+
+class TeamIn(Strict):
+    name: Name
+
+
+class TeamPatch(Strict):
+    name: Name
+
+
+class TeamOut(BaseModel):
+    id: UUID
+    name: str
+    role: MemberRole
+    created_at: datetime
+    updated_at: datetime
+
+
+class TeamList(BaseModel):
+    items: list[TeamOut]
+    next_cursor: str | None
+
+
+class MemberOut(BaseModel):
+    user_id: UUID
+    email: str
+    display_name: str
+    role: MemberRole
+    joined_at: datetime
+
+
+class MemberList(BaseModel):
+    items: list[MemberOut]
+    next_cursor: str | None
+
+
+class MemberPatch(Strict):
+    role: MemberRole
+
+
+class InvitationIn(Strict):
+    email: EmailStr
+    role: InvitedRole = "member"
+
+
+class InvitationOut(BaseModel):
+    id: UUID
+    email: str
+    role: InvitedRole
+    expires_at: datetime
+    created_at: datetime
+    accepted_at: datetime | None = None
+    revoked_at: datetime | None = None
+    token: str | None = None  # only in the answer to the creation
+
+
+class InvitationList(BaseModel):
+    items: list[InvitationOut]
+    next_cursor: str | None
+
+
+class AcceptIn(Strict):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200)]

@@ -1,0 +1,151 @@
+"""Team rules: who may rename, delete, invite, change roles; the last owner always stays."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from teamboard.auth.service import normalize_email
+from teamboard.db import Tx
+from teamboard.deps import ROLE_RANK, Services, TeamContext
+from teamboard.errors import Conflict, Forbidden, NotFound
+from teamboard.events.repository import append
+from teamboard.kit.ids import new_id
+from teamboard.teams import repository
+from teamboard.teams.schemas import InvitationIn
+
+
+async def create_team(tx: Tx, user_id: UUID, name: str) -> dict[str, Any]:
+    team_id = new_id()
+    await tx.set_context(user_id=user_id, team_id=team_id)
+    await repository.insert_team(tx, team_id, name, user_id)
+    await append(tx, "team.created", subject_id=team_id, payload={"name": name})
+    team = await repository.get_team(tx, team_id, user_id)
+    assert team is not None
+    return team
+
+
+async def get_team(ctx: TeamContext) -> dict[str, Any]:
+    team = await repository.get_team(ctx.tx, ctx.team_id, ctx.user_id)
+    if team is None:
+        raise NotFound()
+    return team
+
+
+async def rename_team(ctx: TeamContext, name: str) -> dict[str, Any]:
+    await ctx.require("admin")
+    await repository.rename_team(ctx.tx, ctx.team_id, name)
+    await append(ctx.tx, "team.updated", subject_id=ctx.team_id, payload={"name": name})
+    return await get_team(ctx)
+
+
+async def delete_team(ctx: TeamContext) -> None:
+    await ctx.require("owner")
+    await repository.delete_team(ctx.tx, ctx.team_id)
+
+
+async def change_role(ctx: TeamContext, user_id: UUID, role: str) -> dict[str, Any]:
+    """Admins manage members and admins; only owners grant or take the owner role."""
+    my_role = await ctx.require("admin")
+    await repository.lock_membership(ctx.tx, ctx.team_id)
+    current = await repository.get_member_role(ctx.tx, ctx.team_id, user_id)
+    if current is None:
+        raise NotFound()
+    if "owner" in (current, role) and my_role != "owner":
+        raise Forbidden("Only owners can grant or remove the owner role", code="insufficient_role")
+    if current == "owner" and role != "owner":
+        await _keep_an_owner(ctx)
+    member = await repository.set_member_role(ctx.tx, ctx.team_id, user_id, role)
+    assert member is not None
+    await append(
+        ctx.tx, "member.role_changed", subject_id=user_id, payload={"from": current, "to": role}
+    )
+    return member
+
+
+async def remove_member(ctx: TeamContext, user_id: UUID) -> None:
+    """Remove a member, or leave the team when ``user_id`` is the caller."""
+    my_role = await ctx.require("guest")
+    await repository.lock_membership(ctx.tx, ctx.team_id)
+    current = await repository.get_member_role(ctx.tx, ctx.team_id, user_id)
+    if current is None:
+        raise NotFound()
+    if user_id != ctx.user_id:
+        await ctx.require("admin")
+        if ROLE_RANK[current] > ROLE_RANK[my_role]:
+            raise Forbidden("You cannot remove a member above your role", code="insufficient_role")
+    if current == "owner":
+        await _keep_an_owner(ctx)
+    await append(
+        ctx.tx,
+        "member.left" if user_id == ctx.user_id else "member.removed",
+        subject_id=user_id,
+        payload={"role": current},
+    )
+    await repository.delete_member(ctx.tx, ctx.team_id, user_id)
+
+
+async def _keep_an_owner(ctx: TeamContext) -> None:
+    if await repository.count_owners(ctx.tx, ctx.team_id) <= 1:
+        raise Conflict("A team keeps at least one owner", code="last_owner")
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def invite(services: Services, ctx: TeamContext, body: InvitationIn) -> dict[str, Any]:
+    await ctx.require("admin")
+    email = normalize_email(body.email)
+    if await repository.is_member_email(ctx.tx, ctx.team_id, email):
+        raise Conflict("This person is already a member", code="already_member")
+    token = "inv_" + secrets.token_urlsafe(32)
+    invitation = await repository.replace_invitation(
+        ctx.tx,
+        team_id=ctx.team_id,
+        invitation_id=new_id(),
+        email=email,
+        role=body.role,
+        token_hash=_token_hash(token),
+        invited_by=ctx.user_id,
+        expires_at=datetime.now(UTC) + timedelta(seconds=services.settings.invitation_ttl_seconds),
+    )
+    await append(
+        ctx.tx, "invitation.created", subject_id=invitation["id"], payload={"role": body.role}
+    )
+    return {**invitation, "token": token}
+
+
+async def revoke_invitation(ctx: TeamContext, invitation_id: UUID) -> None:
+    await ctx.require("admin")
+    if not await repository.revoke_invitation(ctx.tx, ctx.team_id, invitation_id):
+        raise NotFound()
+    await append(ctx.tx, "invitation.revoked", subject_id=invitation_id)
+
+
+async def accept_invitation(tx: Tx, user_id: UUID, email: str, token: str) -> UUID:
+    """Join the team of a pending invitation addressed to the caller's email.
+
+    Unknown, expired, revoked, used and misaddressed tokens all answer the same 404.
+    """
+    token_hash = _token_hash(token)
+    await tx.set_lookup("app.invitation_token", token_hash)
+    invitation = await repository.find_invitation_by_token(tx, token_hash)
+    if (
+        invitation is None
+        or invitation["accepted_at"] is not None
+        or invitation["revoked_at"] is not None
+        or invitation["expires_at"] <= datetime.now(UTC)
+        or invitation["email"] != email
+    ):
+        raise NotFound("The invitation is invalid or has expired", code="invitation_invalid")
+    team_id: UUID = invitation["team_id"]
+    await tx.set_context(user_id=user_id, team_id=team_id)
+    if await repository.get_member_role(tx, team_id, user_id) is not None:
+        raise Conflict("You are already a member of this team", code="already_member")
+    await repository.join_by_invitation(tx, team_id, invitation["id"], user_id, invitation["role"])
+    await append(tx, "member.joined", subject_id=user_id, payload={"role": invitation["role"]})
+    return team_id
