@@ -1,0 +1,374 @@
+"""The isolation matrix: every tenant table x every command x every kind of caller.
+
+Three teams (A, B, C) are filled through the owner connection with one row or more in every
+tenant table. Then, as the *app role* (the role the API uses) with a transaction-local
+context, each table is checked: own rows visible, foreign rows invisible, inserts with a
+foreign ``team_id`` rejected, moving a row to another team rejected, foreign rows neither
+updatable nor deletable, and no context (or an outsider, or a removed member) sees nothing.
+
+Tenant tables are discovered from the catalog, so a new table automatically joins the
+matrix, and fails it until the fixtures below give it rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from teamboard.ops.database import DatabaseUrls
+
+Row = dict[str, Any]
+ROLES = ("owner", "admin", "member", "guest")
+
+
+@dataclass
+class Team:
+    id: uuid.UUID
+    users: dict[str, uuid.UUID]  # role -> user; plus "removed" and "outsider"
+    team_project: uuid.UUID
+    private_project: uuid.UUID
+
+
+def _insert(owner: psycopg.Connection[Row], table: str, **values: Any) -> None:
+    query = sql.SQL("insert into {} ({}) values ({})").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, values)),
+        sql.SQL(", ").join(sql.Placeholder() * len(values)),
+    )
+    owner.execute(query, [Jsonb(v) if isinstance(v, dict) else v for v in values.values()])
+
+
+def _make_user(owner: psycopg.Connection[Row], name: str) -> uuid.UUID:
+    user_id = uuid.uuid4()
+    _insert(
+        owner, "app_user", id=user_id, email=f"{name.lower()}-{user_id.hex[:8]}@iso.test",
+        display_name=name, password_hash="x",
+    )
+    session_id = uuid.uuid4()
+    _insert(owner, "auth_session", user_id=user_id, id=session_id, expires_at="2099-01-01")
+    _insert(
+        owner, "refresh_token", user_id=user_id, id=uuid.uuid4(), session_id=session_id,
+        expires_at="2099-01-01",
+    )
+    return user_id
+
+
+def _project(owner: psycopg.Connection[Row], team: uuid.UUID, key: str, visibility: str,
+             creator: uuid.UUID) -> uuid.UUID:
+    project_id = uuid.uuid4()
+    _insert(owner, "project", team_id=team, id=project_id, key=key, name=key,
+            visibility=visibility, created_by=creator)
+    status_id = uuid.uuid4()
+    _insert(owner, "status", team_id=team, id=status_id, project_id=project_id, name="Todo",
+            category="unstarted", position=1)
+    _insert(owner, "task", team_id=team, id=uuid.uuid4(), project_id=project_id, number=1,
+            title=f"{key} task", status_id=status_id, created_by=creator)
+    _insert(owner, "event", team_id=team, id=uuid.uuid4(), actor_id=creator,
+            kind="task.created", project_id=project_id, payload={"key": key})
+    return project_id
+
+
+def _make_team(owner: psycopg.Connection[Row], label: str) -> Team:
+    users = {role: _make_user(owner, f"{label}-{role}") for role in ROLES}
+    users["removed"] = _make_user(owner, f"{label}-removed")
+    users["outsider"] = _make_user(owner, f"{label}-outsider")
+    team_id = uuid.uuid4()
+    _insert(owner, "team", id=team_id, name=f"Team {label}", created_by=users["owner"])
+    for role in ROLES:
+        _insert(owner, "team_member", team_id=team_id, user_id=users[role], role=role)
+    # The removed member was a member once: their rows stay, their access does not.
+    _insert(owner, "team_member", team_id=team_id, user_id=users["removed"], role="member")
+    team_project = _project(owner, team_id, "PUB", "team", users["owner"])
+    private_project = _project(owner, team_id, "SEC", "private", users["owner"])
+    for project, user in ((team_project, users["guest"]), (private_project, users["owner"])):
+        _insert(owner, "project_member", team_id=team_id, project_id=project, user_id=user)
+    owner.execute("delete from team_member where team_id = %s and user_id = %s",
+                  (team_id, users["removed"]))
+    _insert(owner, "invitation", team_id=team_id, id=uuid.uuid4(), email=f"inv-{label.lower()}@iso.test",
+            role="member", token_hash=uuid.uuid4().hex, invited_by=users["owner"],
+            expires_at="2099-01-01")
+    _insert(owner, "api_key", team_id=team_id, id=uuid.uuid4(), name="k",
+            prefix=uuid.uuid4().hex[:12], secret_hash="h", scopes=["read"],
+            created_by=users["owner"])
+    _insert(owner, "event", team_id=team_id, id=uuid.uuid4(), actor_id=users["owner"],
+            kind="team.created", payload={})
+    return Team(team_id, users, team_project, private_project)
+
+
+@pytest.fixture(scope="module")
+def teams(owner: psycopg.Connection[Row]) -> dict[str, Team]:
+    return {label: _make_team(owner, label) for label in "ABC"}
+
+
+@pytest.fixture(scope="module")
+def tenant_tables(owner: psycopg.Connection[Row]) -> list[str]:
+    rows = owner.execute(
+        "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " join pg_attribute a on a.attrelid = c.oid and a.attname = 'team_id'"
+        " where n.nspname = 'public' and c.relkind in ('r', 'p') and not c.relispartition"
+        " order by 1"
+    ).fetchall()
+    return [row["relname"] for row in rows]
+
+
+@pytest.fixture
+def app_conn(db_urls: DatabaseUrls) -> Iterator[psycopg.Connection[Row]]:
+    """An app-role connection in an open transaction, rolled back after the test."""
+    with psycopg.connect(db_urls.app, row_factory=dict_row) as conn:
+        yield conn
+        conn.rollback()
+
+
+def as_caller(conn: psycopg.Connection[Row], user: uuid.UUID | None, team: uuid.UUID | None) -> None:
+    conn.execute(
+        "select set_config('app.user_id', %s, true), set_config('app.team_id', %s, true)",
+        ("" if user is None else str(user), "" if team is None else str(team)),
+    )
+
+
+def visible(conn: psycopg.Connection[Row], table: str) -> list[Row]:
+    return conn.execute(sql.SQL("select * from {}").format(sql.Identifier(table))).fetchall()
+
+
+def _rejected(conn: psycopg.Connection[Row], statement: sql.Composable, params: Any = None) -> bool:
+    """True when the statement is refused by RLS, a trigger or a missing grant."""
+    try:
+        with conn.transaction():
+            conn.execute(statement, params)
+    except psycopg.errors.InsufficientPrivilege:
+        return True
+    return False
+
+
+EXPECTED_TENANT_TABLES = {
+    "api_key", "event", "invitation", "project", "project_member", "status", "task", "team_member",
+}
+ADMIN_ONLY = {"api_key", "invitation"}
+
+
+def test_every_tenant_table_is_in_the_matrix(tenant_tables: list[str]) -> None:
+    """A new tenant table must be added to the fixtures above (and to this set)."""
+    assert set(tenant_tables) == EXPECTED_TENANT_TABLES
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_members_see_only_their_team(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team], tenant_tables: list[str], role: str
+) -> None:
+    team = teams["A"]
+    as_caller(app_conn, team.users[role], team.id)
+    for table in tenant_tables:
+        rows = visible(app_conn, table)
+        assert {row["team_id"] for row in rows} <= {team.id}, f"{table} leaked for {role}"
+        expect_rows = not (table in ADMIN_ONLY and role in ("member", "guest"))
+        assert bool(rows) == expect_rows, f"{table} as {role}: {len(rows)} rows"
+
+
+@pytest.mark.parametrize("who", ["removed", "outsider", "no-user", "no-context"])
+def test_non_members_see_nothing(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team], tenant_tables: list[str], who: str
+) -> None:
+    team = teams["A"]
+    user = team.users.get(who)
+    as_caller(app_conn, user, None if who == "no-context" else team.id)
+    for table in [*tenant_tables, "team"]:
+        assert visible(app_conn, table) == [], f"{table} visible to {who}"
+
+
+def test_member_of_a_cannot_read_b_by_naming_it(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team], tenant_tables: list[str]
+) -> None:
+    a, b = teams["A"], teams["B"]
+    as_caller(app_conn, a.users["owner"], b.id)
+    for table in tenant_tables:
+        rows = visible(app_conn, table)
+        if table == "team_member":  # one's own memberships stay visible, and nothing else
+            assert [(r["team_id"], r["user_id"]) for r in rows] == [(a.id, a.users["owner"])]
+        else:
+            assert rows == [], table
+
+
+def test_guest_sees_only_projects_they_were_added_to(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    team = teams["A"]
+    as_caller(app_conn, team.users["guest"], team.id)
+    for table in ("task", "status", "project_member", "event"):
+        projects = {row["project_id"] for row in visible(app_conn, table)} - {None}
+        assert projects == {team.team_project}, table
+    assert [row["id"] for row in visible(app_conn, "project")] == [team.team_project]
+    assert all(row["project_id"] for row in visible(app_conn, "event"))
+
+
+@pytest.mark.parametrize("role", ["admin", "member"])
+def test_private_projects_are_for_their_members_only(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team], role: str
+) -> None:
+    team = teams["A"]
+    as_caller(app_conn, team.users[role], team.id)
+    for table in ("task", "status", "project_member", "event"):
+        projects = {row["project_id"] for row in visible(app_conn, table)}
+        assert team.private_project not in projects, table
+    as_caller(app_conn, team.users["owner"], team.id)
+    assert team.private_project in {row["id"] for row in visible(app_conn, "project")}
+
+
+def _foreign_copy(owner: psycopg.Connection[Row], table: str, source: Team, target: Team) -> Row:
+    """A row of ``target`` re-labelled as ``source``'s: what a forged insert would carry."""
+    row = owner.execute(
+        sql.SQL("select * from {} where team_id = %s limit 1").format(sql.Identifier(table)),
+        (target.id,),
+    ).fetchone()
+    assert row is not None, f"no {table} row for the fixture team"
+    copy = dict(row)
+    if "id" in copy:
+        copy["id"] = uuid.uuid4()
+    for key in ("tx_id",):
+        copy.pop(key, None)
+    return copy
+
+
+def _insert_statement(table: str, row: Row) -> tuple[sql.Composable, list[Any]]:
+    statement = sql.SQL("insert into {} ({}) values ({})").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, row)),
+        sql.SQL(", ").join(sql.Placeholder() * len(row)),
+    )
+    return statement, [Jsonb(v) if isinstance(v, dict) else v for v in row.values()]
+
+
+def test_inserts_into_another_team_are_rejected(
+    app_conn: psycopg.Connection[Row],
+    owner: psycopg.Connection[Row],
+    teams: dict[str, Team],
+    tenant_tables: list[str],
+) -> None:
+    a, b = teams["A"], teams["B"]
+    as_caller(app_conn, a.users["owner"], a.id)
+    for table in tenant_tables:
+        statement, params = _insert_statement(table, _foreign_copy(owner, table, a, b))
+        assert _rejected(app_conn, statement, params), f"insert into {table} for team B passed"
+
+
+def test_inserts_without_context_are_rejected(
+    app_conn: psycopg.Connection[Row],
+    owner: psycopg.Connection[Row],
+    teams: dict[str, Team],
+    tenant_tables: list[str],
+) -> None:
+    a = teams["A"]
+    as_caller(app_conn, None, None)
+    for table in tenant_tables:
+        row = _foreign_copy(owner, table, a, a)
+        row["team_id"] = None  # the trigger would fill it from the (absent) context
+        statement, params = _insert_statement(table, row)
+        try:
+            refused = _rejected(app_conn, statement, params)
+        except psycopg.errors.NotNullViolation:
+            refused = True
+        assert refused, f"insert into {table} without context passed"
+
+
+def test_rows_cannot_move_to_another_team(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team], tenant_tables: list[str]
+) -> None:
+    a, b = teams["A"], teams["B"]
+    as_caller(app_conn, a.users["owner"], a.id)
+    for table in tenant_tables:
+        statement = sql.SQL("update {} set team_id = %s where team_id = %s").format(
+            sql.Identifier(table)
+        )
+        assert _rejected(app_conn, statement, (b.id, a.id)), f"{table} row moved to team B"
+
+
+def test_foreign_rows_cannot_be_updated_or_deleted(
+    app_conn: psycopg.Connection[Row],
+    owner: psycopg.Connection[Row],
+    teams: dict[str, Team],
+    tenant_tables: list[str],
+) -> None:
+    a, b = teams["A"], teams["B"]
+
+    def counts() -> dict[str, Row]:
+        return {
+            table: owner.execute(
+                sql.SQL("select count(*) as n, max(updated_at) as changed from {} where team_id = %s")
+                .format(sql.Identifier(table))
+                if table != "event"
+                else sql.SQL("select count(*) as n from event where team_id = %s"),
+                (b.id,),
+            ).fetchone() or {}
+            for table in tenant_tables
+        }
+
+    before = counts()
+    as_caller(app_conn, a.users["owner"], a.id)
+    for table in tenant_tables:
+        for statement in (
+            sql.SQL("update {} set team_id = team_id where team_id = %s"),
+            sql.SQL("delete from {} where team_id = %s"),
+        ):
+            try:
+                with app_conn.transaction():
+                    cur = app_conn.execute(statement.format(sql.Identifier(table)), (b.id,))
+                    assert cur.rowcount == 0, f"{table}: touched {cur.rowcount} rows of team B"
+            except psycopg.errors.InsufficientPrivilege:
+                pass  # append-only tables grant no UPDATE/DELETE at all
+    assert counts() == before
+
+
+def test_team_root_table(app_conn: psycopg.Connection[Row], teams: dict[str, Team]) -> None:
+    a, b = teams["A"], teams["B"]
+    as_caller(app_conn, a.users["admin"], a.id)
+    assert [row["id"] for row in visible(app_conn, "team")] == [a.id]
+    cur = app_conn.execute("update team set name = 'x' where id = %s", (b.id,))
+    assert cur.rowcount == 0
+    cur = app_conn.execute("delete from team where id = %s", (a.id,))
+    assert cur.rowcount == 0, "only owners delete a team"
+    assert _rejected(
+        app_conn,
+        sql.SQL("insert into team (id, name, created_by) values (%s, 'x', %s)"),
+        (uuid.uuid4(), b.users["owner"]),
+    ), "a team was created in someone else's name"
+
+
+def test_membership_cannot_be_self_granted(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a, b = teams["A"], teams["B"]
+    as_caller(app_conn, a.users["owner"], b.id)
+    assert _rejected(
+        app_conn,
+        sql.SQL("insert into team_member (team_id, user_id, role) values (%s, %s, 'owner')"),
+        (b.id, a.users["owner"]),
+    )
+    as_caller(app_conn, a.users["member"], a.id)
+    cur = app_conn.execute(
+        "update team_member set role = 'owner' where team_id = %s and user_id = %s",
+        (a.id, a.users["member"]),
+    )
+    assert cur.rowcount == 0, "a member promoted themselves"
+
+
+def test_global_tables_show_only_self_and_teammates(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a, b = teams["A"], teams["B"]
+    as_caller(app_conn, a.users["member"], a.id)
+    users = {row["id"] for row in visible(app_conn, "app_user")}
+    assert a.users["member"] in users and b.users["member"] not in users
+    assert users <= set(a.users.values())
+    for table in ("auth_session", "refresh_token"):
+        assert {row["user_id"] for row in visible(app_conn, table)} == {a.users["member"]}
+    cur = app_conn.execute(
+        "update app_user set display_name = 'pwned' where id = %s", (b.users["member"],)
+    )
+    assert cur.rowcount == 0
