@@ -107,10 +107,10 @@ def make_team(
 ) -> Callable[..., Awaitable[uuid.UUID]]:
     """Create a team through the API as ``creator`` (its owner) and add (actor, role) pairs."""
 
-    async def make(
-        creator: Actor, members: Sequence[tuple[Actor, str]] = ()
-    ) -> uuid.UUID:
-        response = await client.post("/api/v1/teams", json={"name": "Team"}, headers=creator.headers)
+    async def make(creator: Actor, members: Sequence[tuple[Actor, str]] = ()) -> uuid.UUID:
+        response = await client.post(
+            "/api/v1/teams", json={"name": "Team"}, headers=creator.headers
+        )
         assert response.status_code == 201, response.text
         team_id = uuid.UUID(response.json()["id"])
         for actor, role in members:

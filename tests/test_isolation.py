@@ -49,30 +49,72 @@ def _insert(owner: psycopg.Connection[Row], table: str, **values: Any) -> None:
 def _make_user(owner: psycopg.Connection[Row], name: str) -> uuid.UUID:
     user_id = uuid.uuid4()
     _insert(
-        owner, "app_user", id=user_id, email=f"{name.lower()}-{user_id.hex[:8]}@iso.test",
-        display_name=name, password_hash="x",
+        owner,
+        "app_user",
+        id=user_id,
+        email=f"{name.lower()}-{user_id.hex[:8]}@iso.test",
+        display_name=name,
+        password_hash="x",
     )
     session_id = uuid.uuid4()
     _insert(owner, "auth_session", user_id=user_id, id=session_id, expires_at="2099-01-01")
     _insert(
-        owner, "refresh_token", user_id=user_id, id=uuid.uuid4(), session_id=session_id,
+        owner,
+        "refresh_token",
+        user_id=user_id,
+        id=uuid.uuid4(),
+        session_id=session_id,
         expires_at="2099-01-01",
     )
     return user_id
 
 
-def _project(owner: psycopg.Connection[Row], team: uuid.UUID, key: str, visibility: str,
-             creator: uuid.UUID) -> uuid.UUID:
+def _project(
+    owner: psycopg.Connection[Row], team: uuid.UUID, key: str, visibility: str, creator: uuid.UUID
+) -> uuid.UUID:
     project_id = uuid.uuid4()
-    _insert(owner, "project", team_id=team, id=project_id, key=key, name=key,
-            visibility=visibility, created_by=creator)
+    _insert(
+        owner,
+        "project",
+        team_id=team,
+        id=project_id,
+        key=key,
+        name=key,
+        visibility=visibility,
+        created_by=creator,
+    )
     status_id = uuid.uuid4()
-    _insert(owner, "status", team_id=team, id=status_id, project_id=project_id, name="Todo",
-            category="unstarted", position=1)
-    _insert(owner, "task", team_id=team, id=uuid.uuid4(), project_id=project_id, number=1,
-            title=f"{key} task", status_id=status_id, created_by=creator)
-    _insert(owner, "event", team_id=team, id=uuid.uuid4(), actor_id=creator,
-            kind="task.created", project_id=project_id, payload={"key": key})
+    _insert(
+        owner,
+        "status",
+        team_id=team,
+        id=status_id,
+        project_id=project_id,
+        name="Todo",
+        category="unstarted",
+        position=1,
+    )
+    _insert(
+        owner,
+        "task",
+        team_id=team,
+        id=uuid.uuid4(),
+        project_id=project_id,
+        number=1,
+        title=f"{key} task",
+        status_id=status_id,
+        created_by=creator,
+    )
+    _insert(
+        owner,
+        "event",
+        team_id=team,
+        id=uuid.uuid4(),
+        actor_id=creator,
+        kind="task.created",
+        project_id=project_id,
+        payload={"key": key},
+    )
     return project_id
 
 
@@ -90,16 +132,40 @@ def _make_team(owner: psycopg.Connection[Row], label: str) -> Team:
     private_project = _project(owner, team_id, "SEC", "private", users["owner"])
     for project, user in ((team_project, users["guest"]), (private_project, users["owner"])):
         _insert(owner, "project_member", team_id=team_id, project_id=project, user_id=user)
-    owner.execute("delete from team_member where team_id = %s and user_id = %s",
-                  (team_id, users["removed"]))
-    _insert(owner, "invitation", team_id=team_id, id=uuid.uuid4(), email=f"inv-{label.lower()}@iso.test",
-            role="member", token_hash=uuid.uuid4().hex, invited_by=users["owner"],
-            expires_at="2099-01-01")
-    _insert(owner, "api_key", team_id=team_id, id=uuid.uuid4(), name="k",
-            prefix=uuid.uuid4().hex[:12], secret_hash="h", scopes=["read"],
-            created_by=users["owner"])
-    _insert(owner, "event", team_id=team_id, id=uuid.uuid4(), actor_id=users["owner"],
-            kind="team.created", payload={})
+    owner.execute(
+        "delete from team_member where team_id = %s and user_id = %s", (team_id, users["removed"])
+    )
+    _insert(
+        owner,
+        "invitation",
+        team_id=team_id,
+        id=uuid.uuid4(),
+        email=f"inv-{label.lower()}@iso.test",
+        role="member",
+        token_hash=uuid.uuid4().hex,
+        invited_by=users["owner"],
+        expires_at="2099-01-01",
+    )
+    _insert(
+        owner,
+        "api_key",
+        team_id=team_id,
+        id=uuid.uuid4(),
+        name="k",
+        prefix=uuid.uuid4().hex[:12],
+        secret_hash="h",
+        scopes=["read"],
+        created_by=users["owner"],
+    )
+    _insert(
+        owner,
+        "event",
+        team_id=team_id,
+        id=uuid.uuid4(),
+        actor_id=users["owner"],
+        kind="team.created",
+        payload={},
+    )
     return Team(team_id, users, team_project, private_project)
 
 
@@ -127,7 +193,9 @@ def app_conn(db_urls: DatabaseUrls) -> Iterator[psycopg.Connection[Row]]:
         conn.rollback()
 
 
-def as_caller(conn: psycopg.Connection[Row], user: uuid.UUID | None, team: uuid.UUID | None) -> None:
+def as_caller(
+    conn: psycopg.Connection[Row], user: uuid.UUID | None, team: uuid.UUID | None
+) -> None:
     conn.execute(
         "select set_config('app.user_id', %s, true), set_config('app.team_id', %s, true)",
         ("" if user is None else str(user), "" if team is None else str(team)),
@@ -149,7 +217,14 @@ def _rejected(conn: psycopg.Connection[Row], statement: sql.Composable, params: 
 
 
 EXPECTED_TENANT_TABLES = {
-    "api_key", "event", "invitation", "project", "project_member", "status", "task", "team_member",
+    "api_key",
+    "event",
+    "invitation",
+    "project",
+    "project_member",
+    "status",
+    "task",
+    "team_member",
 }
 ADMIN_ONLY = {"api_key", "invitation"}
 
@@ -300,12 +375,14 @@ def test_foreign_rows_cannot_be_updated_or_deleted(
     def counts() -> dict[str, Row]:
         return {
             table: owner.execute(
-                sql.SQL("select count(*) as n, max(updated_at) as changed from {} where team_id = %s")
-                .format(sql.Identifier(table))
+                sql.SQL(
+                    "select count(*) as n, max(updated_at) as changed from {} where team_id = %s"
+                ).format(sql.Identifier(table))
                 if table != "event"
                 else sql.SQL("select count(*) as n from event where team_id = %s"),
                 (b.id,),
-            ).fetchone() or {}
+            ).fetchone()
+            or {}
             for table in tenant_tables
         }
 
@@ -364,7 +441,8 @@ def test_global_tables_show_only_self_and_teammates(
     a, b = teams["A"], teams["B"]
     as_caller(app_conn, a.users["member"], a.id)
     users = {row["id"] for row in visible(app_conn, "app_user")}
-    assert a.users["member"] in users and b.users["member"] not in users
+    assert a.users["member"] in users
+    assert b.users["member"] not in users
     assert users <= set(a.users.values())
     for table in ("auth_session", "refresh_token"):
         assert {row["user_id"] for row in visible(app_conn, table)} == {a.users["member"]}

@@ -73,12 +73,16 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
         return {k: (str(user) if v == "{user}" else v) for k, v in body.items()}
 
     foreign = await client.request(
-        method, url(victim_team, victim_project, victim.id),
-        json=payload(victim.id), headers=attacker.headers,
+        method,
+        url(victim_team, victim_project, victim.id),
+        json=payload(victim.id),
+        headers=attacker.headers,
     )
     missing = await client.request(
-        method, url(uuid.uuid4(), uuid.uuid4(), uuid.uuid4()),
-        json=payload(uuid.uuid4()), headers=attacker.headers,
+        method,
+        url(uuid.uuid4(), uuid.uuid4(), uuid.uuid4()),
+        json=payload(uuid.uuid4()),
+        headers=attacker.headers,
     )
     assert foreign.status_code == 404, foreign.text
     assert _without_instance(foreign) == _without_instance(missing)

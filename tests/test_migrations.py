@@ -12,7 +12,8 @@ from tests.dbsetup import fresh_database, test_settings
 
 def _tables(conn: psycopg.Connection[tuple[str]]) -> set[str]:
     rows = conn.execute(
-        "select tablename from pg_tables where schemaname = 'public' and tablename <> 'alembic_version'"
+        "select tablename from pg_tables"
+        " where schemaname = 'public' and tablename <> 'alembic_version'"
     ).fetchall()
     return {row[0] for row in rows}
 
@@ -33,13 +34,16 @@ def test_upgrade_downgrade_upgrade_with_data(server_url: str) -> None:
                 " values (%s, 'm@example.com', 'm', 'x')",
                 (user,),
             )
-            conn.execute("insert into team (id, name, created_by) values (%s, 't', %s)", (team, user))
+            conn.execute(
+                "insert into team (id, name, created_by) values (%s, 't', %s)", (team, user)
+            )
             conn.execute(
                 "insert into team_member (team_id, user_id, role) values (%s, %s, 'owner')",
                 (team, user),
             )
             conn.execute(
-                "insert into event (team_id, id, actor_id, kind) values (%s, %s, %s, 'team.created')",
+                "insert into event (team_id, id, actor_id, kind)"
+                " values (%s, %s, %s, 'team.created')",
                 (team, uuid.uuid4(), user),
             )
             head_tables = _tables(conn)

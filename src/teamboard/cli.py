@@ -36,16 +36,40 @@ def owner_database(settings: Settings) -> Iterator[str]:
         server.cleanup()
 
 
+def _seed(settings: Settings, app_url: str, tasks_per_project: int) -> None:
+    from teamboard.app import build_services
+    from teamboard.ops.seed import DEMO_PASSWORD, seed_demo
+
+    services = build_services(settings.model_copy(update={"database_app_url": app_url}))
+
+    async def run() -> None:
+        await services.db.open()
+        try:
+            summary = await seed_demo(services, tasks_per_project=tasks_per_project)
+        finally:
+            await services.db.close()
+        typer.echo(
+            f"seeded {summary.users} users, {summary.teams} teams, "
+            f"{summary.projects} projects, {summary.tasks} tasks "
+            f"(sign in as acme@demo.teamboard.dev / {DEMO_PASSWORD})"
+        )
+
+    asyncio.run(run())
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address")] = None,
     port: Annotated[int | None, typer.Option(help="Port")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+    demo: Annotated[bool, typer.Option(help="Load the demo data first (idempotent)")] = False,
 ) -> None:
     """Migrate to head, then serve the API (embedded PostgreSQL when DATABASE_URL is unset)."""
     settings = get_settings()
     with owner_database(settings) as owner_url:
         urls = database.prepare(settings, owner_url)
+        if demo:
+            _seed(settings, urls.app, tasks_per_project=20)
         # Workers are separate processes: they read their settings from the environment.
         os.environ["DATABASE_URL"] = urls.owner
         os.environ["DATABASE_APP_URL"] = urls.app
@@ -84,27 +108,10 @@ def seed(
     tasks_per_project: Annotated[int, typer.Option(min=0, max=10_000)] = 20,
 ) -> None:
     """Load demo teams, users, projects and tasks (idempotent: existing demo users are kept)."""
-    from teamboard.app import build_services
-    from teamboard.ops.seed import DEMO_PASSWORD, seed_demo
-
     settings = get_settings()
     with owner_database(settings) as owner_url:
         urls = database.prepare(settings, owner_url)
-        services = build_services(settings.model_copy(update={"database_app_url": urls.app}))
-
-        async def run() -> None:
-            await services.db.open()
-            try:
-                summary = await seed_demo(services, tasks_per_project=tasks_per_project)
-            finally:
-                await services.db.close()
-            typer.echo(
-                f"seeded {summary.users} users, {summary.teams} teams, "
-                f"{summary.projects} projects, {summary.tasks} tasks "
-                f"(sign in as acme@demo.teamboard.dev / {DEMO_PASSWORD})"
-            )
-
-        asyncio.run(run())
+        _seed(settings, urls.app, tasks_per_project)
 
 
 @db_app.command("audit")

@@ -106,8 +106,9 @@ class Database:
     """The app-role pool plus the transaction helper used by requests and jobs."""
 
     def __init__(self, app_url: str, settings: Settings) -> None:
-        self._pool = AsyncConnectionPool(
+        self._pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
             app_url,
+            connection_class=AsyncConnection[DictRow],
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             timeout=settings.pool_timeout_seconds,

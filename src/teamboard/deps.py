@@ -120,9 +120,9 @@ class TeamContext:
             raise NotFound()
         if ROLE_RANK[role] < ROLE_RANK[minimum]:
             raise Forbidden(f"This action needs the {minimum} role", code="insufficient_role")
-        if self.scopes is not None and ROLE_RANK[minimum] >= ROLE_RANK["admin"]:
-            if "admin" not in self.scopes:
-                raise Forbidden("This API key lacks the admin scope", code="insufficient_scope")
+        admin_action = ROLE_RANK[minimum] >= ROLE_RANK["admin"]
+        if admin_action and self.scopes is not None and "admin" not in self.scopes:
+            raise Forbidden("This API key lacks the admin scope", code="insufficient_scope")
         return role
 
 
@@ -139,7 +139,9 @@ async def user_tx(
     request: Request, caller: Annotated[Caller, Depends(authenticate)]
 ) -> AsyncIterator[UserContext]:
     if caller.user_id is None:
-        raise Forbidden("API keys can only be used on their team's routes", code="api_key_not_allowed")
+        raise Forbidden(
+            "API keys can only be used on their team's routes", code="api_key_not_allowed"
+        )
     services = get_services(request)
     async with services.db.transaction(
         user_id=caller.user_id,

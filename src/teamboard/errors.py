@@ -132,8 +132,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     """Field errors without echoing input values (they may be secrets such as passwords)."""
     return [
         {
-            "field": ".".join(str(part) for part in err.get("loc", ()) if part != "body")
-            or "body",
+            "field": ".".join(str(part) for part in err.get("loc", ()) if part != "body") or "body",
             "location": str(err.get("loc", ("body",))[0]),
             "message": err.get("msg", "invalid"),
             "type": err.get("type", "value_error"),
@@ -190,7 +189,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unique_violation(request: Request, exc: Exception) -> Response:
         return problem_response(
-            409, "already_exists", "A resource with these values already exists",
+            409,
+            "already_exists",
+            "A resource with these values already exists",
             instance=request.url.path,
         )
 

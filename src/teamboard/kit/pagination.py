@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Query
-
 import orjson
+from fastapi import Query
 
 from teamboard.errors import BadRequest
 

@@ -94,9 +94,7 @@ def provision_app_role(owner_url: str, settings: Settings) -> DatabaseUrls:
         database = conn.execute("select current_database()").fetchone()
         assert database is not None
         conn.execute(
-            sql.SQL("grant connect on database {} to {}").format(
-                sql.Identifier(database[0]), ident
-            )
+            sql.SQL("grant connect on database {} to {}").format(sql.Identifier(database[0]), ident)
         )
         conn.execute(sql.SQL("grant usage on schema public to {}").format(ident))
     app_url = make_conninfo(owner_url, user=role, password=password)

@@ -44,7 +44,9 @@ async def seed_demo(services: Services, *, tasks_per_project: int = 20) -> SeedS
             owner_id = new_id()
             email = f"{team_name.split()[0].lower()}@demo.teamboard.dev"
             async with services.db.transaction(user_id=owner_id) as tx:
-                if not await users.insert_user(tx, owner_id, email, team_name.split()[0], password_hash):
+                if not await users.insert_user(
+                    tx, owner_id, email, team_name.split()[0], password_hash
+                ):
                     progress.advance(bar, len(PROJECTS) * tasks_per_project)
                     continue
                 created_users += 1
@@ -52,7 +54,8 @@ async def seed_demo(services: Services, *, tasks_per_project: int = 20) -> SeedS
                 ctx = TeamContext(tx, team["id"], owner_id, None)
                 for key, name in PROJECTS:
                     project = await projects.create_project(
-                        ctx, ProjectIn(key=key, name=name, visibility="team" if index else "private")
+                        ctx,
+                        ProjectIn(key=key, name=name, visibility="team" if index else "private"),
                     )
                     created_projects += 1
                     statuses = await tasks.project_statuses(tx, project["id"])

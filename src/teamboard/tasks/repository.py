@@ -42,8 +42,17 @@ async def insert_task(
         " select %s, %s, %s, %s, %s, s.id, %s, %s,"
         " case when s.category = 'completed' then now() end"
         " from status s where s.id = %s and s.project_id = %s",
-        (task_id, project_id, number, title, description, priority, created_by, status_id,
-         project_id),
+        (
+            task_id,
+            project_id,
+            number,
+            title,
+            description,
+            priority,
+            created_by,
+            status_id,
+            project_id,
+        ),
     )
     return task_id
 

@@ -352,7 +352,8 @@ declare
     name text := format('event_y%sm%s', to_char(first_day, 'YYYY'), to_char(first_day, 'MM'));
 begin
     execute format(
-        'create table if not exists public.%I partition of public.event for values from (%L) to (%L)',
+        'create table if not exists public.%I partition of public.event'
+        ' for values from (%L) to (%L)',
         name, first_day, (first_day + interval '1 month')::date
     );
     execute format('revoke all on public.%I from public', name);

@@ -1,0 +1,77 @@
+"""Smoke test of the embedded default: `teamboard serve --demo` with no DATABASE_URL.
+
+Starts the server as a subprocess on 127.0.0.1, waits (bounded) until it is ready, signs in
+as the demo user, reads its teams, stops it with SIGTERM and checks a clean exit, then runs
+``teamboard db audit`` on the same embedded database.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+PORT = 8765
+BASE = f"http://127.0.0.1:{PORT}"
+
+
+def main() -> int:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    with tempfile.TemporaryDirectory(prefix="teamboard-smoke-") as data_dir:
+        env["DATA_DIR"] = data_dir
+        server = subprocess.Popen(["teamboard", "serve", "--demo", "--port", str(PORT)], env=env)
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                if server.poll() is not None:
+                    print("server exited early", file=sys.stderr)
+                    return 1
+                try:
+                    if httpx.get(f"{BASE}/health/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            else:
+                print("server not ready in time", file=sys.stderr)
+                return 1
+            login = httpx.post(
+                f"{BASE}/api/v1/auth/login",
+                json={"email": "acme@demo.teamboard.dev", "password": "teamboard-demo-password"},
+            )
+            if login.status_code != 200:
+                raise AssertionError(login.text)
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            teams = httpx.get(f"{BASE}/api/v1/teams", headers=headers)
+            if teams.status_code != 200 or len(teams.json()["items"]) != 1:
+                raise AssertionError(teams.text)
+            team_id = teams.json()["items"][0]["id"]
+            projects = httpx.get(f"{BASE}/api/v1/teams/{team_id}/projects", headers=headers)
+            if projects.status_code != 200 or not projects.json()["items"]:
+                raise AssertionError(projects.text)
+            print("embedded smoke: ready, demo login, teams and projects OK")
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                code = server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                code = server.wait()
+        if code != 0:
+            print(f"server exited with {code} after SIGTERM", file=sys.stderr)
+            return 1
+        print("embedded smoke: clean shutdown")
+        audit = subprocess.run(["teamboard", "db", "audit"], env=env, timeout=300, check=False)
+        if audit.returncode != 0:
+            print("teamboard db audit failed", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
