@@ -44,6 +44,11 @@ class Services:
     redis: aioredis.Redis | None = None
 
 
+async def services_dependency(request: Request) -> Services:
+    """``async`` on purpose: FastAPI runs plain ``def`` dependencies in a thread pool."""
+    return get_services(request)
+
+
 def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
@@ -63,7 +68,8 @@ class Caller:
     api_key: ApiKeyCredential | None = None
 
 
-def authenticate(request: Request) -> Caller:
+async def authenticate(request: Request) -> Caller:
+    """Identify the caller (``async`` so FastAPI does not hop to a thread for it)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if not hmac.compare_digest(scheme.lower(), "bearer") or not token.strip():
@@ -172,4 +178,4 @@ async def team_tx(
 PublicTx = Annotated[Tx, Depends(public_tx, scope="function")]
 UserTx = Annotated[UserContext, Depends(user_tx, scope="function")]
 TeamCtx = Annotated[TeamContext, Depends(team_tx, scope="function")]
-ServicesDep = Annotated[Services, Depends(get_services)]
+ServicesDep = Annotated[Services, Depends(services_dependency)]

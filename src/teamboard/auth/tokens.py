@@ -20,6 +20,7 @@ from teamboard.errors import Unauthorized
 ALGORITHM = "HS256"
 ACCESS_TYP = "at+jwt"
 REFRESH_TYP = "rt+jwt"
+VERIFIED_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class TokenService:
         self._refresh_audience = f"{settings.jwt_audience}:refresh"
         self.access_ttl = settings.access_token_ttl_seconds
         self.refresh_ttl = settings.refresh_token_ttl_seconds
+        self._verified: dict[str, tuple[AccessClaims, float]] = {}
 
     def issue_access(self, user_id: UUID, session_id: UUID) -> str:
         now = int(time.time())
@@ -88,11 +90,20 @@ class TokenService:
         return claims
 
     def verify_access(self, token: str) -> AccessClaims:
+        """Verify an access token; a token verified before is answered from a small cache
+        until its own expiry (decoding and checking a JWT is a sizeable share of a read)."""
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
         claims = self._decode(token, self._access_key, ACCESS_TYP, self._audience)
         try:
-            return AccessClaims(UUID(str(claims["sub"])), UUID(str(claims["sid"])))
+            result = AccessClaims(UUID(str(claims["sub"])), UUID(str(claims["sid"])))
         except ValueError as exc:
             raise Unauthorized("The token is invalid", code="invalid_token") from exc
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (result, float(claims["exp"]))  # type: ignore[arg-type]
+        return result
 
     def verify_refresh(self, token: str) -> RefreshClaims:
         claims = self._decode(token, self._refresh_key, REFRESH_TYP, self._refresh_audience)
