@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,6 +58,10 @@ def _seed(settings: Settings, app_url: str, tasks_per_project: int) -> None:
     asyncio.run(run())
 
 
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address")] = None,
@@ -66,6 +71,10 @@ def serve(
 ) -> None:
     """Migrate to head, then serve the API (embedded PostgreSQL when DATABASE_URL is unset)."""
     settings = get_settings()
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal. Turning
+    # that into a normal exit lets the embedded PostgreSQL be stopped on the way out.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_quietly)
     with owner_database(settings) as owner_url:
         urls = database.prepare(settings, owner_url)
         if demo:
@@ -73,6 +82,7 @@ def serve(
         # Workers are separate processes: they read their settings from the environment.
         os.environ["DATABASE_URL"] = urls.owner
         os.environ["DATABASE_APP_URL"] = urls.app
+        get_settings.cache_clear()  # a single worker runs in this process: re-read them
         uvicorn.run(
             "teamboard.app:create_app",
             factory=True,
