@@ -129,16 +129,24 @@ def problem_response(
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    """Field errors without echoing input values (they may be secrets such as passwords)."""
-    return [
-        {
-            "field": ".".join(str(part) for part in err.get("loc", ()) if part != "body") or "body",
-            "location": str(err.get("loc", ("body",))[0]),
-            "message": err.get("msg", "invalid"),
-            "type": err.get("type", "value_error"),
-        }
-        for err in exc.errors()
-    ]
+    """Field errors without echoing input values (they may be secrets such as passwords).
+
+    ``location`` is where the field came from (body, path, query, header) and ``field`` its
+    name within that location, the same way for every location (``team_id``, not
+    ``path.team_id``).
+    """
+    errors = []
+    for err in exc.errors():
+        location, *path = err.get("loc", ("body",)) or ("body",)
+        errors.append(
+            {
+                "field": ".".join(str(part) for part in path) or str(location),
+                "location": str(location),
+                "message": err.get("msg", "invalid"),
+                "type": err.get("type", "value_error"),
+            }
+        )
+    return errors
 
 
 _STATUS_CODES = {

@@ -21,6 +21,7 @@ from fastapi import Query
 
 from teamboard.errors import BadRequest
 
+_MAC_BYTES = 16
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
@@ -45,18 +46,20 @@ class CursorCodec:
 
     def encode(self, scope: str, filters: Mapping[str, Any], key: Sequence[Any]) -> str:
         payload = orjson.dumps(list(key), default=str)
-        mac = hmac.new(self._key, self._binding(scope, filters) + payload, hashlib.sha256)
-        token = payload + b"." + mac.digest()[:16]
+        token = self._mac(scope, filters, payload) + payload
         return base64.urlsafe_b64encode(token).decode().rstrip("=")
+
+    def _mac(self, scope: str, filters: Mapping[str, Any], payload: bytes) -> bytes:
+        binding = self._binding(scope, filters) + payload
+        return hmac.new(self._key, binding, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def decode(self, scope: str, filters: Mapping[str, Any], cursor: str) -> list[Any]:
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            payload, _, mac = raw.rpartition(b".")
-            expected = hmac.new(
-                self._key, self._binding(scope, filters) + payload, hashlib.sha256
-            ).digest()[:16]
-            if not payload or not hmac.compare_digest(mac, expected):
+            # The MAC has a fixed length and comes first: no separator that binary bytes
+            # could imitate.
+            mac, payload = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
+            if not payload or not hmac.compare_digest(mac, self._mac(scope, filters, payload)):
                 raise ValueError("bad signature")
             key = orjson.loads(payload)
         except ValueError as exc:
