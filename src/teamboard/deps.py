@@ -7,7 +7,6 @@ response is sent (``scope="function"``) or rolls back when the route raises.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -72,7 +71,9 @@ async def authenticate(request: Request) -> Caller:
     """Identify the caller (``async`` so FastAPI does not hop to a thread for it)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if not hmac.compare_digest(scheme.lower(), "bearer") or not token.strip():
+    # A plain comparison: the scheme is no secret, and hmac.compare_digest raises TypeError
+    # (a 500) on the non-ASCII text a latin-1 header value may carry.
+    if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
     token = token.strip()
     if token.startswith("tb_"):

@@ -9,6 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field, StringConstraints
 
+from teamboard.auth import api_keys_repository as repository
 from teamboard.auth.api_keys import generate_api_key
 from teamboard.auth.schemas import Strict
 from teamboard.deps import ServicesDep, TeamCtx
@@ -20,12 +21,17 @@ from teamboard.kit.responses import ORJSONResponse
 
 router = APIRouter(prefix="/teams/{team_id}/api-keys", tags=["api-keys"])
 Scope = Literal["read", "write", "admin"]
-_COLUMNS = "id, name, prefix, scopes, created_by, expires_at, last_used_at, revoked_at, created_at"
+
+
+def _read_only() -> list[Scope]:
+    return ["read"]
 
 
 class ApiKeyIn(Strict):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    scopes: Annotated[list[Scope], Field(min_length=1, max_length=3)] = ["read"]
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=3)] = Field(
+        default_factory=_read_only
+    )
     expires_at: datetime | None = None
 
 
@@ -49,15 +55,19 @@ class ApiKeyList(BaseModel):
 
 @router.post("", status_code=201, response_model=ApiKeyOut)
 async def create_api_key(body: ApiKeyIn, ctx: TeamCtx) -> Response:
+    """Create a key; its token is shown once, in this answer, and stored only hashed."""
     await ctx.require("admin")
     key = generate_api_key()
-    row = await ctx.tx.fetch_one(
-        "insert into api_key (id, name, prefix, secret_hash, scopes, created_by, expires_at)"
-        f" values (%s, %s, %s, %s, %s, %s, %s) returning {_COLUMNS}",
-        (new_id(), body.name, key.prefix, key.secret_hash, sorted(set(body.scopes)),
-         ctx.user_id, body.expires_at),
+    row = await repository.insert_key(
+        ctx.tx,
+        key_id=new_id(),
+        name=body.name,
+        prefix=key.prefix,
+        secret_hash=key.secret_hash,
+        scopes=sorted(set(body.scopes)),
+        created_by=ctx.user_id,
+        expires_at=body.expires_at,
     )
-    assert row is not None
     await append(ctx.tx, "api_key.created", subject_id=row["id"], payload={"scopes": row["scopes"]})
     return ORJSONResponse({**row, "token": key.token}, status_code=201)
 
@@ -69,24 +79,14 @@ async def list_api_keys(
     await ctx.require("admin")
     scope = f"api-keys:{ctx.team_id}"
     after = uuid_after(services.cursors.page(scope, {}, limit, cursor))
-    rows = await ctx.tx.fetch_all(
-        f"select {_COLUMNS} from api_key where team_id = %(team)s"
-        " and (%(after)s::uuid is null or id > %(after)s) order by id limit %(limit)s",
-        {"team": ctx.team_id, "after": after, "limit": limit + 1},
-    )
-    cursor_out = services.cursors.next_cursor(scope, {}, rows, limit, ["id"])
-    return ORJSONResponse({"items": rows, "next_cursor": cursor_out})
+    rows = await repository.list_keys(ctx.tx, ctx.team_id, limit, after)
+    return ORJSONResponse(services.cursors.envelope(scope, {}, rows, limit, ["id"]))
 
 
 @router.delete("/{key_id}", status_code=204)
 async def revoke_api_key(key_id: UUID, ctx: TeamCtx) -> Response:
     await ctx.require("admin")
-    row = await ctx.tx.fetch_one(
-        "update api_key set revoked_at = coalesce(revoked_at, now())"
-        " where team_id = %s and id = %s returning id",
-        (ctx.team_id, key_id),
-    )
-    if row is None:
+    if not await repository.revoke_key(ctx.tx, ctx.team_id, key_id):
         raise NotFound()
     await append(ctx.tx, "api_key.revoked", subject_id=key_id)
     return Response(status_code=204)

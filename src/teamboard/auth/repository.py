@@ -23,9 +23,7 @@ async def insert_user(
 
 async def find_login(tx: Tx, email: str) -> dict[str, Any] | None:
     """Needs the ``app.login_email`` lookup set to ``email``."""
-    return await tx.fetch_one(
-        "select id, password_hash from app_user where email = %s", (email,)
-    )
+    return await tx.fetch_one("select id, password_hash from app_user where email = %s", (email,))
 
 
 async def update_password_hash(tx: Tx, user_id: UUID, password_hash: str) -> None:

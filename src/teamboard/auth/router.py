@@ -27,9 +27,7 @@ async def register(body: RegisterIn, services: ServicesDep, tx: PublicTx) -> Acc
 async def login(body: LoginIn, request: Request, services: ServicesDep, tx: PublicTx) -> TokenPair:
     ip = _client_ip(request)
     user_id = await service.verify_credentials(services, tx, body.email, body.password, ip)
-    return await service.start_session(
-        services, tx, user_id, request.headers.get("user-agent"), ip
-    )
+    return await service.start_session(services, tx, user_id, request.headers.get("user-agent"), ip)
 
 
 @router.post("/auth/refresh", response_model=TokenPair)

@@ -49,14 +49,26 @@ class LoginThrottle:
         }
 
     async def check(self, email: str, ip: str) -> None:
-        """Raise 429 (with Retry-After) when this attempt must wait."""
+        """Raise 429 (with Retry-After) when this attempt must wait.
+
+        The attempt is counted against the (account, IP) limit here, atomically and before
+        the password is verified, so a burst of concurrent guesses cannot all pass the check
+        before the first failure is recorded; a success resets that counter.
+        """
         keys = self._keys(email, ip)
         try:
-            for name, limit in self._limits:
+            # The per-IP and per-account limits are read first, so an attempt they refuse
+            # is not counted; the (account, IP) limit is counted last.
+            for name, limit in sorted(self._limits, key=lambda item: item[0] == "ai"):
                 if name == "a" and await self._store.is_marked(keys["known"]):
                     continue
-                count = await self._store.get(keys[name])
-                if count.value >= limit:
+                if name == "ai":
+                    count = await self._store.hit(keys[name], self._window)
+                    over = count.value > limit
+                else:
+                    count = await self._store.get(keys[name])
+                    over = count.value >= limit
+                if over:
                     raise RateLimited(
                         count.reset_after,
                         "Too many failed sign-in attempts; retry later",
@@ -69,7 +81,8 @@ class LoginThrottle:
         keys = self._keys(email, ip)
         try:
             for name, _ in self._limits:
-                await self._store.hit(keys[name], self._window)
+                if name != "ai":  # counted by check(), before the password was verified
+                    await self._store.hit(keys[name], self._window)
         except redis.RedisError as exc:
             raise self._unavailable() from exc
 
@@ -85,5 +98,7 @@ class LoginThrottle:
     def _unavailable() -> ServiceUnavailable:
         logger.error("login throttle store unavailable; refusing logins")
         return ServiceUnavailable(
-            "Sign-in is temporarily unavailable", code="login_unavailable", headers={"Retry-After": "5"}
+            "Sign-in is temporarily unavailable",
+            code="login_unavailable",
+            headers={"Retry-After": "5"},
         )

@@ -88,6 +88,18 @@ class CursorCodec:
         last = rows[-1]
         return self.encode(scope, filters, [last[column] for column in key_columns])
 
+    def envelope(
+        self,
+        scope: str,
+        filters: Mapping[str, Any],
+        rows: list[dict[str, Any]],
+        limit: int,
+        key_columns: Sequence[str],
+    ) -> dict[str, Any]:
+        """The list answer ``{"items": [...], "next_cursor": ...}`` (rows as ``next_cursor``)."""
+        cursor = self.next_cursor(scope, filters, rows, limit, key_columns)
+        return {"items": rows, "next_cursor": cursor}
+
 
 def uuid_after(page: PageRequest) -> UUID | None:
     """The single-UUID keyset position of a page (lists ordered by id)."""

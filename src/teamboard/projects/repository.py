@@ -8,9 +8,7 @@ from uuid import UUID
 from teamboard.db import Tx
 from teamboard.kit.ids import new_id
 
-_COLUMNS = (
-    "id, key, name, description, visibility, archived_at, created_by, created_at, updated_at"
-)
+_COLUMNS = "id, key, name, description, visibility, archived_at, created_by, created_at, updated_at"
 
 DEFAULT_WORKFLOW = (
     ("Backlog", "backlog"),

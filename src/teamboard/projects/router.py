@@ -40,8 +40,7 @@ async def list_projects(
     scope, filters = f"projects:{ctx.team_id}", {"include_archived": include_archived}
     after = uuid_after(services.cursors.page(scope, filters, limit, cursor))
     rows = await repository.list_projects(ctx.tx, limit, after, include_archived)
-    cursor_out = services.cursors.next_cursor(scope, filters, rows, limit, ["id"])
-    return ORJSONResponse({"items": rows, "next_cursor": cursor_out})
+    return ORJSONResponse(services.cursors.envelope(scope, filters, rows, limit, ["id"]))
 
 
 @router.get("/{project_id}", response_model=ProjectOut)
@@ -64,15 +63,18 @@ async def delete_project(project_id: UUID, ctx: TeamCtx) -> Response:
 
 @router.get("/{project_id}/members", response_model=ProjectMemberList)
 async def list_members(
-    project_id: UUID, ctx: TeamCtx, services: ServicesDep, limit: Limit = 50, cursor: str | None = None
+    project_id: UUID,
+    ctx: TeamCtx,
+    services: ServicesDep,
+    limit: Limit = 50,
+    cursor: str | None = None,
 ) -> Response:
     await ctx.require("guest")
     await service.get_project(ctx, project_id)
     scope = f"project-members:{project_id}"
     after = uuid_after(services.cursors.page(scope, {}, limit, cursor))
     rows = await repository.list_members(ctx.tx, project_id, limit, after)
-    cursor_out = services.cursors.next_cursor(scope, {}, rows, limit, ["user_id"])
-    return ORJSONResponse({"items": rows, "next_cursor": cursor_out})
+    return ORJSONResponse(services.cursors.envelope(scope, {}, rows, limit, ["user_id"]))
 
 
 @router.post("/{project_id}/members", status_code=201, response_model=ProjectMemberOut)

@@ -70,9 +70,7 @@ async def add_member(ctx: TeamContext, project_id: UUID, user_id: UUID) -> dict[
     member = await repository.add_member(ctx.tx, project_id, user_id)
     if member is None:
         raise NotFound("No such team member", code="not_a_team_member")
-    await append(
-        ctx.tx, "project.member_added", subject_id=user_id, project_id=project_id
-    )
+    await append(ctx.tx, "project.member_added", subject_id=user_id, project_id=project_id)
     return member
 
 

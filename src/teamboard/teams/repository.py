@@ -32,9 +32,7 @@ async def get_team(tx: Tx, team_id: UUID, user_id: UUID) -> dict[str, Any] | Non
     )
 
 
-async def list_teams(
-    tx: Tx, user_id: UUID, limit: int, after: UUID | None
-) -> list[dict[str, Any]]:
+async def list_teams(tx: Tx, user_id: UUID, limit: int, after: UUID | None) -> list[dict[str, Any]]:
     return await tx.fetch_all(
         _TEAM_WITH_ROLE + " where (%(after)s::uuid is null or t.id > %(after)s)"
         " order by t.id limit %(limit)s",
@@ -52,9 +50,7 @@ async def delete_team(tx: Tx, team_id: UUID) -> bool:
 
 async def lock_membership(tx: Tx, team_id: UUID) -> None:
     """Serialize membership changes of one team (the last-owner rule under concurrency)."""
-    await tx.fetch_one(
-        "select pg_advisory_xact_lock(hashtextextended(%s::text, 7))", (team_id,)
-    )
+    await tx.fetch_one("select pg_advisory_xact_lock(hashtextextended(%s::text, 7))", (team_id,))
 
 
 async def list_members(
@@ -177,6 +173,7 @@ async def join_by_invitation(
         (team_id, user_id, role),
     )
     await tx.execute(
-        "update invitation set accepted_at = now(), accepted_by = %s where team_id = %s and id = %s",
+        "update invitation set accepted_at = now(), accepted_by = %s"
+        " where team_id = %s and id = %s",
         (user_id, team_id, invitation_id),
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Response
@@ -30,13 +29,6 @@ from teamboard.teams.schemas import (
 router = APIRouter(tags=["teams"])
 
 
-def _page(
-    services: ServicesDep, scope: str, rows: list[dict[str, Any]], limit: int, key: str
-) -> dict[str, Any]:
-    cursor = services.cursors.next_cursor(scope, {}, rows, limit, [key])
-    return {"items": rows, "next_cursor": cursor}
-
-
 @router.post("/teams", status_code=201, response_model=TeamOut)
 async def create_team(body: TeamIn, ctx: UserTx) -> Response:
     team = await service.create_team(ctx.tx, ctx.user_id, body.name)
@@ -50,7 +42,7 @@ async def list_teams(
     scope = f"teams:{ctx.user_id}"
     after = uuid_after(services.cursors.page(scope, {}, limit, cursor))
     rows = await repository.list_teams(ctx.tx, ctx.user_id, limit, after)
-    return ORJSONResponse(_page(services, scope, rows, limit, "id"))
+    return ORJSONResponse(services.cursors.envelope(scope, {}, rows, limit, ["id"]))
 
 
 @router.get("/teams/{team_id}", response_model=TeamOut)
@@ -77,7 +69,7 @@ async def list_members(
     scope = f"members:{ctx.team_id}"
     after = uuid_after(services.cursors.page(scope, {}, limit, cursor))
     rows = await repository.list_members(ctx.tx, ctx.team_id, limit, after)
-    return ORJSONResponse(_page(services, scope, rows, limit, "user_id"))
+    return ORJSONResponse(services.cursors.envelope(scope, {}, rows, limit, ["user_id"]))
 
 
 @router.patch("/teams/{team_id}/members/{user_id}", response_model=MemberOut)
@@ -106,7 +98,7 @@ async def list_invitations(
     scope = f"invitations:{ctx.team_id}"
     after = uuid_after(services.cursors.page(scope, {}, limit, cursor))
     rows = await repository.list_invitations(ctx.tx, ctx.team_id, limit, after)
-    return ORJSONResponse(_page(services, scope, rows, limit, "id"))
+    return ORJSONResponse(services.cursors.envelope(scope, {}, rows, limit, ["id"]))
 
 
 @router.delete("/teams/{team_id}/invitations/{invitation_id}", status_code=204)
