@@ -16,7 +16,7 @@ from teamboard.deps import ServicesDep, TeamCtx
 from teamboard.errors import NotFound
 from teamboard.events.repository import append
 from teamboard.kit.ids import new_id
-from teamboard.kit.pagination import Limit, uuid_after
+from teamboard.kit.pagination import Limit
 from teamboard.kit.responses import ORJSONResponse
 
 router = APIRouter(prefix="/teams/{team_id}/api-keys", tags=["api-keys"])
@@ -77,10 +77,13 @@ async def list_api_keys(
     ctx: TeamCtx, services: ServicesDep, limit: Limit = 50, cursor: str | None = None
 ) -> Response:
     await ctx.require("admin")
-    scope = f"api-keys:{ctx.team_id}"
-    after = uuid_after(services.cursors.page(scope, {}, limit, cursor))
-    rows = await repository.list_keys(ctx.tx, ctx.team_id, limit, after)
-    return ORJSONResponse(services.cursors.envelope(scope, {}, rows, limit, ["id"]))
+    page = await services.cursors.id_page(
+        f"api-keys:{ctx.team_id}",
+        limit,
+        cursor,
+        lambda n, after: repository.list_keys(ctx.tx, ctx.team_id, n, after),
+    )
+    return ORJSONResponse(page)
 
 
 @router.delete("/{key_id}", status_code=204)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
@@ -99,6 +99,22 @@ class CursorCodec:
         """The list answer ``{"items": [...], "next_cursor": ...}`` (rows as ``next_cursor``)."""
         cursor = self.next_cursor(scope, filters, rows, limit, key_columns)
         return {"items": rows, "next_cursor": cursor}
+
+    async def id_page(
+        self,
+        scope: str,
+        limit: int,
+        cursor: str | None,
+        fetch: Callable[[int, UUID | None], Awaitable[list[dict[str, Any]]]],
+        *,
+        key: str = "id",
+        filters: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One page of a list ordered by a single UUID column: decode the cursor, fetch
+        ``limit + 1`` rows after it, answer the envelope."""
+        filters = filters or {}
+        rows = await fetch(limit, uuid_after(self.page(scope, filters, limit, cursor)))
+        return self.envelope(scope, filters, rows, limit, [key])
 
 
 def uuid_after(page: PageRequest) -> UUID | None:

@@ -7,7 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter, Response
 
 from teamboard.deps import ServicesDep, TeamCtx
-from teamboard.kit.pagination import Limit, uuid_after
+from teamboard.kit.pagination import Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.projects import repository, service
 from teamboard.projects.schemas import (
@@ -37,10 +37,14 @@ async def list_projects(
     include_archived: bool = False,
 ) -> Response:
     await ctx.require("guest")
-    scope, filters = f"projects:{ctx.team_id}", {"include_archived": include_archived}
-    after = uuid_after(services.cursors.page(scope, filters, limit, cursor))
-    rows = await repository.list_projects(ctx.tx, limit, after, include_archived)
-    return ORJSONResponse(services.cursors.envelope(scope, filters, rows, limit, ["id"]))
+    page = await services.cursors.id_page(
+        f"projects:{ctx.team_id}",
+        limit,
+        cursor,
+        lambda n, after: repository.list_projects(ctx.tx, n, after, include_archived),
+        filters={"include_archived": include_archived},
+    )
+    return ORJSONResponse(page)
 
 
 @router.get("/{project_id}", response_model=ProjectOut)
@@ -71,10 +75,14 @@ async def list_members(
 ) -> Response:
     await ctx.require("guest")
     await service.get_project(ctx, project_id)
-    scope = f"project-members:{project_id}"
-    after = uuid_after(services.cursors.page(scope, {}, limit, cursor))
-    rows = await repository.list_members(ctx.tx, project_id, limit, after)
-    return ORJSONResponse(services.cursors.envelope(scope, {}, rows, limit, ["user_id"]))
+    page = await services.cursors.id_page(
+        f"project-members:{project_id}",
+        limit,
+        cursor,
+        lambda n, after: repository.list_members(ctx.tx, project_id, n, after),
+        key="user_id",
+    )
+    return ORJSONResponse(page)
 
 
 @router.post("/{project_id}/members", status_code=201, response_model=ProjectMemberOut)

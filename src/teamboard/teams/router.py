@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from teamboard.auth import repository as users
 from teamboard.deps import ServicesDep, TeamCtx, UserTx
 from teamboard.errors import NotFound
-from teamboard.kit.pagination import Limit, uuid_after
+from teamboard.kit.pagination import Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.teams import repository, service
 from teamboard.teams.schemas import (
@@ -39,10 +39,13 @@ async def create_team(body: TeamIn, ctx: UserTx) -> Response:
 async def list_teams(
     ctx: UserTx, services: ServicesDep, limit: Limit = 50, cursor: str | None = None
 ) -> Response:
-    scope = f"teams:{ctx.user_id}"
-    after = uuid_after(services.cursors.page(scope, {}, limit, cursor))
-    rows = await repository.list_teams(ctx.tx, ctx.user_id, limit, after)
-    return ORJSONResponse(services.cursors.envelope(scope, {}, rows, limit, ["id"]))
+    page = await services.cursors.id_page(
+        f"teams:{ctx.user_id}",
+        limit,
+        cursor,
+        lambda n, after: repository.list_teams(ctx.tx, ctx.user_id, n, after),
+    )
+    return ORJSONResponse(page)
 
 
 @router.get("/teams/{team_id}", response_model=TeamOut)
@@ -66,10 +69,14 @@ async def list_members(
     ctx: TeamCtx, services: ServicesDep, limit: Limit = 50, cursor: str | None = None
 ) -> Response:
     await ctx.require("guest")
-    scope = f"members:{ctx.team_id}"
-    after = uuid_after(services.cursors.page(scope, {}, limit, cursor))
-    rows = await repository.list_members(ctx.tx, ctx.team_id, limit, after)
-    return ORJSONResponse(services.cursors.envelope(scope, {}, rows, limit, ["user_id"]))
+    page = await services.cursors.id_page(
+        f"members:{ctx.team_id}",
+        limit,
+        cursor,
+        lambda n, after: repository.list_members(ctx.tx, ctx.team_id, n, after),
+        key="user_id",
+    )
+    return ORJSONResponse(page)
 
 
 @router.patch("/teams/{team_id}/members/{user_id}", response_model=MemberOut)
@@ -95,10 +102,13 @@ async def list_invitations(
     ctx: TeamCtx, services: ServicesDep, limit: Limit = 50, cursor: str | None = None
 ) -> Response:
     await ctx.require("admin")
-    scope = f"invitations:{ctx.team_id}"
-    after = uuid_after(services.cursors.page(scope, {}, limit, cursor))
-    rows = await repository.list_invitations(ctx.tx, ctx.team_id, limit, after)
-    return ORJSONResponse(services.cursors.envelope(scope, {}, rows, limit, ["id"]))
+    page = await services.cursors.id_page(
+        f"invitations:{ctx.team_id}",
+        limit,
+        cursor,
+        lambda n, after: repository.list_invitations(ctx.tx, ctx.team_id, n, after),
+    )
+    return ORJSONResponse(page)
 
 
 @router.delete("/teams/{team_id}/invitations/{invitation_id}", status_code=204)
