@@ -1,0 +1,1 @@
+"""Load benchmarks for teamboard and the ceilings they are compared against (see README.md)."""
