@@ -12,4 +12,5 @@ async def test_live_and_ready(client: httpx.AsyncClient) -> None:
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json()["database"] == "ok"
-    assert live.headers["x-request-id"]
+    assert live.headers["cache-control"] == "no-store"
+    assert ready.headers["x-request-id"]

@@ -134,11 +134,14 @@ class Database:
 
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
-        try:
-            async with asyncio.timeout(self._acquire_timeout):
-                await self._slots.acquire()
-        except TimeoutError as exc:
-            raise PoolTimeout("no database connection became free in time") from exc
+        if self._slots.locked():  # only a request that must wait pays for a timeout
+            try:
+                async with asyncio.timeout(self._acquire_timeout):
+                    await self._slots.acquire()
+            except TimeoutError as exc:
+                raise PoolTimeout("no database connection became free in time") from exc
+        else:
+            await self._slots.acquire()
         try:
             yield
         finally:

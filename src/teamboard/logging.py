@@ -17,6 +17,13 @@ from teamboard.kit.ids import new_id
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 access_log = logging.getLogger("teamboard.access")
+LIVENESS_PATH = "/health/live"
+_LIVE_BODY = b'{"status":"ok"}'
+_LIVE_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_LIVE_BODY)).encode()),
+    (b"cache-control", b"no-store"),
+]
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,6 +59,12 @@ class RequestMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"] == LIVENESS_PATH and scope["method"] in ("GET", "HEAD"):
+            # Liveness answers from the edge: it proves the process and its event loop
+            # respond, and must not depend on routing, dependencies or the database.
+            await send({"type": "http.response.start", "status": 200, "headers": _LIVE_HEADERS})
+            await send({"type": "http.response.body", "body": _LIVE_BODY})
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _REQUEST_ID.match(given) else new_id().hex

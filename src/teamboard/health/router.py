@@ -18,6 +18,8 @@ READY_TIMEOUT_SECONDS = 2.0
 
 @router.get("/live")
 async def live() -> Response:
+    """The process answers. ``RequestMiddleware`` serves this path before routing; the
+    route declares it in the OpenAPI document and serves it if the app runs without it."""
     return ORJSONResponse({"status": "ok"})
 
 
