@@ -440,7 +440,7 @@ def test_global_tables_show_only_self_and_teammates(
 ) -> None:
     a, b = teams["A"], teams["B"]
     as_caller(app_conn, a.users["member"], a.id)
-    users = {row["id"] for row in visible(app_conn, "app_user")}
+    users = {row["id"] for row in app_conn.execute("select id from app_user").fetchall()}
     assert a.users["member"] in users
     assert b.users["member"] not in users
     assert users <= set(a.users.values())
@@ -450,3 +450,143 @@ def test_global_tables_show_only_self_and_teammates(
         "update app_user set display_name = 'pwned' where id = %s", (b.users["member"],)
     )
     assert cur.rowcount == 0
+
+
+# Regressions from the security review: each of these was possible at the RLS level.
+
+
+def _pending_invitation(owner: psycopg.Connection[Row], team: Team, email: str, role: str) -> str:
+    token_hash = uuid.uuid4().hex
+    _insert(
+        owner,
+        "invitation",
+        team_id=team.id,
+        id=uuid.uuid4(),
+        email=email,
+        role=role,
+        token_hash=token_hash,
+        invited_by=team.users["owner"],
+        expires_at="2099-01-01",
+    )
+    return token_hash
+
+
+def test_invitation_holders_cannot_rewrite_their_invitation(
+    app_conn: psycopg.Connection[Row], owner: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a = teams["A"]
+    invitee = _make_user(owner, "invitee")
+    email = owner.execute("select email from app_user where id = %s", (invitee,)).fetchone()
+    assert email is not None
+    token_hash = _pending_invitation(owner, a, email["email"], "guest")
+    as_caller(app_conn, invitee, a.id)
+    app_conn.execute("select set_config('app.invitation_token', %s, true)", (token_hash,))
+    assert _rejected(
+        app_conn,
+        sql.SQL("update invitation set role = 'admin' where token_hash = %s"),
+        (token_hash,),
+    ), "an invitee upgraded their own invitation"
+    assert _rejected(
+        app_conn,
+        sql.SQL("insert into team_member (team_id, user_id, role) values (%s, %s, 'admin')"),
+        (a.id, invitee),
+    ), "an invitee joined with a role they were not invited to"
+
+
+def test_a_changed_email_does_not_claim_someone_elses_invitation(
+    app_conn: psycopg.Connection[Row], owner: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a = teams["A"]
+    token_hash = _pending_invitation(owner, a, "victim-inv@iso.test", "member")
+    outsider = a.users["outsider"]
+    as_caller(app_conn, outsider, None)
+    assert _rejected(
+        app_conn,
+        sql.SQL("update app_user set email = 'victim-inv@iso.test' where id = %s"),
+        (outsider,),
+    ), "a user changed the email that invitations are matched on"
+    as_caller(app_conn, outsider, a.id)
+    app_conn.execute("select set_config('app.invitation_token', %s, true)", (token_hash,))
+    assert _rejected(
+        app_conn,
+        sql.SQL("insert into team_member (team_id, user_id, role) values (%s, %s, 'member')"),
+        (a.id, outsider),
+    )
+
+
+def test_api_key_prefix_alone_shows_and_changes_nothing(
+    app_conn: psycopg.Connection[Row], owner: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    key = owner.execute(
+        "select prefix from api_key where team_id = %s limit 1", (teams["A"].id,)
+    ).fetchone()
+    assert key is not None
+    owner.execute("update api_key set revoked_at = now() where prefix = %s", (key["prefix"],))
+    as_caller(app_conn, None, None)
+    app_conn.execute("select set_config('app.api_key_prefix', %s, true)", (key["prefix"],))
+    assert app_conn.execute("select * from api_key").fetchall() == []
+    cur = app_conn.execute(
+        "update api_key set revoked_at = null where prefix = %s", (key["prefix"],)
+    )
+    assert cur.rowcount == 0, "a revoked key was revived with its prefix"
+
+
+def test_admins_cannot_take_or_remove_the_owner_role(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a = teams["A"]
+    as_caller(app_conn, a.users["admin"], a.id)
+    assert _rejected(
+        app_conn,
+        sql.SQL("update team_member set role = 'owner' where team_id = %s and user_id = %s"),
+        (a.id, a.users["admin"]),
+    ), "an admin made themselves owner"
+    for statement in (
+        sql.SQL("update team_member set role = 'guest' where team_id = %s and user_id = %s"),
+        sql.SQL("delete from team_member where team_id = %s and user_id = %s"),
+    ):
+        cur = app_conn.execute(statement, (a.id, a.users["owner"]))
+        assert cur.rowcount == 0, "an admin demoted or removed an owner"
+
+
+def test_project_creators_cannot_let_themselves_back_in(
+    app_conn: psycopg.Connection[Row], owner: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a = teams["A"]
+    owner.execute(
+        "update project set created_by = %s where id = %s", (a.users["member"], a.private_project)
+    )
+    as_caller(app_conn, a.users["member"], a.id)
+    assert _rejected(
+        app_conn,
+        sql.SQL("insert into project_member (project_id, user_id) values (%s, %s)"),
+        (a.private_project, a.users["member"]),
+    ), "the creator re-entered a private project they were removed from"
+    assert _rejected(
+        app_conn,
+        sql.SQL("update project set created_by = %s where id = %s"),
+        (a.users["member"], a.team_project),
+    ), "a member rewrote a project's creator"
+
+
+def test_events_cannot_be_forged_into_invisible_projects(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a = teams["A"]
+    as_caller(app_conn, a.users["guest"], a.id)
+    assert _rejected(
+        app_conn,
+        sql.SQL(
+            "insert into event (team_id, id, actor_id, kind, project_id)"
+            " values (%s, %s, %s, 'task.deleted', %s)"
+        ),
+        (a.id, uuid.uuid4(), a.users["guest"], a.private_project),
+    )
+
+
+def test_password_hashes_are_not_readable(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a = teams["A"]
+    as_caller(app_conn, a.users["member"], a.id)
+    assert _rejected(app_conn, sql.SQL("select password_hash from app_user"))

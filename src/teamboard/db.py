@@ -34,7 +34,7 @@ from teamboard.errors import TeamboardError
 logger = logging.getLogger("teamboard.db")
 
 Params = Sequence[Any] | dict[str, Any] | None
-LookupName = Literal["app.login_email", "app.api_key_prefix", "app.invitation_token"]
+LookupName = Literal["app.api_key_prefix", "app.api_key_secret_hash", "app.invitation_token"]
 
 _SET_CONTEXT: LiteralString = (
     "select set_config('app.user_id', %s, true), set_config('app.team_id', %s, true)"
@@ -71,10 +71,10 @@ class Tx:
         )
 
     async def set_lookup(self, name: LookupName, value: str) -> None:
-        """Expose one pre-authentication lookup key (login email, API key prefix, ...).
+        """Expose one pre-authentication lookup key (API key prefix and secret hash, ...).
 
-        Policies let exactly the row matching it be read, so login can find an account
-        without a user context and without any table being readable in full.
+        Policies let exactly the row matching it be read, so a key or an invitation can be
+        resolved without a user context and without any table being readable in full.
         """
         await self._conn.execute(_SET_LOOKUP, (name, value))
 

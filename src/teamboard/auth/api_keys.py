@@ -1,9 +1,10 @@
 """Team API keys: ``tb_<prefix>_<secret>``, stored as the prefix and a SHA-256 of the secret.
 
 The secret has 256 bits of entropy, so a fast hash is safe here (unlike passwords). A key
-is resolved inside the request transaction: the prefix is exposed to Row Level Security as
-a lookup key so exactly that row is readable, then the caller becomes the member who
-created the key, and RLS applies to them as usual.
+is resolved inside the request transaction: its prefix and secret hash are exposed to Row
+Level Security as lookup keys, so only the row matching both is readable (a prefix alone
+shows nothing), then the caller becomes the member who created the key, and RLS applies to
+them as usual. Its use is recorded by ``tb_touch_api_key``; no lookup allows an update.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ async def resolve_api_key(tx: Tx, credential: ApiKeyCredential, team_id: UUID) -
 
     A valid key for another team answers 404, like any team the caller cannot see.
     """
+    secret_hash = hash_secret(credential.secret)
     await tx.set_lookup("app.api_key_prefix", credential.prefix)
+    await tx.set_lookup("app.api_key_secret_hash", secret_hash)
     row = await tx.fetch_one(
         "select team_id, id, secret_hash, scopes, created_by, expires_at, revoked_at "
         "from api_key where prefix = %s",
@@ -73,18 +76,15 @@ async def resolve_api_key(tx: Tx, credential: ApiKeyCredential, team_id: UUID) -
     now = datetime.now(UTC)
     if (
         row is None
-        or not hmac.compare_digest(row["secret_hash"], hash_secret(credential.secret))
+        or not hmac.compare_digest(row["secret_hash"], secret_hash)
         or row["revoked_at"] is not None
         or (row["expires_at"] is not None and row["expires_at"] <= now)
     ):
         raise Unauthorized("The API key is invalid, expired or revoked", code="invalid_api_key")
     if row["team_id"] != team_id:
         raise NotFound()
-    await tx.execute(
-        "update api_key set last_used_at = now() where prefix = %s "
-        "and (last_used_at is null or last_used_at < now() - interval '1 minute')",
-        (credential.prefix,),
-    )
+    await tx.execute("select tb_touch_api_key(%s, %s)", (credential.prefix, secret_hash))
     await tx.set_lookup("app.api_key_prefix", "")
+    await tx.set_lookup("app.api_key_secret_hash", "")
     await tx.set_context(user_id=row["created_by"], team_id=team_id)
     return ApiKeyGrant(row["id"], row["created_by"], frozenset(row["scopes"]))

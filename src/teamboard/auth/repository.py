@@ -22,8 +22,8 @@ async def insert_user(
 
 
 async def find_login(tx: Tx, email: str) -> dict[str, Any] | None:
-    """Needs the ``app.login_email`` lookup set to ``email``."""
-    return await tx.fetch_one("select id, password_hash from app_user where email = %s", (email,))
+    """The account's id and password hash (the app role cannot read that column itself)."""
+    return await tx.fetch_one("select id, password_hash from tb_login_lookup(%s)", (email,))
 
 
 async def update_password_hash(tx: Tx, user_id: UUID, password_hash: str) -> None:

@@ -34,9 +34,7 @@ async def verify_credentials(
     """The user id for a correct email and password; 401 otherwise, the same either way."""
     email = normalize_email(email)
     await services.throttle.check(email, ip)
-    await tx.set_lookup("app.login_email", email)
     row = await repository.find_login(tx, email)
-    await tx.set_lookup("app.login_email", "")
     if not await services.hasher.verify(row["password_hash"] if row else None, password):
         await services.throttle.record_failure(email, ip)
         raise Unauthorized("The email or password is incorrect", code="invalid_credentials")

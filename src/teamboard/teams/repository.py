@@ -172,8 +172,6 @@ async def join_by_invitation(
         "insert into team_member (team_id, user_id, role) values (%s, %s, %s)",
         (team_id, user_id, role),
     )
-    await tx.execute(
-        "update invitation set accepted_at = now(), accepted_by = %s"
-        " where team_id = %s and id = %s",
-        (user_id, team_id, invitation_id),
-    )
+    accepted = await tx.fetch_value("select tb_mark_invitation_accepted(%s)", (team_id,))
+    if not accepted:  # the membership insert was allowed by this same pending invitation
+        raise RuntimeError(f"invitation {invitation_id} could not be marked accepted")

@@ -147,6 +147,10 @@ create function tb_is_project_creator(target uuid) returns boolean
             select 1 from project p
             where p.team_id = tb_current_team_id() and p.id = target
               and p.created_by = tb_current_user_id()
+              and not exists (
+                  select 1 from project_member pm
+                  where pm.team_id = p.team_id and pm.project_id = p.id
+              )
         )
         );
     end
@@ -167,6 +171,42 @@ create function tb_invitation_allows(target uuid, wanted_role text) returns bool
         );
     end
     $$;
+
+-- Login reads the password hash of exactly one account; the app role cannot read the
+-- column at all.
+create function tb_login_lookup(login_email text) returns table (id uuid, password_hash text)
+    language plpgsql stable security definer set search_path = pg_catalog, public
+    as $$
+    begin
+        return query select u.id, u.password_hash from app_user u where u.email = login_email;
+    end
+    $$;
+
+-- Accepting marks the caller's own pending invitation (matched by token and email) used;
+-- nobody but admins may otherwise update an invitation.
+create function tb_mark_invitation_accepted(target uuid) returns boolean
+    language plpgsql volatile security definer set search_path = pg_catalog, public
+    as $$
+    begin
+        update invitation i set accepted_at = now(), accepted_by = tb_current_user_id()
+        from app_user u
+        where u.id = tb_current_user_id() and u.email = i.email
+          and i.team_id = target and i.token_hash = tb_lookup('app.invitation_token')
+          and i.accepted_at is null and i.revoked_at is null and i.expires_at > now();
+        return found;
+    end
+    $$;
+
+-- Records the use of the API key whose prefix and secret hash are both presented.
+create function tb_touch_api_key(key_prefix text, key_secret_hash text) returns void
+    language plpgsql volatile security definer set search_path = pg_catalog, public
+    as $$
+    begin
+        update api_key set last_used_at = now()
+        where prefix = key_prefix and secret_hash = key_secret_hash
+          and (last_used_at is null or last_used_at < now() - interval '1 minute');
+    end
+    $$;
 """
 
 FUNCTIONS = (
@@ -179,6 +219,9 @@ FUNCTIONS = (
     "tb_team_is_unclaimed(uuid)",
     "tb_is_project_creator(uuid)",
     "tb_invitation_allows(uuid, text)",
+    "tb_login_lookup(text)",
+    "tb_mark_invitation_accepted(uuid)",
+    "tb_touch_api_key(text, text)",
 )
 
 TABLES = f"""
@@ -394,21 +437,34 @@ from generate_series(-24, 3) as m;
 """
 
 
+#: Admins manage members and admins; rows with the owner role are the owners' business.
+ADMIN_NOT_OVER_OWNERS = (
+    f"{ADMIN} and (role <> 'owner' or (select tb_current_member_role()) = 'owner')"
+)
+
+
 def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
     me = CURRENT_USER
     return [
         (
             "app_user",
             Policies(
-                select=(
-                    f"id = {me} or email = {lookup('app.login_email')} or id in "
-                    "(select m.user_id from team_member m)"
-                ),
+                select=f"id = {me} or id in (select m.user_id from team_member m)",
                 insert=f"id = {me}",
                 update=f"id = {me}",
                 delete=f"id = {me}",
             ),
-            {"tenant": False},
+            {
+                "tenant": False,
+                # No password hashes for the app role (login uses tb_login_lookup), and
+                # the email, which invitations are matched on, never changes.
+                "grants": (
+                    "select (id, email, display_name, created_at, updated_at)",
+                    "insert",
+                    "update (display_name, password_hash, updated_at)",
+                    "delete",
+                ),
+            },
         ),
         ("auth_session", Policies(*[f"user_id = {me}"] * 4), {"tenant": False}),
         ("refresh_token", Policies(*[f"user_id = {me}"] * 4), {"tenant": False}),
@@ -431,8 +487,11 @@ def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
                     "(role = 'owner' and tb_team_is_unclaimed(team_id)) "
                     "or tb_invitation_allows(team_id, role))"
                 ),
-                update=ADMIN,
-                delete=f"({ADMIN}) or (team_id = (select tb_current_team_id()) and user_id = {me})",
+                update=ADMIN_NOT_OVER_OWNERS,
+                delete=(
+                    f"({ADMIN_NOT_OVER_OWNERS})"
+                    f" or (team_id = (select tb_current_team_id()) and user_id = {me})"
+                ),
             ),
             {"grants": ("select", "insert", "update (role, updated_at)", "delete")},
         ),
@@ -441,27 +500,23 @@ def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
             Policies(
                 select=f"({ADMIN}) or token_hash = {lookup('app.invitation_token')}",
                 insert=ADMIN,
-                update=f"({ADMIN}) or token_hash = {lookup('app.invitation_token')}",
+                update=ADMIN,
                 delete=ADMIN,
             ),
-            {},
+            {"grants": ("select", "insert", "update (revoked_at, updated_at)", "delete")},
         ),
         (
             "api_key",
             Policies(
-                select=f"({ADMIN}) or prefix = {lookup('app.api_key_prefix')}",
+                select=(
+                    f"({ADMIN}) or (prefix = {lookup('app.api_key_prefix')}"
+                    f" and secret_hash = {lookup('app.api_key_secret_hash')})"
+                ),
                 insert=ADMIN,
-                update=f"({ADMIN}) or prefix = {lookup('app.api_key_prefix')}",
+                update=ADMIN,
                 delete=ADMIN,
             ),
-            {
-                "grants": (
-                    "select",
-                    "insert",
-                    "update (name, last_used_at, revoked_at, updated_at)",
-                    "delete",
-                )
-            },
+            {"grants": ("select", "insert", "update (name, revoked_at, updated_at)", "delete")},
         ),
         (
             "project",
@@ -471,7 +526,15 @@ def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
                 update=f"{project_visible('id')} and {NOT_GUEST}",
                 delete=f"{project_visible('id')} and {ADMIN}",
             ),
-            {},
+            {
+                "grants": (
+                    "select",
+                    "insert",
+                    "update (name, description, visibility, next_task_number, archived_at,"
+                    " deleted_at, updated_at)",
+                    "delete",
+                )
+            },
         ),
         (
             "project_member",
@@ -514,7 +577,10 @@ def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
                     "(select tb_current_member_role()) <> 'guest') "
                     "or project_id = any((select tb_visible_project_ids())::uuid[]))"
                 ),
-                insert=f"{IN_TEAM} and actor_id is not distinct from {me}",
+                insert=(
+                    f"{IN_TEAM} and actor_id is not distinct from {me} and (project_id is null"
+                    " or project_id = any((select tb_visible_project_ids())::uuid[]))"
+                ),
                 update=DENY,
                 delete=DENY,
             ),
