@@ -129,9 +129,6 @@ class Database:
     async def close(self) -> None:
         await self._pool.close()
 
-    def stats(self) -> dict[str, int]:
-        return self._pool.get_stats()
-
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
         if self._slots.locked():  # only a request that must wait pays for a timeout

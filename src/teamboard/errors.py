@@ -82,10 +82,6 @@ class Conflict(TeamboardError):
     status, code = 409, "conflict"
 
 
-class PreconditionFailed(TeamboardError):
-    status, code = 412, "precondition_failed"
-
-
 class Unprocessable(TeamboardError):
     status, code = 422, "unprocessable"
 

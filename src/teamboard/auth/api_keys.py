@@ -9,7 +9,6 @@ them as usual. Its use is recorded by ``tb_touch_api_key``; no lookup allows an 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -19,6 +18,7 @@ from uuid import UUID
 
 from teamboard.db import Tx
 from teamboard.errors import NotFound, Unauthorized
+from teamboard.kit.secrets import hash_token
 
 _KEY_FORMAT = re.compile(r"^tb_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
@@ -46,11 +46,7 @@ class NewApiKey:
 def generate_api_key() -> NewApiKey:
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    return NewApiKey(f"tb_{prefix}_{secret}", prefix, hash_secret(secret))
-
-
-def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    return NewApiKey(f"tb_{prefix}_{secret}", prefix, hash_token(secret))
 
 
 def parse_api_key(token: str) -> ApiKeyCredential:
@@ -65,7 +61,7 @@ async def resolve_api_key(tx: Tx, credential: ApiKeyCredential, team_id: UUID) -
 
     A valid key for another team answers 404, like any team the caller cannot see.
     """
-    secret_hash = hash_secret(credential.secret)
+    secret_hash = hash_token(credential.secret)
     await tx.set_lookup("app.api_key_prefix", credential.prefix)
     await tx.set_lookup("app.api_key_secret_hash", secret_hash)
     row = await tx.fetch_one(

@@ -16,7 +16,7 @@ from teamboard.deps import ServicesDep, TeamCtx
 from teamboard.errors import NotFound
 from teamboard.events.repository import append
 from teamboard.kit.ids import new_id
-from teamboard.kit.pagination import Limit
+from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 
 router = APIRouter(prefix="/teams/{team_id}/api-keys", tags=["api-keys"])
@@ -74,7 +74,7 @@ async def create_api_key(body: ApiKeyIn, ctx: TeamCtx) -> Response:
 
 @router.get("", response_model=ApiKeyList)
 async def list_api_keys(
-    ctx: TeamCtx, services: ServicesDep, limit: Limit = 50, cursor: str | None = None
+    ctx: TeamCtx, services: ServicesDep, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
 ) -> Response:
     await ctx.require("admin")
     page = await services.cursors.id_page(

@@ -12,7 +12,6 @@ unthrottled guesses through.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import redis
@@ -20,13 +19,14 @@ import redis
 from teamboard.config import Settings
 from teamboard.errors import RateLimited, ServiceUnavailable
 from teamboard.kit.ratelimit import CounterStore
+from teamboard.kit.secrets import hash_token
 
 logger = logging.getLogger("teamboard.auth.throttle")
 KNOWN_IP_TTL = 30 * 24 * 3600
 
 
 def _account(email: str) -> str:
-    return hashlib.sha256(email.encode()).hexdigest()[:32]
+    return hash_token(email)[:32]
 
 
 class LoginThrottle:

@@ -7,12 +7,9 @@ worker connect as the *app* role (``NOSUPERUSER NOBYPASSRLS``, owns nothing), ta
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -59,8 +56,7 @@ def embedded_owner_url(server: Any, database: str) -> str:
 
 def app_role_password(settings: Settings) -> str:
     """The app role's password, derived from SECRET_KEY so every process agrees on it."""
-    key = settings.secret_key.get_secret_value().encode()
-    return hmac.new(key, b"teamboard-app-role-password", hashlib.sha256).hexdigest()
+    return settings.derived_key("teamboard-app-role-password").hex()
 
 
 def provision_app_role(owner_url: str, settings: Settings) -> DatabaseUrls:
@@ -148,7 +144,3 @@ def prepare(settings: Settings, owner_url: str) -> DatabaseUrls:
     migrate(urls)
     grant_alembic_version(urls)
     return urls
-
-
-def data_dir_pgdata(settings: Settings) -> Path:
-    return settings.data_dir / "pgdata"

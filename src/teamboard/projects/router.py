@@ -7,7 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter, Response
 
 from teamboard.deps import ServicesDep, TeamCtx
-from teamboard.kit.pagination import Limit
+from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.projects import repository, service
 from teamboard.projects.schemas import (
@@ -32,7 +32,7 @@ async def create_project(body: ProjectIn, ctx: TeamCtx) -> Response:
 async def list_projects(
     ctx: TeamCtx,
     services: ServicesDep,
-    limit: Limit = 50,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
     include_archived: bool = False,
 ) -> Response:
@@ -70,7 +70,7 @@ async def list_members(
     project_id: UUID,
     ctx: TeamCtx,
     services: ServicesDep,
-    limit: Limit = 50,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> Response:
     await ctx.require("guest")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from teamboard.auth import repository as users
 from teamboard.deps import ServicesDep, TeamCtx, UserTx
 from teamboard.errors import NotFound
-from teamboard.kit.pagination import Limit
+from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.teams import repository, service
 from teamboard.teams.schemas import (
@@ -37,7 +37,7 @@ async def create_team(body: TeamIn, ctx: UserTx) -> Response:
 
 @router.get("/teams", response_model=TeamList)
 async def list_teams(
-    ctx: UserTx, services: ServicesDep, limit: Limit = 50, cursor: str | None = None
+    ctx: UserTx, services: ServicesDep, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
 ) -> Response:
     page = await services.cursors.id_page(
         f"teams:{ctx.user_id}",
@@ -66,7 +66,7 @@ async def delete_team(ctx: TeamCtx) -> Response:
 
 @router.get("/teams/{team_id}/members", response_model=MemberList)
 async def list_members(
-    ctx: TeamCtx, services: ServicesDep, limit: Limit = 50, cursor: str | None = None
+    ctx: TeamCtx, services: ServicesDep, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
 ) -> Response:
     await ctx.require("guest")
     page = await services.cursors.id_page(
@@ -99,7 +99,7 @@ async def invite(body: InvitationIn, ctx: TeamCtx, services: ServicesDep) -> Res
 
 @router.get("/teams/{team_id}/invitations", response_model=InvitationList)
 async def list_invitations(
-    ctx: TeamCtx, services: ServicesDep, limit: Limit = 50, cursor: str | None = None
+    ctx: TeamCtx, services: ServicesDep, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
 ) -> Response:
     await ctx.require("admin")
     page = await services.cursors.id_page(

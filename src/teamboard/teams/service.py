@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ from teamboard.deps import ROLE_RANK, Services, TeamContext
 from teamboard.errors import Conflict, Forbidden, NotFound
 from teamboard.events.repository import append
 from teamboard.kit.ids import new_id
+from teamboard.kit.secrets import hash_token
 from teamboard.teams import repository
 from teamboard.teams.schemas import InvitationIn
 
@@ -93,10 +93,6 @@ async def _keep_an_owner(ctx: TeamContext) -> None:
         raise Conflict("A team keeps at least one owner", code="last_owner")
 
 
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 async def invite(services: Services, ctx: TeamContext, body: InvitationIn) -> dict[str, Any]:
     await ctx.require("admin")
     email = normalize_email(body.email)
@@ -109,7 +105,7 @@ async def invite(services: Services, ctx: TeamContext, body: InvitationIn) -> di
         invitation_id=new_id(),
         email=email,
         role=body.role,
-        token_hash=_token_hash(token),
+        token_hash=hash_token(token),
         invited_by=ctx.user_id,
         expires_at=datetime.now(UTC) + timedelta(seconds=services.settings.invitation_ttl_seconds),
     )
@@ -131,7 +127,7 @@ async def accept_invitation(tx: Tx, user_id: UUID, email: str, token: str) -> UU
 
     Unknown, expired, revoked, used and misaddressed tokens all answer the same 404.
     """
-    token_hash = _token_hash(token)
+    token_hash = hash_token(token)
     await tx.set_lookup("app.invitation_token", token_hash)
     invitation = await repository.find_invitation_by_token(tx, token_hash)
     if (
