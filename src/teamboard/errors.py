@@ -13,11 +13,8 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
-import psycopg
-import psycopg.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -156,6 +153,7 @@ _STATUS_CODES = {
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem+json."""
+    from teamboard import db  # db raises TeamboardError, so it imports this module first
 
     async def on_domain_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TeamboardError)
@@ -218,8 +216,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TeamboardError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(psycopg.errors.InsufficientPrivilege, on_rls_violation)
-    app.add_exception_handler(psycopg.errors.UniqueViolation, on_unique_violation)
-    app.add_exception_handler(psycopg.OperationalError, on_database_unavailable)
-    app.add_exception_handler(PoolTimeout, on_database_unavailable)
+    app.add_exception_handler(db.InsufficientPrivilege, on_rls_violation)
+    app.add_exception_handler(db.UniqueViolation, on_unique_violation)
+    for unavailable in (*db.DATABASE_UNAVAILABLE, db.PoolTimeout):
+        app.add_exception_handler(unavailable, on_database_unavailable)
     app.add_exception_handler(Exception, on_unexpected)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from psycopg.types.json import Jsonb
-
 from teamboard.db import Tx
 from teamboard.kit.ids import new_id
 
@@ -19,13 +17,10 @@ async def append(
     project_id: UUID | None = None,
     payload: dict[str, Any] | None = None,
 ) -> None:
-    """Queue one event row for the context team and actor; it commits with the mutation.
-
-    Queued, not awaited: it rides along with the next statement or the commit, so
-    recording a mutation costs no extra round trip, and a failure fails the mutation.
-    """
+    """Append one event row for the context team and actor; it commits with the mutation,
+    and a failure fails the mutation."""
     await tx.execute(
         "insert into event (team_id, id, actor_id, kind, subject_id, project_id, payload)"
         " values (%s, %s, %s, %s, %s, %s, %s)",
-        (tx.team_id, new_id(), tx.user_id, kind, subject_id, project_id, Jsonb(payload or {})),
+        (tx.team_id, new_id(), tx.user_id, kind, subject_id, project_id, payload or {}),
     )

@@ -50,7 +50,9 @@ async def delete_team(tx: Tx, team_id: UUID) -> bool:
 
 async def lock_membership(tx: Tx, team_id: UUID) -> None:
     """Serialize membership changes of one team (the last-owner rule under concurrency)."""
-    await tx.fetch_one("select pg_advisory_xact_lock(hashtextextended(%s::text, 7))", (team_id,))
+    await tx.fetch_one(
+        "select pg_advisory_xact_lock(hashtextextended(%s::uuid::text, 7))", (team_id,)
+    )
 
 
 async def list_members(
