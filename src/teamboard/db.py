@@ -29,7 +29,7 @@ import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, LiteralString
+from typing import Any, Literal, LiteralString, TypeAlias
 from uuid import UUID
 
 import asyncpg
@@ -46,7 +46,7 @@ logger = logging.getLogger("teamboard.db")
 Params = Sequence[Any] | Mapping[str, Any] | None
 LookupName = Literal["app.api_key_prefix", "app.api_key_secret_hash", "app.invitation_token"]
 ContextName = Literal["app.user_id", "app.team_id"] | LookupName
-Connection = PoolConnectionProxy[Record] | asyncpg.Connection[Record]
+Connection: TypeAlias = "PoolConnectionProxy[Record] | asyncpg.Connection[Record]"
 
 #: Errors a route may catch by meaning without importing the driver.
 UniqueViolation = asyncpg.UniqueViolationError
