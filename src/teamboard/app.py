@@ -26,6 +26,7 @@ from teamboard.logging import RequestMiddleware, configure_logging
 from teamboard.ops.database import head_revision
 from teamboard.projects.router import router as projects_router
 from teamboard.teams.router import router as teams_router
+from teamboard.unit_of_work import UnitOfWorkMiddleware
 
 API_PREFIX = "/api/v1"
 
@@ -78,5 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (auth_router, teams_router, projects_router, api_keys_router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router)
+    app.add_middleware(UnitOfWorkMiddleware)
     app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)
     return app

@@ -22,23 +22,21 @@ Repositories write SQL with psycopg-style placeholders (``%s``, ``%(name)s``, ``
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, LiteralString, TypeAlias
+from typing import Any, Literal, LiteralString
 from uuid import UUID
 
 import asyncpg
 import orjson
-from asyncpg import Pool, Record
-from asyncpg.pool import PoolConnectionProxy
 from psycopg.conninfo import conninfo_to_dict
 
 from teamboard.config import Settings
+from teamboard.dbpool import Connection, ConnectionPool, PoolClosed, PoolTimeout
 from teamboard.errors import TeamboardError
 
 logger = logging.getLogger("teamboard.db")
@@ -46,7 +44,6 @@ logger = logging.getLogger("teamboard.db")
 Params = Sequence[Any] | Mapping[str, Any] | None
 LookupName = Literal["app.api_key_prefix", "app.api_key_secret_hash", "app.invitation_token"]
 ContextName = Literal["app.user_id", "app.team_id"] | LookupName
-Connection: TypeAlias = "PoolConnectionProxy[Record] | asyncpg.Connection[Record]"
 
 #: Errors a route may catch by meaning without importing the driver.
 UniqueViolation = asyncpg.UniqueViolationError
@@ -56,7 +53,7 @@ InsufficientPrivilege = asyncpg.InsufficientPrivilegeError
 SerializationFailure = asyncpg.SerializationError
 DeadlockDetected = asyncpg.DeadlockDetectedError
 #: The database cannot serve the request now: answered 503 with ``Retry-After``.
-DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
@@ -64,6 +61,8 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.ConnectionDoesNotExistError,
     ConnectionError,
     OSError,
+    PoolTimeout,
+    PoolClosed,
 )
 
 _PLACEHOLDER = re.compile(r"%(?:\((\w+)\))?s|%%")
@@ -87,10 +86,6 @@ def connect_arguments(url: str) -> dict[str, Any]:
     if info.get("sslmode"):
         arguments["ssl"] = info["sslmode"]
     return {key: value for key, value in arguments.items() if value is not None}
-
-
-class PoolTimeout(Exception):
-    """No connection became free within ``POOL_TIMEOUT_SECONDS`` (answered 503)."""
 
 
 @dataclass(frozen=True)
@@ -166,17 +161,31 @@ class RequestMetrics:
 class Tx:
     """One unit of work with the caller's context; repositories run all SQL through it.
 
-    ``metrics.statements`` counts data statements (context and transaction control
-    excluded), which is what the N+1 tests assert.
+    The connection is taken from the pool at the first statement (a request refused before
+    any SQL never waits for one) and given back by :meth:`finish`, which a write must call
+    to commit. ``metrics.statements`` counts data statements (context and transaction
+    control excluded), which is what the N+1 tests assert.
     """
 
-    def __init__(self, conn: Connection, metrics: RequestMetrics, *, write: bool) -> None:
-        self._conn = conn
+    def __init__(
+        self,
+        db: Database,
+        metrics: RequestMetrics,
+        *,
+        write: bool,
+        user_id: UUID | None,
+        team_id: UUID | None,
+    ) -> None:
+        self._db = db
+        self._conn: Connection | None = None
+        self._reusable = True
         self._write = write
         self._context: dict[ContextName, str] = {}
+        self._pending: dict[ContextName, str] = {}  # lookups to set once a write begins
         self.metrics = metrics
-        self.user_id: UUID | None = None
-        self.team_id: UUID | None = None
+        self.user_id, self.team_id = user_id, team_id
+        self._context["app.user_id"] = "" if user_id is None else str(user_id)
+        self._context["app.team_id"] = "" if team_id is None else str(team_id)
 
     @property
     def writable(self) -> bool:
@@ -202,36 +211,54 @@ class Tx:
 
     async def _set(self, values: dict[ContextName, str]) -> None:
         self._context.update(values)
+        if not self._write:
+            return  # reads carry the whole context in every statement
+        if self._conn is None:  # the ids go with BEGIN; lookups right after it
+            self._pending.update({k: v for k, v in values.items() if k not in _IDS})
+            return
+        await self._apply(self._conn, values)
+
+    @staticmethod
+    async def _apply(conn: Connection, values: dict[ContextName, str]) -> None:
+        calls = ", ".join(f"set_config('{name}', ${i + 1}, true)" for i, name in enumerate(values))
+        await conn.execute(f"select {calls}", *values.values())
+
+    async def _connection(self) -> Connection:
+        if self._conn is not None:
+            return self._conn
+        conn = await self._db.acquire()
+        self._conn = conn
         if self._write:
-            calls = ", ".join(
-                f"set_config('{name}', ${i + 1}, true)" for i, name in enumerate(values)
-            )
-            await self._conn.execute(f"select {calls}", *values.values())
+            try:
+                await conn.execute(_begin_with_context(self.user_id, self.team_id))
+                if self._pending:
+                    await self._apply(conn, self._pending)
+                    self._pending = {}
+            except asyncpg.PostgresError:
+                raise
+            except BaseException:
+                self._reusable = False
+                raise
+        return conn
 
     def _statement(self, sql: str, params: Params) -> tuple[str, list[Any]]:
         native = native_sql(sql)
         args = _arguments(native, params)
-        if self._write or not self._context:
+        if self._write:
             return native.text, args
         names = tuple(self._context)
         text = _with_context(native.text, names, native.count + 1)
         return text, args + list(self._context.values())
 
     async def fetch_one(self, sql: LiteralString, params: Params = None) -> dict[str, Any] | None:
-        self.metrics.statements += 1
-        text, args = self._statement(sql, params)
-        row = await self._conn.fetchrow(text, *args)
+        row = await self._run("fetchrow", sql, params)
         return None if row is None else dict(row)
 
     async def fetch_all(self, sql: LiteralString, params: Params = None) -> list[dict[str, Any]]:
-        self.metrics.statements += 1
-        text, args = self._statement(sql, params)
-        return [dict(row) for row in await self._conn.fetch(text, *args)]
+        return [dict(row) for row in await self._run("fetch", sql, params)]
 
     async def fetch_value(self, sql: LiteralString, params: Params = None) -> Any:
-        self.metrics.statements += 1
-        text, args = self._statement(sql, params)
-        return await self._conn.fetchval(text, *args)
+        return await self._run("fetchval", sql, params)
 
     async def execute(self, sql: LiteralString, params: Params = None) -> None:
         """Run a statement whose result is not needed (an event append, a last-use stamp).
@@ -240,12 +267,43 @@ class Tx:
         example of a SECURITY DEFINER function). Use ``RETURNING`` with ``fetch_one`` when
         the caller must know what the statement changed.
         """
+        await self._run("execute" if self._write else "fetch", sql, params)
+
+    async def _run(
+        self, method: Literal["fetchrow", "fetch", "fetchval", "execute"], sql: str, params: Params
+    ) -> Any:
         self.metrics.statements += 1
         text, args = self._statement(sql, params)
-        if self._write:
-            await self._conn.execute(text, *args)
-        else:
-            await self._conn.fetch(text, *args)
+        conn = await self._connection()
+        try:
+            return await getattr(conn, method)(text, *args)
+        except asyncpg.PostgresError:
+            raise  # the server refused the statement; the connection itself is fine
+        except BaseException:
+            self._reusable = False  # interrupted mid-protocol: never hand it out again
+            raise
+
+    async def finish(self, *, commit: bool) -> None:
+        """Commit (or roll back) a write and give the connection back; idempotent.
+
+        A failed commit raises after the connection is released.
+        """
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if self._reusable and self._write and conn.is_in_transaction():
+                await conn.execute("commit" if commit else "rollback")
+        except asyncpg.PostgresError:
+            raise
+        except BaseException:
+            self._reusable = False
+            raise
+        finally:
+            self._db.release(conn, reusable=self._reusable)
+
+
+_IDS = frozenset({"app.user_id", "app.team_id"})
 
 
 async def _init_connection(conn: Connection) -> None:
@@ -257,13 +315,6 @@ async def _init_connection(conn: Connection) -> None:
 
 def _encode_json(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
-
-
-async def _reset_connection(conn: Connection) -> None:
-    """The pool's reset: only end a transaction left open. The context is transaction-local,
-    so asyncpg's default reset (several statements per release) is not needed."""
-    if conn.is_in_transaction():
-        await conn.execute("rollback")
 
 
 def _begin_with_context(user_id: UUID | None, team_id: UUID | None) -> str:
@@ -280,57 +331,52 @@ def _begin_with_context(user_id: UUID | None, team_id: UUID | None) -> str:
 
 
 class Database:
-    """The app-role pool plus the transaction helper used by requests and jobs."""
+    """The app-role connection pool plus the units of work used by requests and jobs."""
 
     def __init__(self, app_url: str, settings: Settings) -> None:
-        self._url = app_url
+        self._arguments = connect_arguments(app_url)
         self._settings = settings
-        self._pool: Pool[Record] | None = None
-        # Requests queue here, not in the pool, so that only a request that must wait pays
-        # for a timeout, and the wait is bounded by POOL_TIMEOUT_SECONDS.
-        self._slots = asyncio.Semaphore(settings.pool_max_size)
-        self._acquire_timeout = settings.pool_timeout_seconds
+        self._pool = ConnectionPool(
+            self._connect,
+            max_size=settings.pool_max_size,
+            acquire_timeout=settings.pool_timeout_seconds,
+        )
+
+    async def _connect(self) -> Connection:
+        conn: Connection = await asyncpg.connect(**self._arguments, statement_cache_size=1024)
+        await _init_connection(conn)
+        return conn
 
     async def open(self, *, wait: bool = True) -> None:
-        """Create the pool; with ``wait=False`` a database that is down does not stop the
-        process from starting (requests answer 503 until it is back)."""
+        """Open ``POOL_MIN_SIZE`` connections; with ``wait=False`` a database that is down
+        does not stop the process from starting (requests answer 503 until it is back)."""
         try:
-            self._pool = await self._create_pool(self._settings.pool_min_size)
+            await self._pool.warm(self._settings.pool_min_size)
         except DATABASE_UNAVAILABLE:
             if wait:
                 raise
             logger.warning("database unavailable at startup; requests answer 503 until it is up")
-            self._pool = await self._create_pool(0)
-
-    async def _create_pool(self, min_size: int) -> Pool[Record]:
-        return await asyncpg.create_pool(
-            **connect_arguments(self._url),
-            min_size=min_size,
-            max_size=self._settings.pool_max_size,
-            init=_init_connection,
-            reset=_reset_connection,
-            statement_cache_size=1024,
-            max_inactive_connection_lifetime=300.0,
-        )
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        await self._pool.close()
 
-    @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        if self._slots.locked():  # only a request that must wait pays for a timeout
-            try:
-                async with asyncio.timeout(self._acquire_timeout):
-                    await self._slots.acquire()
-            except TimeoutError as exc:
-                raise PoolTimeout("no database connection became free in time") from exc
-        else:
-            await self._slots.acquire()
-        try:
-            yield
-        finally:
-            self._slots.release()
+    async def acquire(self) -> Connection:
+        """A connection; waits at most ``POOL_TIMEOUT_SECONDS`` (then :class:`PoolTimeout`)."""
+        return await self._pool.acquire()
+
+    def release(self, conn: Connection, *, reusable: bool = True) -> None:
+        self._pool.release(conn, reusable=reusable)
+
+    def unit(
+        self,
+        *,
+        user_id: UUID | None = None,
+        team_id: UUID | None = None,
+        write: bool = True,
+        metrics: RequestMetrics | None = None,
+    ) -> Tx:
+        """A unit of work with the context; its owner must call :meth:`Tx.finish`."""
+        return Tx(self, metrics or RequestMetrics(), write=write, user_id=user_id, team_id=team_id)
 
     @asynccontextmanager
     async def transaction(
@@ -341,32 +387,18 @@ class Database:
         write: bool = True,
         metrics: RequestMetrics | None = None,
     ) -> AsyncIterator[Tx]:
-        """A unit of work with the context set; a write commits on success and rolls back
-        on error (a :class:`TeamboardError` with ``keep_changes`` commits what it wrote)."""
-        if self._pool is None:
-            raise RuntimeError("Database.open() was not called")
-        async with self._slot(), self._pool.acquire() as conn:
-            tx = Tx(conn, metrics or RequestMetrics(), write=write)
-            if not write:
-                await tx.set_context(user_id=user_id, team_id=team_id)  # no round trip
-                yield tx
-                return
-            tx.user_id, tx.team_id = user_id, team_id
-            await conn.execute(_begin_with_context(user_id, team_id))
-            try:
-                yield tx
-            except BaseException as exc:
-                await _finish_after_error(conn, exc)
-                raise
-            await conn.execute("commit")
+        """A unit of work for code outside a request (jobs, the seed, health checks): commits
+        on success, rolls back on error (a :class:`TeamboardError` with ``keep_changes``
+        commits what it wrote)."""
+        tx = self.unit(user_id=user_id, team_id=team_id, write=write, metrics=metrics)
+        try:
+            yield tx
+        except BaseException as exc:
+            await tx.finish(commit=keeps_changes(exc))
+            raise
+        await tx.finish(commit=True)
 
 
-async def _finish_after_error(conn: Connection, exc: BaseException) -> None:
-    if not conn.is_in_transaction():
-        return
-    keep = isinstance(exc, TeamboardError) and exc.keep_changes
-    try:
-        await conn.execute("commit" if keep else "rollback")
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-        # The connection is broken or the transaction failed; the pool discards or resets it.
-        logger.warning("could not end a failed transaction", exc_info=True)
+def keeps_changes(exc: BaseException) -> bool:
+    """Whether a failed unit of work still commits (see ``TeamboardError.keep_changes``)."""
+    return isinstance(exc, TeamboardError) and exc.keep_changes

@@ -1,13 +1,13 @@
 """Request dependencies: services, the authenticated caller, and the request transaction.
 
 A route takes exactly one transaction dependency (``PublicTx``, ``UserTx`` or ``TeamCtx``);
-it opens the one transaction of the request with the right context, and commits before the
-response is sent (``scope="function"``) or rolls back when the route raises.
+it opens the one transaction of the request with the right context. The unit-of-work
+middleware commits it before the response is sent, or rolls it back (see
+``teamboard.unit_of_work``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 from uuid import UUID
@@ -23,6 +23,7 @@ from teamboard.config import Settings
 from teamboard.db import Database, RequestMetrics, Tx
 from teamboard.errors import Forbidden, NotFound, Unauthorized
 from teamboard.kit.pagination import CursorCodec
+from teamboard.unit_of_work import unit_of_work
 
 Role = Literal["owner", "admin", "member", "guest"]
 ROLE_RANK: dict[str, int] = {"guest": 0, "member": 1, "admin": 2, "owner": 3}
@@ -133,50 +134,47 @@ class TeamContext:
         return role
 
 
-async def public_tx(request: Request) -> AsyncIterator[Tx]:
+def _open(request: Request, *, user_id: UUID | None, team_id: UUID | None = None) -> Tx:
+    """The request's transaction: a write unless the method is safe. The unit-of-work
+    middleware commits it as the response starts (or rolls it back)."""
+    tx = get_services(request).db.unit(
+        user_id=user_id,
+        team_id=team_id,
+        write=request.method not in SAFE_METHODS,
+        metrics=_metrics(request),
+    )
+    return unit_of_work(request).add(tx)
+
+
+async def public_tx(request: Request) -> Tx:
     """A transaction with no user (registration, login, token refresh)."""
-    services = get_services(request)
-    async with services.db.transaction(
-        write=request.method not in SAFE_METHODS, metrics=_metrics(request)
-    ) as tx:
-        yield tx
+    return _open(request, user_id=None)
 
 
 async def user_tx(
     request: Request, caller: Annotated[Caller, Depends(authenticate)]
-) -> AsyncIterator[UserContext]:
+) -> UserContext:
     if caller.user_id is None:
         raise Forbidden(
             "API keys can only be used on their team's routes", code="api_key_not_allowed"
         )
-    services = get_services(request)
-    async with services.db.transaction(
-        user_id=caller.user_id,
-        write=request.method not in SAFE_METHODS,
-        metrics=_metrics(request),
-    ) as tx:
-        yield UserContext(tx, caller.user_id, caller.session_id)
+    return UserContext(_open(request, user_id=caller.user_id), caller.user_id, caller.session_id)
 
 
 async def team_tx(
     request: Request, team_id: UUID, caller: Annotated[Caller, Depends(authenticate)]
-) -> AsyncIterator[TeamContext]:
-    services = get_services(request)
-    write = request.method not in SAFE_METHODS
-    async with services.db.transaction(
-        user_id=caller.user_id, team_id=team_id, write=write, metrics=_metrics(request)
-    ) as tx:
-        if caller.api_key is None:
-            assert caller.user_id is not None
-            yield TeamContext(tx, team_id, caller.user_id, None)
-            return
-        grant = await resolve_api_key(tx, caller.api_key, team_id)
-        if write and not grant.scopes & {"write", "admin"}:
-            raise Forbidden("This API key is read-only", code="insufficient_scope")
-        yield TeamContext(tx, team_id, grant.user_id, grant.scopes)
+) -> TeamContext:
+    tx = _open(request, user_id=caller.user_id, team_id=team_id)
+    if caller.api_key is None:
+        assert caller.user_id is not None
+        return TeamContext(tx, team_id, caller.user_id, None)
+    grant = await resolve_api_key(tx, caller.api_key, team_id)
+    if tx.writable and not grant.scopes & {"write", "admin"}:
+        raise Forbidden("This API key is read-only", code="insufficient_scope")
+    return TeamContext(tx, team_id, grant.user_id, grant.scopes)
 
 
-PublicTx = Annotated[Tx, Depends(public_tx, scope="function")]
-UserTx = Annotated[UserContext, Depends(user_tx, scope="function")]
-TeamCtx = Annotated[TeamContext, Depends(team_tx, scope="function")]
+PublicTx = Annotated[Tx, Depends(public_tx)]
+UserTx = Annotated[UserContext, Depends(user_tx)]
+TeamCtx = Annotated[TeamContext, Depends(team_tx)]
 ServicesDep = Annotated[Services, Depends(services_dependency)]

@@ -153,10 +153,14 @@ _STATUS_CODES = {
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem+json."""
-    from teamboard import db  # db raises TeamboardError, so it imports this module first
+    # Both import this module (they raise and render its errors), so import them here.
+    from teamboard import db
+    from teamboard.unit_of_work import keep_changes
 
     async def on_domain_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TeamboardError)
+        if exc.keep_changes:
+            keep_changes(request)
         return problem_response(
             exc.status,
             exc.code,
@@ -218,6 +222,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(db.InsufficientPrivilege, on_rls_violation)
     app.add_exception_handler(db.UniqueViolation, on_unique_violation)
-    for unavailable in (*db.DATABASE_UNAVAILABLE, db.PoolTimeout):
+    for unavailable in db.DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, on_database_unavailable)
     app.add_exception_handler(Exception, on_unexpected)
