@@ -16,9 +16,10 @@ from teamboard.auth.throttle import LoginThrottle
 from teamboard.auth.tokens import TokenService
 from teamboard.config import Settings, get_settings
 from teamboard.db import Database
-from teamboard.deps import Services
+from teamboard.deps import Services, TeamCtx
 from teamboard.errors import install_error_handlers
 from teamboard.health.router import router as health_router
+from teamboard.kit.hot_reads import install_hot_reads
 from teamboard.kit.pagination import CursorCodec
 from teamboard.kit.ratelimit import CounterStore, MemoryCounterStore, RedisCounterStore
 from teamboard.kit.responses import ORJSONResponse
@@ -74,10 +75,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None if settings.is_production else "/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
+        telemetry={
+            "tracing": settings.opentelemetry,
+            "metrics": settings.opentelemetry,
+            "logs": settings.opentelemetry,
+            "operation_spans": settings.opentelemetry,
+        },
     )
     install_error_handlers(app)
-    for router in (auth_router, teams_router, projects_router, api_keys_router):
+    routers = (auth_router, teams_router, projects_router, api_keys_router)
+    for router in routers:
         app.include_router(router, prefix=API_PREFIX)
+    if settings.hot_reads:
+        install_hot_reads(app, API_PREFIX, routers, TeamCtx)
     app.include_router(health_router)
     app.add_middleware(UnitOfWorkMiddleware)
     app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)

@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     expose_sql_count: bool = Field(
         default=False, description="Send X-SQL-Statements on every response (tests, debugging)."
     )
+    hot_reads: bool = Field(
+        default=True,
+        description="Serve team-scoped GET-by-id routes on the hot path (teamboard.kit.hot_reads);"
+        " off only to compare with FastAPI's own dispatch.",
+    )
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's OpenTelemetry spans, metrics and logs (off: its per-request"
+        " provider checks cost ~5% of a read; teamboard's JSON access log stays on).",
+    )
 
     jwt_issuer: str = "teamboard"
     jwt_audience: str = "teamboard-api"

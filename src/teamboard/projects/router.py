@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from teamboard.deps import ServicesDep, TeamCtx
+from teamboard.kit.hot_reads import ApiRouter
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.projects import repository, service
@@ -20,7 +21,7 @@ from teamboard.projects.schemas import (
     ProjectPatch,
 )
 
-router = APIRouter(prefix="/teams/{team_id}/projects", tags=["projects"])
+router = ApiRouter(prefix="/teams/{team_id}/projects", tags=["projects"])
 
 
 @router.post("", status_code=201, response_model=ProjectOut)
@@ -47,7 +48,7 @@ async def list_projects(
     return ORJSONResponse(page)
 
 
-@router.get("/{project_id}", response_model=ProjectOut)
+@router.hot_get("/{project_id}", response_model=ProjectOut)
 async def get_project(project_id: UUID, ctx: TeamCtx) -> Response:
     await ctx.require("guest")
     return ORJSONResponse(await service.get_project(ctx, project_id))

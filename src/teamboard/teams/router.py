@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from teamboard.auth import repository as users
 from teamboard.deps import ServicesDep, TeamCtx, UserTx
 from teamboard.errors import NotFound
+from teamboard.kit.hot_reads import ApiRouter
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.teams import repository, service
@@ -26,7 +27,7 @@ from teamboard.teams.schemas import (
     TeamPatch,
 )
 
-router = APIRouter(tags=["teams"])
+router = ApiRouter(tags=["teams"])
 
 
 @router.post("/teams", status_code=201, response_model=TeamOut)
@@ -48,7 +49,7 @@ async def list_teams(
     return ORJSONResponse(page)
 
 
-@router.get("/teams/{team_id}", response_model=TeamOut)
+@router.hot_get("/teams/{team_id}", response_model=TeamOut)
 async def get_team(ctx: TeamCtx) -> Response:
     return ORJSONResponse(await service.get_team(ctx))
 
