@@ -62,6 +62,11 @@ def test_settings(**overrides: Any) -> Settings:
         "redis_url": os.environ.get("REDIS_URL") or None,
         "pool_min_size": 2,
         "pool_max_size": 8,
+        # Tests share users' and addresses' budgets across a whole run; test_ratelimit.py
+        # builds its own app with small limits.
+        "rate_limit_per_caller": 1_000_000,
+        "rate_limit_per_team": 1_000_000,
+        "rate_limit_per_ip": 1_000_000,
     }
     values.update(overrides)
     return Settings(**values)

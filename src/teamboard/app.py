@@ -21,7 +21,12 @@ from teamboard.errors import install_error_handlers
 from teamboard.health.router import router as health_router
 from teamboard.kit.hot_reads import install_hot_reads
 from teamboard.kit.pagination import CursorCodec
-from teamboard.kit.ratelimit import CounterStore, MemoryCounterStore, RedisCounterStore
+from teamboard.kit.ratelimit import (
+    CounterStore,
+    MemoryCounterStore,
+    RateLimiter,
+    RedisCounterStore,
+)
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.logging import RequestMiddleware, configure_logging
 from teamboard.ops.database import head_revision
@@ -44,6 +49,7 @@ def build_services(settings: Settings) -> Services:
         tokens=TokenService(settings),
         hasher=PasswordHasher(settings),
         throttle=LoginThrottle(store, settings),
+        rate_limiter=RateLimiter(store, settings.rate_limit_window_seconds),
         cursors=CursorCodec(settings.derived_key("cursor")),
         head_revision=head_revision(),
         redis=redis,

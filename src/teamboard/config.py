@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = 100
     login_window_seconds: int = 900
 
+    # API rate limits, in cost units per window (a read of one resource costs 1, a list 5,
+    # a write 2; see teamboard.kit.ratelimit.route_cost).
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_per_caller: int = Field(default=3000, ge=1)
+    rate_limit_per_team: int = Field(default=20000, ge=1)
+    rate_limit_per_ip: int = Field(
+        default=600, ge=1, description="Routes without a caller (registration, login, refresh)."
+    )
+
     @model_validator(mode="after")
     def _refuse_weak_production_secret(self) -> Settings:
         secret = self.secret_key.get_secret_value()

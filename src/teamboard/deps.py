@@ -15,14 +15,16 @@ from uuid import UUID
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
+from teamboard import idempotency
 from teamboard.auth.api_keys import ApiKeyCredential, parse_api_key, resolve_api_key
 from teamboard.auth.passwords import PasswordHasher
 from teamboard.auth.throttle import LoginThrottle
 from teamboard.auth.tokens import TokenService
 from teamboard.config import Settings
 from teamboard.db import Database, RequestMetrics, Tx
-from teamboard.errors import Forbidden, NotFound, Unauthorized
+from teamboard.errors import Forbidden, NotFound, RateLimited, Unauthorized
 from teamboard.kit.pagination import CursorCodec
+from teamboard.kit.ratelimit import Budget, RateLimiter, route_cost
 from teamboard.unit_of_work import unit_of_work
 
 Role = Literal["owner", "admin", "member", "guest"]
@@ -40,6 +42,7 @@ class Services:
     hasher: PasswordHasher
     throttle: LoginThrottle
     cursors: CursorCodec
+    rate_limiter: RateLimiter
     head_revision: str
     redis: aioredis.Redis | None = None
 
@@ -146,8 +149,42 @@ def _open(request: Request, *, user_id: UUID | None, team_id: UUID | None = None
     return unit_of_work(request).add(tx)
 
 
+async def _limit(request: Request, caller: str, team_id: UUID | None = None) -> None:
+    """Spend the request's cost from the caller's budget, and check the team's.
+
+    The team's budget is charged only once the request has succeeded: a request from
+    outside the team is answered 404 before it, so nobody can exhaust another team's
+    budget by naming its id. ``caller`` is an authenticated identity (never a claimed one).
+    """
+    services = get_services(request)
+    settings, limiter = services.settings, services.rate_limiter
+    cost = route_cost(request.scope)
+    ip = caller.startswith("ip:")
+    per_caller = settings.rate_limit_per_ip if ip else settings.rate_limit_per_caller
+    usages = await limiter.charge([Budget("caller", caller, per_caller)], cost)
+    exhausted = [u for u in usages if u.used > u.budget.limit]
+    unit = unit_of_work(request)
+    if team_id is not None:
+        team = Budget("team", f"team:{team_id}", settings.rate_limit_per_team)
+        usage = await limiter.peek(team)
+        usages.append(usage)
+        if usage.used + cost > team.limit:
+            exhausted.append(usage)
+
+        async def charge_team() -> None:
+            await limiter.charge([team], cost)
+
+        unit.on_success.append(charge_team)
+    unit.response_headers.extend(limiter.headers(usages))
+    if exhausted:
+        unit.on_success.clear()
+        raise RateLimited(max(u.reset_after for u in exhausted))
+
+
 async def public_tx(request: Request) -> Tx:
-    """A transaction with no user (registration, login, token refresh)."""
+    """A transaction with no user (registration, login, token refresh), limited per client
+    address."""
+    await _limit(request, f"ip:{request.client.host if request.client else 'unknown'}")
     return _open(request, user_id=None)
 
 
@@ -158,7 +195,10 @@ async def user_tx(
         raise Forbidden(
             "API keys can only be used on their team's routes", code="api_key_not_allowed"
         )
-    return UserContext(_open(request, user_id=caller.user_id), caller.user_id, caller.session_id)
+    await _limit(request, f"user:{caller.user_id}")
+    tx = _open(request, user_id=caller.user_id)
+    await idempotency.claim(request, tx, caller=f"user:{caller.user_id}", team_id=None)
+    return UserContext(tx, caller.user_id, caller.session_id)
 
 
 async def team_tx(
@@ -167,11 +207,15 @@ async def team_tx(
     tx = _open(request, user_id=caller.user_id, team_id=team_id)
     if caller.api_key is None:
         assert caller.user_id is not None
-        return TeamContext(tx, team_id, caller.user_id, None)
-    grant = await resolve_api_key(tx, caller.api_key, team_id)
-    if tx.writable and not grant.scopes & {"write", "admin"}:
-        raise Forbidden("This API key is read-only", code="insufficient_scope")
-    return TeamContext(tx, team_id, grant.user_id, grant.scopes)
+        user_id, scopes, identity = caller.user_id, None, f"user:{caller.user_id}"
+    else:
+        grant = await resolve_api_key(tx, caller.api_key, team_id)
+        if tx.writable and not grant.scopes & {"write", "admin"}:
+            raise Forbidden("This API key is read-only", code="insufficient_scope")
+        user_id, scopes, identity = grant.user_id, grant.scopes, f"key:{grant.key_id}"
+    await _limit(request, identity, team_id)
+    await idempotency.claim(request, tx, caller=identity, team_id=team_id)
+    return TeamContext(tx, team_id, user_id, scopes)
 
 
 PublicTx = Annotated[Tx, Depends(public_tx)]

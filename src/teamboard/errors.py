@@ -155,6 +155,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem+json."""
     # Both import this module (they raise and render its errors), so import them here.
     from teamboard import db
+    from teamboard.idempotency import IdempotentReplay
     from teamboard.unit_of_work import keep_changes
 
     async def on_domain_error(request: Request, exc: Exception) -> Response:
@@ -217,7 +218,12 @@ def install_error_handlers(app: FastAPI) -> None:
             500, "internal_error", "Internal server error", instance=request.url.path
         )
 
+    async def on_replay(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, IdempotentReplay)
+        return exc.response()
+
     app.add_exception_handler(TeamboardError, on_domain_error)
+    app.add_exception_handler(IdempotentReplay, on_replay)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(db.InsufficientPrivilege, on_rls_violation)

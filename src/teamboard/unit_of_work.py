@@ -34,15 +34,19 @@ STATE_KEY = "unit_of_work"
 
 #: Called with the buffered response (status, headers, body) before the commit.
 BeforeCommit = Callable[[int, list[tuple[bytes, bytes]], bytes], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
 
 @dataclass
 class UnitOfWork:
-    """The transactions a request opened, and what to do before committing them."""
+    """The transactions a request opened, what to do before committing them and after a
+    success, and headers to add to the response (rate-limit state)."""
 
     transactions: list[Tx] = field(default_factory=list)
     keep_changes: bool = False
     before_commit: BeforeCommit | None = None
+    on_success: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    response_headers: Headers = field(default_factory=list)
 
     def add(self, tx: Tx) -> Tx:
         self.transactions.append(tx)
@@ -76,6 +80,12 @@ def keep_changes(request: Request) -> None:
         unit.keep_changes = True
 
 
+def _with_headers(start: Message, extra: Headers) -> Message:
+    if not extra:
+        return start
+    return {**start, "headers": [*start.get("headers", []), *extra]}
+
+
 class UnitOfWorkMiddleware:
     """Pure ASGI: ends the request's transactions as its response starts."""
 
@@ -103,9 +113,11 @@ class UnitOfWorkMiddleware:
                 if kind == "http.response.body" and not message.get("more_body"):
                     await self._store_and_send(unit, buffered, send)
                 return
-            if kind == "http.response.start" and await self._end(unit, message["status"], send):
-                dropped = True
-                return
+            if kind == "http.response.start":
+                if await self._end(unit, message["status"], send):
+                    dropped = True
+                    return
+                message = _with_headers(message, unit.response_headers)
             await send(message)
 
         try:
@@ -128,6 +140,12 @@ class UnitOfWorkMiddleware:
             await unit.finish(commit=commit)
         except Exception as exc:
             return await self._send_commit_failure(exc, send)
+        if status < 400:
+            for hook in unit.on_success:
+                try:
+                    await hook()
+                except Exception:  # bookkeeping must not turn a success into an error
+                    logger.warning("an after-success hook failed", exc_info=True)
         return False
 
     async def _store_and_send(self, unit: UnitOfWork, messages: list[Message], send: Send) -> None:
@@ -142,7 +160,8 @@ class UnitOfWorkMiddleware:
                 return
         if await self._end(unit, status, send):
             return
-        for message in messages:
+        await send(_with_headers(start, unit.response_headers))
+        for message in messages[1:]:
             await send(message)
 
     @staticmethod

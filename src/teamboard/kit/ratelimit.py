@@ -1,14 +1,17 @@
-"""Fixed-window counters in Redis when configured, in process memory otherwise.
+"""Fixed-window counters in Redis when configured, in process memory otherwise, and the API
+rate limits built on them.
 
-Used by login throttling (and the API rate limits built on it). A window's counter expires
-with the window, so a blocked caller learns exactly when to retry (``Retry-After``).
+Used by login throttling and by :class:`RateLimiter`. A window's counter expires with the
+window, so a blocked caller learns exactly when to retry (``Retry-After``). Without Redis
+the counters are per process: with N workers a limit is effectively N times higher.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -22,6 +25,10 @@ class Count:
 class CounterStore(Protocol):
     async def get(self, key: str) -> Count: ...
     async def hit(self, key: str, window_seconds: int) -> Count: ...
+    async def spend(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[Count]:
+        """Add each amount to its key's counter (one round trip for all)."""
+        ...
+
     async def reset(self, key: str) -> None: ...
     async def mark(self, key: str, ttl_seconds: int) -> None: ...
     async def is_marked(self, key: str) -> bool: ...
@@ -50,13 +57,19 @@ class MemoryCounterStore:
         return Count(value, int(expires - now) + 1)
 
     async def hit(self, key: str, window_seconds: int) -> Count:
+        return (await self.spend([(key, 1)], window_seconds))[0]
+
+    async def spend(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[Count]:
         now = time.monotonic()
         self._prune(now)
-        value, expires = self._counts.get(key, (0, 0.0))
-        if expires <= now:
-            value, expires = 0, now + window_seconds
-        self._counts[key] = (value + 1, expires)
-        return Count(value + 1, int(expires - now) + 1)
+        counts = []
+        for key, amount in charges:
+            value, expires = self._counts.get(key, (0, 0.0))
+            if expires <= now:
+                value, expires = 0, now + window_seconds
+            self._counts[key] = (value + amount, expires)
+            counts.append(Count(value + amount, int(expires - now) + 1))
+        return counts
 
     async def reset(self, key: str) -> None:
         self._counts.pop(key, None)
@@ -71,9 +84,26 @@ class MemoryCounterStore:
 class RedisCounterStore:
     """Shared across processes and instances."""
 
+    # INCRBY each key and start its window on first use, atomically for all keys.
+    _SPEND = """
+    local out = {}
+    for i, key in ipairs(KEYS) do
+        local value = redis.call('INCRBY', key, ARGV[i + 1])
+        local ttl = redis.call('TTL', key)
+        if ttl < 0 then
+            redis.call('EXPIRE', key, ARGV[1])
+            ttl = tonumber(ARGV[1])
+        end
+        out[#out + 1] = value
+        out[#out + 1] = ttl
+    end
+    return out
+    """
+
     def __init__(self, client: aioredis.Redis, prefix: str = "tb:") -> None:
         self._redis = client
         self._prefix = prefix
+        self._spend = client.register_script(self._SPEND)
 
     async def get(self, key: str) -> Count:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -83,13 +113,13 @@ class RedisCounterStore:
         return Count(int(value or 0), max(int(ttl), 0))
 
     async def hit(self, key: str, window_seconds: int) -> Count:
-        name = self._prefix + key
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(name)
-            pipe.expire(name, window_seconds, nx=True)
-            pipe.ttl(name)
-            value, _, ttl = await pipe.execute()
-        return Count(int(value), max(int(ttl), 1))
+        return (await self.spend([(key, 1)], window_seconds))[0]
+
+    async def spend(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[Count]:
+        keys = [self._prefix + key for key, _ in charges]
+        args = [window_seconds, *(amount for _, amount in charges)]
+        flat: list[Any] = await self._spend(keys=keys, args=args)
+        return [Count(int(flat[i]), max(int(flat[i + 1]), 1)) for i in range(0, len(flat), 2)]
 
     async def reset(self, key: str) -> None:
         await self._redis.delete(self._prefix + key)
@@ -99,3 +129,76 @@ class RedisCounterStore:
 
     async def is_marked(self, key: str) -> bool:
         return bool(await self._redis.exists(self._prefix + key))
+
+
+# ------------------------------------------------------------------------------------------
+# API rate limits
+# ------------------------------------------------------------------------------------------
+
+ITEM_COST, LIST_COST, WRITE_COST = 1, 5, 2
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+E = TypeVar("E", bound=Callable[..., Any])
+
+
+def costs(units: int) -> Callable[[E], E]:
+    """Declare an endpoint's cost in rate-limit units (default: see :func:`route_cost`)."""
+
+    def mark(endpoint: E) -> E:
+        endpoint.rate_cost = units  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+def route_cost(scope: MutableMapping[str, Any]) -> int:
+    """The request's cost: the endpoint's declared cost, else a read of one resource
+    (a path ending in an id) 1, a list 5, a write 2."""
+    route = scope.get("route")
+    declared = getattr(getattr(route, "endpoint", None), "rate_cost", None)
+    if isinstance(declared, int):
+        return declared
+    if scope["method"] not in SAFE_METHODS:
+        return WRITE_COST
+    return ITEM_COST if str(getattr(route, "path", "")).endswith("}") else LIST_COST
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One bucket: ``name`` as it appears in the headers, a store key, units per window."""
+
+    name: str
+    key: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    budget: Budget
+    used: int
+    reset_after: int
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.budget.limit - self.used)
+
+
+class RateLimiter:
+    """Cost-weighted fixed windows, reported with the IETF ``RateLimit`` and
+    ``RateLimit-Policy`` fields (draft-ietf-httpapi-ratelimit-headers)."""
+
+    def __init__(self, store: CounterStore, window_seconds: int) -> None:
+        self._store = store
+        self.window = window_seconds
+
+    async def charge(self, budgets: Sequence[Budget], cost: int) -> list[Usage]:
+        counts = await self._store.spend([(b.key, cost) for b in budgets], self.window)
+        return [Usage(b, c.value, c.reset_after) for b, c in zip(budgets, counts, strict=True)]
+
+    async def peek(self, budget: Budget) -> Usage:
+        count = await self._store.get(budget.key)
+        return Usage(budget, count.value, count.reset_after or self.window)
+
+    def headers(self, usages: Sequence[Usage]) -> list[tuple[bytes, bytes]]:
+        policy = ", ".join(f'"{u.budget.name}";q={u.budget.limit};w={self.window}' for u in usages)
+        state = ", ".join(f'"{u.budget.name}";r={u.remaining};t={u.reset_after}' for u in usages)
+        return [(b"ratelimit-policy", policy.encode()), (b"ratelimit", state.encode())]

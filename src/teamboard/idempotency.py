@@ -1,0 +1,149 @@
+"""Idempotent POSTs: the ``Idempotency-Key`` request header.
+
+A client that may retry a POST sends a unique key with it. For 24 hours the key then names
+that request, scoped to the caller (a user, or one of their API keys) and the route's team:
+
+* the first request runs; if it succeeds, its exact response (status, headers, body bytes)
+  is stored **in the same transaction** as its writes, so a stored response and its effects
+  exist together or not at all;
+* a retry with the same key and the same request replays the stored response byte for byte,
+  with ``Idempotent-Replayed: true``, and writes nothing;
+* the same key with a different request (method, path, query or body) is a 422;
+* a retry while the first is still running is a 409 with ``Retry-After`` (a transaction-level
+  advisory lock on the key, so concurrent identical requests create exactly one resource);
+* a request that fails (4xx/5xx) stores nothing: it changed nothing, and may be retried.
+
+The fingerprint covers the body of JSON and empty requests. A streamed body (an upload) is
+not read ahead of its route: its fingerprint covers its content type and length instead.
+Credential exchanges (``/auth/*``, routes without a user) ignore the header: a replay there
+would keep tokens in the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from teamboard.db import Tx
+from teamboard.errors import BadRequest, Conflict, Unprocessable
+from teamboard.kit.ids import new_id
+from teamboard.unit_of_work import unit_of_work
+
+HEADER = "idempotency-key"
+REPLAYED_HEADER = (b"idempotent-replayed", b"true")
+RETENTION = timedelta(hours=24)
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as the draft's examples
+_LOCK_SEED = 0x1DE4
+
+
+class IdempotentReplay(Exception):
+    """Raised by :func:`claim` to answer with a stored response."""
+
+    def __init__(self, status: int, headers: list[list[str]], body: bytes) -> None:
+        super().__init__("idempotent replay")
+        self.status, self.headers, self.body = status, headers, body
+
+    def response(self) -> Response:
+        response = Response(self.body, status_code=self.status)
+        response.raw_headers = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers
+        ] + [REPLAYED_HEADER]
+        return response
+
+
+async def claim(request: Request, tx: Tx, *, caller: str, team_id: UUID | None) -> None:
+    """Run before a POST's work: replay, refuse, or arrange for its response to be kept.
+
+    Does nothing unless the request is a POST with an ``Idempotency-Key``. ``caller`` names
+    who sends it (``user:<id>`` or ``key:<id>``); the transaction's user owns the record.
+    """
+    if request.method != "POST":
+        return
+    key = request.headers.get(HEADER)
+    if key is None:
+        return
+    if not _KEY.match(key):
+        raise BadRequest(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            code="invalid_idempotency_key",
+        )
+    fingerprint = await _fingerprint(request)
+    scope = {"caller": caller, "team": team_id, "key": key}
+    locked = await tx.fetch_value(
+        "select pg_try_advisory_xact_lock(hashtextextended(%(user)s::uuid::text || '|'"
+        " || %(caller)s || '|' || coalesce(%(team)s::uuid::text, '') || '|' || %(key)s,"
+        " %(seed)s))",
+        {**scope, "user": tx.user_id, "seed": _LOCK_SEED},
+    )
+    if not locked:
+        raise Conflict(
+            "A request with this Idempotency-Key is still in progress",
+            code="idempotency_in_flight",
+            headers={"Retry-After": "1"},
+        )
+    stored = await tx.fetch_one(
+        "select fingerprint, status, headers, body from idempotency_record"
+        " where caller = %(caller)s and team_scope is not distinct from %(team)s::uuid"
+        " and key = %(key)s and expires_at > now()",
+        scope,
+    )
+    if stored is not None:
+        if bytes(stored["fingerprint"]) != fingerprint:
+            raise Unprocessable(
+                "This Idempotency-Key was used with a different request",
+                code="idempotency_key_reused",
+            )
+        raise IdempotentReplay(stored["status"], stored["headers"], bytes(stored["body"]))
+
+    async def keep(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        await tx.execute(
+            "insert into idempotency_record (user_id, id, caller, team_scope, key, fingerprint,"
+            " status, headers, body, expires_at)"
+            " values (%(user)s, %(id)s, %(caller)s, %(team)s, %(key)s, %(fingerprint)s,"
+            " %(status)s, %(headers)s, %(body)s, now() + %(retention)s)"
+            " on conflict (user_id, caller, team_scope, key) do update set"
+            " id = excluded.id, fingerprint = excluded.fingerprint, status = excluded.status,"
+            " headers = excluded.headers, body = excluded.body, created_at = now(),"
+            " expires_at = excluded.expires_at"
+            " where idempotency_record.expires_at <= now()",
+            {
+                **scope,
+                "user": tx.user_id,
+                "id": new_id(),
+                "fingerprint": fingerprint,
+                "status": status,
+                "headers": _storable(headers),
+                "body": body,
+                "retention": RETENTION,
+            },
+        )
+
+    unit_of_work(request).before_commit = keep
+
+
+async def _fingerprint(request: Request) -> bytes:
+    digest = hashlib.sha256()
+    for part in (request.method, request.url.path, _sorted_query(request)):
+        digest.update(part.encode() + b"\0")
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json") or not request.headers.get(
+        "content-length", "0"
+    ).strip("0"):
+        digest.update(await request.body())
+    else:
+        digest.update(f"{content_type}\0{request.headers.get('content-length', '')}".encode())
+    return digest.digest()
+
+
+def _sorted_query(request: Request) -> str:
+    return "&".join(f"{k}={v}" for k, v in sorted(request.query_params.multi_items()))
+
+
+def _storable(headers: list[tuple[bytes, bytes]]) -> list[list[Any]]:
+    return [[name.decode("latin-1"), value.decode("latin-1")] for name, value in headers]

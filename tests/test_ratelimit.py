@@ -1,0 +1,119 @@
+"""API rate limits: cost-weighted budgets per caller and per team, IETF headers, 429s."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from asgi_lifespan import LifespanManager
+
+from teamboard.app import create_app
+from teamboard.config import Settings
+from teamboard.kit.ratelimit import RedisCounterStore
+
+pytestmark = pytest.mark.asyncio
+API = "/api/v1"
+CALLER, TEAM = 12, 20
+
+
+@pytest.fixture
+async def limited(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An app with small budgets and in-memory counters (fresh for each test)."""
+    small = settings.model_copy(
+        update={
+            "redis_url": None,
+            "rate_limit_per_caller": CALLER,
+            "rate_limit_per_team": TEAM,
+            "rate_limit_window_seconds": 60,
+        }
+    )
+    application = create_app(small)
+    async with LifespanManager(application):
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+def _remaining(response: httpx.Response) -> dict[str, int]:
+    return {
+        name: int(left)
+        for name, left in re.findall(r'"(\w+)";r=(\d+);t=\d+', response.headers["ratelimit"])
+    }
+
+
+async def test_headers_report_policy_and_cost_weighted_use(
+    limited: httpx.AsyncClient, make_user: Any, make_team: Any
+) -> None:
+    actor = make_user("rl-headers")
+    team = await make_team(actor)
+    read = await limited.get(f"{API}/teams/{team}", headers=actor.headers)
+    assert read.status_code == 200
+    assert read.headers["ratelimit-policy"] == f'"caller";q={CALLER};w=60, "team";q={TEAM};w=60'
+    assert _remaining(read) == {"caller": CALLER - 1, "team": TEAM}  # team charged after
+    listed = await limited.get(f"{API}/teams/{team}/members", headers=actor.headers)
+    assert listed.status_code == 200
+    assert _remaining(listed) == {"caller": CALLER - 1 - 5, "team": TEAM - 1}
+
+
+async def test_an_exhausted_caller_gets_429_with_retry_after(
+    limited: httpx.AsyncClient, make_user: Any, make_team: Any
+) -> None:
+    actor = make_user("rl-caller")
+    team = await make_team(actor)
+    statuses = [
+        (await limited.get(f"{API}/teams/{team}", headers=actor.headers)).status_code
+        for _ in range(CALLER + 1)
+    ]
+    assert statuses == [200] * CALLER + [429]
+    refused = await limited.get(f"{API}/teams/{team}", headers=actor.headers)
+    assert refused.status_code == 429
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert _remaining(refused)["caller"] == 0
+
+
+async def test_outsiders_cannot_spend_a_teams_budget(
+    limited: httpx.AsyncClient, make_user: Any, make_team: Any
+) -> None:
+    member, outsider = make_user("rl-member"), make_user("rl-outsider")
+    team = await make_team(member)
+    for _ in range(CALLER):
+        response = await limited.get(f"{API}/teams/{team}", headers=outsider.headers)
+        assert response.status_code == 404
+    ok = await limited.get(f"{API}/teams/{team}", headers=member.headers)
+    assert ok.status_code == 200
+    assert _remaining(ok)["team"] == TEAM
+
+
+async def test_members_share_the_team_budget(
+    limited: httpx.AsyncClient, make_user: Any, make_team: Any
+) -> None:
+    members = [make_user(f"rl-share-{n}") for n in range(3)]
+    team = await make_team(members[0], members=[(m, "member") for m in members[1:]])
+    for actor in members[:2]:
+        for _ in range(TEAM // 2):
+            assert (await limited.get(f"{API}/teams/{team}", headers=actor.headers)).is_success
+    refused = await limited.get(f"{API}/teams/{team}", headers=members[2].headers)
+    assert refused.status_code == 429
+    assert _remaining(refused) == {"caller": CALLER - 1, "team": 0}
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL")
+async def test_redis_budgets_are_spent_atomically_and_expire() -> None:
+    client = aioredis.from_url(os.environ["REDIS_URL"])
+    store = RedisCounterStore(client, prefix=f"tb-test-{secrets.token_hex(4)}:")
+    try:
+        first = await store.spend([("a", 5), ("b", 2)], 60)
+        second = await store.spend([("a", 1), ("b", 3)], 60)
+        assert [c.value for c in first] == [5, 2]
+        assert [c.value for c in second] == [6, 5]
+        assert all(1 <= c.reset_after <= 60 for c in second)
+    finally:
+        await client.aclose()
