@@ -9,11 +9,13 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from teamboard import __version__
+from teamboard.activity.router import router as activity_router
 from teamboard.auth.api_keys_router import router as api_keys_router
 from teamboard.auth.passwords import PasswordHasher
 from teamboard.auth.router import router as auth_router
 from teamboard.auth.throttle import LoginThrottle
 from teamboard.auth.tokens import TokenService
+from teamboard.comments.router import router as comments_router
 from teamboard.config import Settings, get_settings
 from teamboard.db import Database
 from teamboard.deps import Services
@@ -23,8 +25,11 @@ from teamboard.kit.pagination import CursorCodec
 from teamboard.kit.ratelimit import CounterStore, MemoryCounterStore, RedisCounterStore
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.logging import RequestMiddleware, configure_logging
+from teamboard.notifications.router import followers_router
+from teamboard.notifications.router import router as notifications_router
 from teamboard.ops.database import head_revision
 from teamboard.projects.router import router as projects_router
+from teamboard.search.router import router as search_router
 from teamboard.teams.router import router as teams_router
 
 API_PREFIX = "/api/v1"
@@ -77,6 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (auth_router, teams_router, projects_router, api_keys_router):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(comments_router, prefix=API_PREFIX)
+    app.include_router(followers_router, prefix=API_PREFIX)
+    app.include_router(notifications_router, prefix=API_PREFIX)
+    app.include_router(activity_router, prefix=API_PREFIX)
+    app.include_router(search_router, prefix=API_PREFIX)
     app.include_router(health_router)
     app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)
     return app
