@@ -243,8 +243,16 @@ async def test_pagination_statement_counts_and_cursors(
     path = comments_path(team, task)
 
     assert [c["id"] for c in await walk(client, alice, path, limit=2)] == created
+    assert all(len(c["mentions"]) == 1 for c in await walk(client, alice, path, limit=50))
     small, large = await statement_counts(client, alice, path)
-    assert small == large
+    assert small == large == 3  # membership, task, page
+    plain = await post_comment(client, alice, team, task, "no mentions")
+    details = set()
+    for comment_id in (created[0], plain["id"]):
+        response = await client.get(f"{path}/{comment_id}", headers=alice.headers)
+        assert response.status_code == 200
+        details.add(response.headers["x-sql-statements"])
+    assert details == {"3"}, "mentions come with the comment, in the same statement"
 
     page = (await client.get(path, params={"limit": 2}, headers=alice.headers)).json()
     cursor = page["next_cursor"]

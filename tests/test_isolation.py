@@ -688,7 +688,7 @@ def test_notifications_cannot_be_forged(
     as_caller(app_conn, a.users["member"], a.id)
     assert not forge("member", "admin", a.team_project, public), "a legitimate notification"
     assert forge("owner", "admin", a.team_project, public), "sent in someone else's name"
-    assert forge("member", "guest", a.team_project, public) is False  # the guest is on PUB
+    assert not forge("member", "guest", a.team_project, public), "the guest was added to PUB"
     assert forge("member", "owner", a.private_project, private), "into an invisible project"
     as_caller(app_conn, a.users["owner"], a.id)
     assert forge("owner", "member", a.private_project, private), "to a member who cannot see it"
