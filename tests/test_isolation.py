@@ -94,16 +94,27 @@ def _project(
         category="unstarted",
         position=1,
     )
+    task_id = uuid.uuid4()
     _insert(
         owner,
         "task",
         team_id=team,
-        id=uuid.uuid4(),
+        id=task_id,
         project_id=project_id,
         number=1,
         title=f"{key} task",
         status_id=status_id,
         created_by=creator,
+    )  # its creator now follows it (task_follower, by trigger)
+    _insert(
+        owner,
+        "comment",
+        team_id=team,
+        id=uuid.uuid4(),
+        task_id=task_id,
+        project_id=project_id,
+        author_id=creator,
+        body=f"{key} comment",
     )
     _insert(
         owner,
@@ -132,6 +143,24 @@ def _make_team(owner: psycopg.Connection[Row], label: str) -> Team:
     private_project = _project(owner, team_id, "SEC", "private", users["owner"])
     for project, user in ((team_project, users["guest"]), (private_project, users["owner"])):
         _insert(owner, "project_member", team_id=team_id, project_id=project, user_id=user)
+    # Everyone, the removed member included, has a notification on each project's task:
+    # only the recipient may see it, and only while they can see the project.
+    for comment in owner.execute(
+        "select id, task_id, project_id from comment where team_id = %s", (team_id,)
+    ).fetchall():
+        for user in (*ROLES, "removed"):
+            _insert(
+                owner,
+                "notification",
+                team_id=team_id,
+                id=uuid.uuid4(),
+                recipient_id=users[user],
+                kind="mentioned",
+                task_id=comment["task_id"],
+                project_id=comment["project_id"],
+                comment_id=comment["id"],
+                actor_id=users["owner"],
+            )
     owner.execute(
         "delete from team_member where team_id = %s and user_id = %s", (team_id, users["removed"])
     )
@@ -218,14 +247,19 @@ def _rejected(conn: psycopg.Connection[Row], statement: sql.Composable, params: 
 
 EXPECTED_TENANT_TABLES = {
     "api_key",
+    "comment",
     "event",
     "invitation",
+    "notification",
     "project",
     "project_member",
     "status",
     "task",
+    "task_follower",
     "team_member",
 }
+#: Tables whose rows belong to a project (visibility of private projects and guests).
+PROJECT_TABLES = ("task", "status", "project_member", "event", "comment", "task_follower")
 ADMIN_ONLY = {"api_key", "invitation"}
 
 
@@ -276,7 +310,7 @@ def test_guest_sees_only_projects_they_were_added_to(
 ) -> None:
     team = teams["A"]
     as_caller(app_conn, team.users["guest"], team.id)
-    for table in ("task", "status", "project_member", "event"):
+    for table in (*PROJECT_TABLES, "notification"):
         projects = {row["project_id"] for row in visible(app_conn, table)} - {None}
         assert projects == {team.team_project}, table
     assert [row["id"] for row in visible(app_conn, "project")] == [team.team_project]
@@ -289,7 +323,7 @@ def test_private_projects_are_for_their_members_only(
 ) -> None:
     team = teams["A"]
     as_caller(app_conn, team.users[role], team.id)
-    for table in ("task", "status", "project_member", "event"):
+    for table in (*PROJECT_TABLES, "notification"):
         projects = {row["project_id"] for row in visible(app_conn, table)}
         assert team.private_project not in projects, table
     as_caller(app_conn, team.users["owner"], team.id)
@@ -306,9 +340,17 @@ def _foreign_copy(owner: psycopg.Connection[Row], table: str, source: Team, targ
     copy = dict(row)
     if "id" in copy:
         copy["id"] = uuid.uuid4()
-    for key in ("tx_id",):
+    for key in ("tx_id", *_generated_columns(owner, table)):
         copy.pop(key, None)
     return copy
+
+
+def _generated_columns(owner: psycopg.Connection[Row], table: str) -> list[str]:
+    rows = owner.execute(
+        "select attname from pg_attribute where attrelid = %s::regclass and attgenerated <> ''",
+        (table,),
+    ).fetchall()
+    return [row["attname"] for row in rows]
 
 
 def _insert_statement(table: str, row: Row) -> tuple[sql.Composable, list[Any]]:
@@ -590,3 +632,119 @@ def test_password_hashes_are_not_readable(
     a = teams["A"]
     as_caller(app_conn, a.users["member"], a.id)
     assert _rejected(app_conn, sql.SQL("select password_hash from app_user"))
+
+
+# Collaboration tables: rules beyond team and project visibility.
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_notifications_are_visible_to_their_recipient_only(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team], role: str
+) -> None:
+    team = teams["A"]
+    as_caller(app_conn, team.users[role], team.id)
+    rows = visible(app_conn, "notification")
+    assert rows
+    assert {row["recipient_id"] for row in rows} == {team.users[role]}
+    others = [user for name, user in team.users.items() if name in ROLES and name != role]
+    cur = app_conn.execute(
+        "update notification set read_at = now() where recipient_id = any(%s)", (others,)
+    )
+    assert cur.rowcount == 0, "marked someone else's notifications read"
+
+
+def _task_and_comment(owner: psycopg.Connection[Row], project: uuid.UUID) -> Row:
+    row = owner.execute(
+        "select task_id, id as comment_id from comment where project_id = %s", (project,)
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def test_notifications_cannot_be_forged(
+    app_conn: psycopg.Connection[Row], owner: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a = teams["A"]
+    public = _task_and_comment(owner, a.team_project)
+    private = _task_and_comment(owner, a.private_project)
+
+    def forge(actor: str, recipient: str, project: uuid.UUID, target: Row) -> bool:
+        return _rejected(
+            app_conn,
+            sql.SQL(
+                "insert into notification (id, recipient_id, kind, task_id, project_id,"
+                " comment_id, actor_id) values (%s, %s, 'mentioned', %s, %s, %s, %s)"
+            ),
+            (
+                uuid.uuid4(),
+                a.users[recipient],
+                target["task_id"],
+                project,
+                target["comment_id"],
+                a.users[actor],
+            ),
+        )
+
+    as_caller(app_conn, a.users["member"], a.id)
+    assert not forge("member", "admin", a.team_project, public), "a legitimate notification"
+    assert forge("owner", "admin", a.team_project, public), "sent in someone else's name"
+    assert not forge("member", "guest", a.team_project, public), "the guest was added to PUB"
+    assert forge("member", "owner", a.private_project, private), "into an invisible project"
+    as_caller(app_conn, a.users["owner"], a.id)
+    assert forge("owner", "member", a.private_project, private), "to a member who cannot see it"
+    assert not forge("owner", "owner", a.private_project, private)
+
+
+def test_comments_and_follows_cannot_be_made_in_someone_elses_name(
+    app_conn: psycopg.Connection[Row], owner: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a = teams["A"]
+    public = _task_and_comment(owner, a.team_project)
+    as_caller(app_conn, a.users["member"], a.id)
+    assert _rejected(
+        app_conn,
+        sql.SQL(
+            "insert into comment (id, task_id, project_id, author_id, body)"
+            " values (%s, %s, %s, %s, 'x')"
+        ),
+        (uuid.uuid4(), public["task_id"], a.team_project, a.users["admin"]),
+    )
+    assert _rejected(
+        app_conn,
+        sql.SQL("insert into task_follower (task_id, project_id, user_id) values (%s, %s, %s)"),
+        (public["task_id"], a.team_project, a.users["admin"]),
+    )
+    cur = app_conn.execute("delete from task_follower where user_id = %s", (a.users["owner"],))
+    assert cur.rowcount == 0, "unfollowed on someone else's behalf"
+    cur = app_conn.execute(
+        "update comment set body = 'rewritten' where author_id = %s", (a.users["owner"],)
+    )
+    assert cur.rowcount == 0, "a member edited another member's comment"
+    as_caller(app_conn, a.users["admin"], a.id)
+    cur = app_conn.execute(
+        "update comment set body = '', deleted_at = now() where id = %s", (public["comment_id"],)
+    )
+    assert cur.rowcount == 1, "admins delete (soft) any visible comment"
+
+
+def test_member_visibility_helper_answers_only_for_visible_projects(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a = teams["A"]
+
+    def sees(user: str, project: uuid.UUID) -> bool:
+        row = app_conn.execute(
+            "select tb_member_sees_project(%s, %s) as sees", (a.users[user], project)
+        ).fetchone()
+        assert row is not None
+        return bool(row["sees"])
+
+    as_caller(app_conn, a.users["owner"], a.id)
+    assert sees("member", a.team_project)
+    assert sees("guest", a.team_project)
+    assert not sees("member", a.private_project)
+    assert sees("owner", a.private_project)
+    as_caller(app_conn, a.users["member"], a.id)
+    assert not sees("owner", a.private_project), "answered about a project the caller cannot see"
+    as_caller(app_conn, a.users["owner"], teams["B"].id)
+    assert not sees("owner", a.team_project)

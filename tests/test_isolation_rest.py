@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
+from tests.collab import create_task, post_comment
 from tests.conftest import Actor
 
 pytestmark = pytest.mark.asyncio
@@ -47,12 +49,32 @@ ROUTES = [
     ("GET", "/api/v1/teams/{own}/projects/{project}/members", None),
     ("POST", "/api/v1/teams/{own}/projects/{project}/members", {"user_id": "{user}"}),
     ("DELETE", "/api/v1/teams/{own}/projects/{project}/members/{user}", None),
+    ("GET", "/api/v1/teams/{own}/tasks/{task}/comments", None),
+    ("POST", "/api/v1/teams/{own}/tasks/{task}/comments", {"body": "hijacked"}),
+    ("GET", "/api/v1/teams/{own}/tasks/{task}/comments/{comment}", None),
+    ("PATCH", "/api/v1/teams/{own}/tasks/{task}/comments/{comment}", {"body": "hijacked"}),
+    ("DELETE", "/api/v1/teams/{own}/tasks/{task}/comments/{comment}", None),
+    ("GET", "/api/v1/teams/{own}/tasks/{own_task}/comments/{comment}", None),
+    ("PATCH", "/api/v1/teams/{own}/tasks/{own_task}/comments/{comment}", {"body": "hijacked"}),
+    ("DELETE", "/api/v1/teams/{own}/tasks/{own_task}/comments/{comment}", None),
+    ("GET", "/api/v1/teams/{own}/tasks/{task}/followers", None),
+    ("PUT", "/api/v1/teams/{own}/tasks/{task}/followers/me", None),
+    ("DELETE", "/api/v1/teams/{own}/tasks/{task}/followers/me", None),
+    ("GET", "/api/v1/teams/{own}/tasks/{task}/activity", None),
+    ("GET", "/api/v1/teams/{team}/search?q=victim", None),
+    ("GET", "/api/v1/teams/{team}/notifications", None),
+    ("GET", "/api/v1/teams/{team}/notifications/unread-count", None),
+    ("POST", "/api/v1/teams/{team}/notifications/read-all", None),
+    ("PATCH", "/api/v1/teams/{own}/notifications/{notification}", {"read": True}),
+    ("PATCH", "/api/v1/teams/{team}/notifications/{notification}", {"read": True}),
 ]
 
 
 @pytest.mark.parametrize(("method", "template", "body"), ROUTES)
 async def test_foreign_ids_are_indistinguishable_from_missing_ones(
     client: httpx.AsyncClient,
+    app: Any,
+    owner: psycopg.Connection[dict[str, Any]],
     make_user: Callable[..., Actor],
     make_team: Callable[..., Awaitable[uuid.UUID]],
     method: str,
@@ -61,11 +83,31 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
 ) -> None:
     attacker, victim = make_user("attacker"), make_user("victim")
     own_team = await make_team(attacker)
+    own_task = await create_task(
+        app, attacker, own_team, uuid.UUID(await _project(client, attacker, own_team, "OWN"))
+    )
     victim_team = await make_team(victim)
     victim_project = await _project(client, victim, victim_team, "VIC")
+    victim_task = await create_task(app, victim, victim_team, uuid.UUID(victim_project), "victim")
+    victim_comment = (await post_comment(client, victim, victim_team, victim_task, "victim"))["id"]
+    victim_notification = uuid.uuid4()
+    owner.execute(
+        "insert into notification (team_id, id, recipient_id, kind, task_id, project_id,"
+        " actor_id) values (%s, %s, %s, 'assigned', %s, %s, %s)",
+        (victim_team, victim_notification, victim.id, victim_task, victim_project, victim.id),
+    )
 
-    def url(team: Any, project: Any, user: Any) -> str:
-        return template.format(team=team, own=own_team, project=project, user=user)
+    def url(team: Any, project: Any, user: Any, foreign: bool = False) -> str:
+        return template.format(
+            team=team,
+            own=own_team,
+            own_task=own_task,
+            project=project,
+            user=user,
+            task=victim_task if foreign else uuid.uuid4(),
+            comment=victim_comment if foreign else uuid.uuid4(),
+            notification=victim_notification if foreign else uuid.uuid4(),
+        )
 
     def payload(user: Any) -> dict[str, Any] | None:
         if body is None:
@@ -74,7 +116,7 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
 
     foreign = await client.request(
         method,
-        url(victim_team, victim_project, victim.id),
+        url(victim_team, victim_project, victim.id, foreign=True),
         json=payload(victim.id),
         headers=attacker.headers,
     )
@@ -96,3 +138,15 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
     )
     assert project.status_code == 200
     assert project.json()["name"] == "VIC"
+    comment = owner.execute(
+        "select body, deleted_at from comment where id = %s", (victim_comment,)
+    ).fetchone()
+    assert comment == {"body": "victim", "deleted_at": None}
+    notification = owner.execute(
+        "select read_at from notification where id = %s", (victim_notification,)
+    ).fetchone()
+    assert notification == {"read_at": None}
+    follows = owner.execute(
+        "select user_id from task_follower where task_id = %s", (victim_task,)
+    ).fetchall()
+    assert follows == [{"user_id": victim.id}]

@@ -9,11 +9,13 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from teamboard import __version__
+from teamboard.activity.router import router as activity_router
 from teamboard.auth.api_keys_router import router as api_keys_router
 from teamboard.auth.passwords import PasswordHasher
 from teamboard.auth.router import router as auth_router
 from teamboard.auth.throttle import LoginThrottle
 from teamboard.auth.tokens import TokenService
+from teamboard.comments.router import router as comments_router
 from teamboard.config import Settings, get_settings
 from teamboard.db import Database
 from teamboard.deps import Services, TeamCtx
@@ -29,8 +31,11 @@ from teamboard.kit.ratelimit import (
 )
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.logging import RequestMiddleware, configure_logging
+from teamboard.notifications.router import followers_router
+from teamboard.notifications.router import router as notifications_router
 from teamboard.ops.database import head_revision
 from teamboard.projects.router import router as projects_router
+from teamboard.search.router import router as search_router
 from teamboard.teams.router import router as teams_router
 from teamboard.unit_of_work import UnitOfWorkMiddleware
 
@@ -89,7 +94,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     install_error_handlers(app)
-    routers = (auth_router, teams_router, projects_router, api_keys_router)
+    routers = (
+        auth_router,
+        teams_router,
+        projects_router,
+        api_keys_router,
+        comments_router,
+        followers_router,
+        notifications_router,
+        activity_router,
+        search_router,
+    )
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     if settings.hot_reads:

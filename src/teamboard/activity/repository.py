@@ -1,0 +1,43 @@
+"""SQL for a task's activity: its events, newest first.
+
+The event index ``(team_id, subject_id, occurred_at, id)`` (collab migration) makes this an
+ordered index scan per monthly partition, merged; the keyset condition is a row comparison
+in index order. RLS shows only events of projects the caller sees.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, LiteralString
+from uuid import UUID
+
+from teamboard.db import Tx
+
+# Comment events show the comment's current text (null once deleted). The CASE keeps the
+# cast of payload.comment_id to comment events, whose payload this code writes.
+_SELECT = (
+    "select e.id, e.kind, e.occurred_at, e.payload,"
+    " case when e.actor_id is not null then"
+    "  json_build_object('id', e.actor_id, 'display_name', a.display_name) end as actor,"
+    " (select json_build_object('id', c.id, 'body', c.body, 'edited_at', c.edited_at)"
+    "  from comment c where c.deleted_at is null and c.id = case"
+    "   when e.kind like 'comment.%%' then (e.payload ->> 'comment_id')::uuid end) as comment"
+    " from event e left join app_user a on a.id = e.actor_id"
+    " where e.subject_id = %(task)s"
+)
+
+
+def activity_sql(*, after: bool) -> LiteralString:
+    """The statement of a first page, or of a page after ``(%(at)s, %(id)s)`` (public so
+    that the plan can be checked)."""
+    keyset = " and (e.occurred_at, e.id) < (%(at)s, %(id)s)" if after else ""
+    return _SELECT + keyset + " order by e.occurred_at desc, e.id desc limit %(limit)s"
+
+
+async def task_activity(
+    tx: Tx, task_id: UUID, limit: int, after: tuple[datetime, UUID] | None
+) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {"task": task_id, "limit": limit + 1}
+    if after is not None:
+        params["at"], params["id"] = after
+    return await tx.fetch_all(activity_sql(after=after is not None), params)

@@ -1,0 +1,48 @@
+"""Bodies of the comment routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, StringConstraints
+
+from teamboard.auth.schemas import Strict
+from teamboard.kit.schemas import Person
+from teamboard.kit.text import no_nul, not_blank
+
+#: The database checks the same bound (ck_comment_body_length).
+COMMENT_MAX_LENGTH = 10_000
+
+#: Markdown source, stored and returned as written (clients render and sanitize it).
+CommentBody = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=COMMENT_MAX_LENGTH),
+    AfterValidator(no_nul),
+    AfterValidator(not_blank),
+]
+
+
+class CommentIn(Strict):
+    body: CommentBody
+
+
+class CommentPatch(Strict):
+    body: CommentBody
+
+
+class CommentOut(BaseModel):
+    id: UUID
+    task_id: UUID
+    author: Person
+    body: str
+    mentions: list[Person]
+    created_at: datetime
+    updated_at: datetime
+    edited_at: datetime | None
+
+
+class CommentList(BaseModel):
+    items: list[CommentOut]
+    next_cursor: str | None
