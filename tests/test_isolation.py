@@ -94,17 +94,19 @@ def _project(
         category="unstarted",
         position=1,
     )
+    task_id = uuid.uuid4()
     _insert(
         owner,
         "task",
         team_id=team,
-        id=uuid.uuid4(),
+        id=task_id,
         project_id=project_id,
         number=1,
         title=f"{key} task",
         status_id=status_id,
         created_by=creator,
     )
+    _task_children(owner, team, project_id, task_id, creator)
     _insert(
         owner,
         "event",
@@ -116,6 +118,51 @@ def _project(
         payload={"key": key},
     )
     return project_id
+
+
+def _task_children(
+    owner: psycopg.Connection[Row],
+    team: uuid.UUID,
+    project_id: uuid.UUID,
+    task_id: uuid.UUID,
+    creator: uuid.UUID,
+) -> None:
+    """An attachment, a time entry, and a stored object queued for removal."""
+    attachment_id = uuid.uuid4()
+    _insert(
+        owner,
+        "attachment",
+        team_id=team,
+        id=attachment_id,
+        project_id=project_id,
+        task_id=task_id,
+        filename="notes.txt",
+        content_type="text/plain",
+        size_bytes=5,
+        sha256="0" * 64,
+        storage_key=f"{team}/{attachment_id}",
+        uploaded_by=creator,
+    )
+    gone = uuid.uuid4()
+    _insert(
+        owner,
+        "attachment_purge",
+        team_id=team,
+        id=gone,
+        project_id=project_id,
+        storage_key=f"{team}/{gone}",
+    )
+    _insert(
+        owner,
+        "time_entry",
+        team_id=team,
+        id=uuid.uuid4(),
+        project_id=project_id,
+        task_id=task_id,
+        user_id=creator,
+        started_at="2026-01-01T09:00:00Z",
+        ended_at="2026-01-01T10:00:00Z",
+    )
 
 
 def _make_team(owner: psycopg.Connection[Row], label: str) -> Team:
@@ -218,6 +265,8 @@ def _rejected(conn: psycopg.Connection[Row], statement: sql.Composable, params: 
 
 EXPECTED_TENANT_TABLES = {
     "api_key",
+    "attachment",
+    "attachment_purge",
     "event",
     "invitation",
     "project",
@@ -225,7 +274,18 @@ EXPECTED_TENANT_TABLES = {
     "status",
     "task",
     "team_member",
+    "time_entry",
 }
+#: Tenant tables whose rows belong to a project (visibility follows the project's).
+PROJECT_TABLES = (
+    "task",
+    "status",
+    "project_member",
+    "event",
+    "attachment",
+    "attachment_purge",
+    "time_entry",
+)
 ADMIN_ONLY = {"api_key", "invitation"}
 
 
@@ -276,7 +336,7 @@ def test_guest_sees_only_projects_they_were_added_to(
 ) -> None:
     team = teams["A"]
     as_caller(app_conn, team.users["guest"], team.id)
-    for table in ("task", "status", "project_member", "event"):
+    for table in PROJECT_TABLES:
         projects = {row["project_id"] for row in visible(app_conn, table)} - {None}
         assert projects == {team.team_project}, table
     assert [row["id"] for row in visible(app_conn, "project")] == [team.team_project]
@@ -289,7 +349,7 @@ def test_private_projects_are_for_their_members_only(
 ) -> None:
     team = teams["A"]
     as_caller(app_conn, team.users[role], team.id)
-    for table in ("task", "status", "project_member", "event"):
+    for table in PROJECT_TABLES:
         projects = {row["project_id"] for row in visible(app_conn, table)}
         assert team.private_project not in projects, table
     as_caller(app_conn, team.users["owner"], team.id)

@@ -7,11 +7,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.conftest import Actor
 
 pytestmark = pytest.mark.asyncio
+Owner = psycopg.Connection[dict[str, Any]]
+Ids = dict[str, uuid.UUID]
 
 
 def _without_instance(response: httpx.Response) -> tuple[int, str | None, dict[str, Any]]:
@@ -26,6 +29,53 @@ async def _project(client: httpx.AsyncClient, actor: Actor, team: uuid.UUID, key
     )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+MANUAL_ENTRY = {"started_at": "2026-01-02T09:00:00Z", "duration_seconds": 60}
+
+
+def _task_with_children(owner: Owner, team: uuid.UUID, project: str, user: uuid.UUID) -> Ids:
+    """A task with an attachment and a time entry (rows only: no route may reach them)."""
+    status = owner.execute(
+        "select id from status where project_id = %s order by position limit 1", (project,)
+    ).fetchone()
+    assert status is not None
+    ids = {"task": uuid.uuid4(), "attachment": uuid.uuid4(), "entry": uuid.uuid4()}
+    owner.execute(
+        "insert into task (team_id, id, project_id, number, title, status_id, created_by)"
+        " values (%s, %s, %s, 99, 'victim task', %s, %s)",
+        (team, ids["task"], project, status["id"], user),
+    )
+    owner.execute(
+        "insert into attachment (team_id, id, project_id, task_id, filename, content_type,"
+        " size_bytes, sha256, storage_key, uploaded_by)"
+        " values (%s, %s, %s, %s, 'secret.txt', 'text/plain', 6, %s, %s, %s)",
+        (
+            team,
+            ids["attachment"],
+            project,
+            ids["task"],
+            "0" * 64,
+            f"{team}/{ids['attachment']}",
+            user,
+        ),
+    )
+    owner.execute(
+        "insert into time_entry (team_id, id, project_id, task_id, user_id, started_at)"
+        " values (%s, %s, %s, %s, %s, now())",
+        (team, ids["entry"], project, ids["task"], user),
+    )
+    return ids
+
+
+def _children_unchanged(owner: Owner, ids: Ids) -> bool:
+    row = owner.execute(
+        "select (select count(*) from attachment where id = %s) as attachments,"
+        " (select count(*) from time_entry where id = %s and note = '' and ended_at is null)"
+        " as entries, (select count(*) from time_entry where task_id = %s) as all_entries",
+        (ids["attachment"], ids["entry"], ids["task"]),
+    ).fetchone()
+    return row == {"attachments": 1, "entries": 1, "all_entries": 1}
 
 
 ROUTES = [
@@ -47,6 +97,37 @@ ROUTES = [
     ("GET", "/api/v1/teams/{own}/projects/{project}/members", None),
     ("POST", "/api/v1/teams/{own}/projects/{project}/members", {"user_id": "{user}"}),
     ("DELETE", "/api/v1/teams/{own}/projects/{project}/members/{user}", None),
+    ("POST", "/api/v1/teams/{team}/tasks/{task}/attachments?filename=a.txt", None),
+    ("POST", "/api/v1/teams/{own}/tasks/{task}/attachments?filename=a.txt", None),
+    ("GET", "/api/v1/teams/{team}/tasks/{task}/attachments", None),
+    ("GET", "/api/v1/teams/{own}/tasks/{task}/attachments", None),
+    ("GET", "/api/v1/teams/{team}/attachments/{attachment}", None),
+    ("GET", "/api/v1/teams/{own}/attachments/{attachment}", None),
+    ("GET", "/api/v1/teams/{team}/attachments/{attachment}/content", None),
+    ("GET", "/api/v1/teams/{own}/attachments/{attachment}/content", None),
+    ("DELETE", "/api/v1/teams/{team}/attachments/{attachment}", None),
+    ("DELETE", "/api/v1/teams/{own}/attachments/{attachment}", None),
+    ("POST", "/api/v1/teams/{team}/tasks/{task}/time-entries/start", None),
+    ("POST", "/api/v1/teams/{own}/tasks/{task}/time-entries/start", None),
+    ("POST", "/api/v1/teams/{team}/tasks/{task}/time-entries", MANUAL_ENTRY),
+    ("POST", "/api/v1/teams/{own}/tasks/{task}/time-entries", MANUAL_ENTRY),
+    ("GET", "/api/v1/teams/{team}/tasks/{task}/time-entries", None),
+    ("GET", "/api/v1/teams/{own}/tasks/{task}/time-entries", None),
+    ("GET", "/api/v1/teams/{team}/tasks/{task}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{own}/tasks/{task}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{team}/projects/{project}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{own}/projects/{project}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{team}/members/{user}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{own}/members/{user}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{team}/time-entries", None),
+    ("GET", "/api/v1/teams/{team}/time-entries/running", None),
+    ("POST", "/api/v1/teams/{team}/time-entries/running/stop", None),
+    ("GET", "/api/v1/teams/{team}/time-entries/{entry}", None),
+    ("GET", "/api/v1/teams/{own}/time-entries/{entry}", None),
+    ("PATCH", "/api/v1/teams/{team}/time-entries/{entry}", {"note": "hijacked"}),
+    ("PATCH", "/api/v1/teams/{own}/time-entries/{entry}", {"note": "hijacked"}),
+    ("DELETE", "/api/v1/teams/{team}/time-entries/{entry}", None),
+    ("DELETE", "/api/v1/teams/{own}/time-entries/{entry}", None),
 ]
 
 
@@ -55,6 +136,7 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
     client: httpx.AsyncClient,
     make_user: Callable[..., Actor],
     make_team: Callable[..., Awaitable[uuid.UUID]],
+    owner: Owner,
     method: str,
     template: str,
     body: dict[str, Any] | None,
@@ -63,9 +145,12 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
     own_team = await make_team(attacker)
     victim_team = await make_team(victim)
     victim_project = await _project(client, victim, victim_team, "VIC")
+    victim_ids = _task_with_children(owner, victim_team, victim_project, victim.id)
+    missing_ids = {name: uuid.uuid4() for name in victim_ids}
 
     def url(team: Any, project: Any, user: Any) -> str:
-        return template.format(team=team, own=own_team, project=project, user=user)
+        ids = victim_ids if team == victim_team else missing_ids
+        return template.format(team=team, own=own_team, project=project, user=user, **ids)
 
     def payload(user: Any) -> dict[str, Any] | None:
         if body is None:
@@ -96,3 +181,4 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
     )
     assert project.status_code == 200
     assert project.json()["name"] == "VIC"
+    assert _children_unchanged(owner, victim_ids)

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from teamboard import __version__
+from teamboard.attachments.router import router as attachments_router
 from teamboard.auth.api_keys_router import router as api_keys_router
 from teamboard.auth.passwords import PasswordHasher
 from teamboard.auth.router import router as auth_router
@@ -26,6 +27,7 @@ from teamboard.logging import RequestMiddleware, configure_logging
 from teamboard.ops.database import head_revision
 from teamboard.projects.router import router as projects_router
 from teamboard.teams.router import router as teams_router
+from teamboard.time_tracking.router import router as time_tracking_router
 
 API_PREFIX = "/api/v1"
 
@@ -77,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (auth_router, teams_router, projects_router, api_keys_router):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(attachments_router, prefix=API_PREFIX)
+    app.include_router(time_tracking_router, prefix=API_PREFIX)
     app.include_router(health_router)
     app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)
     return app
