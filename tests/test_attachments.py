@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -430,12 +431,14 @@ async def test_download_streams_the_bytes_with_safe_headers(
     )
     assert "private" in response.headers["cache-control"]
 
-    cached = await client.get(
-        url, headers={**world.guest.headers, "if-none-match": response.headers["etag"]}
-    )
-    assert cached.status_code == 304
-    assert cached.content == b""
-    assert cached.headers["etag"] == response.headers["etag"]
+    etag = response.headers["etag"]
+    for condition in (etag, f'"other", W/{etag}', "*"):
+        cached = await client.get(url, headers={**world.guest.headers, "if-none-match": condition})
+        assert cached.status_code == 304, condition
+        assert cached.content == b""
+        assert cached.headers["etag"] == etag
+    changed = await client.get(url, headers={**world.guest.headers, "if-none-match": '"other"'})
+    assert changed.status_code == 200
 
 
 async def test_download_needs_authentication(client: httpx.AsyncClient, world: World) -> None:
@@ -625,8 +628,8 @@ async def test_bytes_stay_when_the_deletion_rolls_back(
     # was deleted and its key queued, so both must come back and the bytes must stay.
     owner.execute(
         "create function test_refuse_event() returns trigger language plpgsql as $$"
-        " begin if new.subject_id = '%s' then raise exception 'refused'; end if;"
-        " return new; end $$" % created["id"]
+        f" begin if new.subject_id = '{uuid.UUID(created['id'])}' then"
+        " raise exception 'refused'; end if; return new; end $$"
     )
     owner.execute(
         "create trigger test_refuse_event before insert on event"
@@ -711,15 +714,18 @@ async def test_the_sweeper_removes_the_bytes_of_a_deleted_team(
     ).fetchone()
     assert queued == {"n": 2}
     assert len(stored_files(settings, world.team)) == 2
-    removed = await cleanup.sweep_as_owner(db_urls.owner, settings)
+    # A crash mid-upload leaves a staging file; the sweeper removes it once stale.
+    staging = settings.attachment_root / ".incoming"
+    stale, live = staging / "upload-stale.part", staging / "upload-live.part"
+    for path in (stale, live):
+        path.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    try:
+        removed = await cleanup.sweep_as_owner(db_urls.owner, settings)
+        assert staged_files(settings) == [live]
+    finally:
+        live.unlink()
     assert removed >= 2
     assert stored_files(settings, world.team) == []
     left = owner.execute("select count(*) as n from attachment_purge").fetchone()
     assert left == {"n": 0}
-
-
-async def test_staging_lives_under_the_storage_root(settings: Settings) -> None:
-    """Local storage is a rename from staging: same file system, never a partial object."""
-    staging = settings.attachment_root / ".incoming"
-    assert staging.parent == settings.attachment_root
-    assert os.path.commonpath([staging, settings.attachment_root]) == str(settings.attachment_root)

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         default=None, description="Local attachment storage; DATA_DIR/attachments when unset."
     )
     s3_bucket: str | None = None
-    s3_prefix: str = Field(default="", pattern=r"^([A-Za-z0-9._-]+/)*$")
+    s3_prefix: str = Field(default="", pattern=r"^([A-Za-z0-9_-][A-Za-z0-9._-]*/)*$")
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     s3_access_key_id: str | None = None

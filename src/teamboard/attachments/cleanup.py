@@ -16,19 +16,25 @@ rows for the next run, and removing an object twice is harmless.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
+from datetime import timedelta
+from pathlib import Path
 from uuid import UUID
 
 from fastapi import BackgroundTasks
 
 from teamboard.attachments import repository
-from teamboard.attachments.storage import ObjectStorage, build_storage
+from teamboard.attachments.storage import ObjectStorage, build_storage, staging_dir
 from teamboard.config import Settings
 from teamboard.db import Database
 from teamboard.deps import TeamContext
 
 logger = logging.getLogger("teamboard.attachments")
 BATCH = 500
+STALE_UPLOAD = timedelta(hours=1)
 
 
 async def purge_team(db: Database, storage: ObjectStorage, user_id: UUID, team_id: UUID) -> int:
@@ -72,10 +78,27 @@ async def sweep(owner_db: Database, storage: ObjectStorage) -> int:
 
 
 async def sweep_as_owner(owner_url: str, settings: Settings) -> int:
-    """:func:`sweep` on a one-connection owner pool (``teamboard attachments sweep``)."""
+    """:func:`sweep` on a one-connection owner pool (``teamboard attachments sweep``), and
+    the removal of staging files left by uploads that a crash interrupted."""
+    await asyncio.to_thread(remove_stale_uploads, staging_dir(settings), STALE_UPLOAD)
     db = Database(owner_url, settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 1}))
     await db.open()
     try:
         return await sweep(db, build_storage(settings))
     finally:
         await db.close()
+
+
+def remove_stale_uploads(staging: Path, older_than: timedelta) -> int:
+    """Delete staging files not touched for ``older_than`` (a live upload writes to its
+    file continuously); returns how many were removed."""
+    if not staging.is_dir():
+        return 0
+    cutoff = time.time() - older_than.total_seconds()
+    removed = 0
+    for path in staging.glob("upload-*.part"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed

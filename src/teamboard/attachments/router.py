@@ -34,6 +34,14 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison, as ``If-None-Match`` uses."""
+    if not if_none_match:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in row.items() if key in _PUBLIC_FIELDS}
 
@@ -100,7 +108,7 @@ async def download_attachment(
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'; sandbox",
     }
-    if etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
+    if _matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     chunks = await service.open_content(storage, attachment)
     headers["Content-Disposition"] = content_disposition(attachment["filename"])
