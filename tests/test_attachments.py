@@ -20,6 +20,7 @@ import pytest
 from teamboard.attachments import cleanup
 from teamboard.attachments.storage import LocalStorage, storage_dependency
 from teamboard.config import Settings
+from teamboard.db import InsufficientPrivilege
 from teamboard.ops.database import DatabaseUrls
 from tests.conftest import Actor
 from tests.taskdata import create_task
@@ -392,6 +393,36 @@ async def test_a_failed_transaction_removes_the_stored_object(
     assert events(owner, world.team, "attachment.uploaded") == []
 
 
+async def test_a_failed_commit_removes_the_stored_object(
+    client: httpx.AsyncClient, owner: Owner, settings: Settings, world: World
+) -> None:
+    # A deferred constraint trigger fails the COMMIT itself, after the object was stored.
+    owner.execute(
+        "create function test_fail_commit() returns trigger language plpgsql as $$"
+        " begin raise exception 'refused at commit'; end $$"
+    )
+    owner.execute(
+        "create constraint trigger test_fail_commit after insert on attachment"
+        " deferrable initially deferred for each row"
+        " when (new.filename = 'fail-at-commit.png') execute function test_fail_commit()"
+    )
+    try:
+        response = await upload(
+            client, world.member, world.team, world.task, PNG, filename="fail-at-commit.png"
+        )
+        kept = await upload(client, world.member, world.team, world.task, PNG)
+    finally:
+        owner.execute("drop trigger test_fail_commit on attachment")
+        owner.execute("drop function test_fail_commit()")
+    problem(response, 500, "internal_error")
+    assert kept.status_code == 201
+    [row] = attachment_rows(owner, world.task)
+    assert stored_files(settings, world.team) == [
+        settings.attachment_root / str(world.team) / str(row["id"])
+    ]
+    assert staged_files(settings) == []
+
+
 async def test_concurrent_uploads_each_get_their_own_object(
     client: httpx.AsyncClient, owner: Owner, settings: Settings, world: World
 ) -> None:
@@ -729,3 +760,44 @@ async def test_the_sweeper_removes_the_bytes_of_a_deleted_team(
     assert stored_files(settings, world.team) == []
     left = owner.execute("select count(*) as n from attachment_purge").fetchone()
     assert left == {"n": 0}
+
+
+class Rollback(Exception):
+    """Raised to end a transaction without committing."""
+
+
+async def run_as(app: Any, user: uuid.UUID, team: uuid.UUID, sql: Any, params: Any) -> bool:
+    """Run one statement as the app role for ``user``, then roll back; True if it returned
+    a row."""
+    found = False
+    try:
+        async with app.state.services.db.transaction(user_id=user, team_id=team) as tx:
+            found = await tx.fetch_one(sql, params) is not None
+            raise Rollback
+    except Rollback:
+        return found
+
+
+async def test_rls_keeps_deletes_to_the_uploader_or_admins(
+    app: Any, client: httpx.AsyncClient, owner: Owner, world: World
+) -> None:
+    """Below the service, as the app role: the policies enforce the same rules."""
+    created = (await upload(client, world.member, world.team, world.task, PNG)).json()
+    delete = "delete from attachment where id = %s returning id"
+    assert not await run_as(app, world.guest.id, world.team, delete, (created["id"],))
+    assert await run_as(app, world.admin.id, world.team, delete, (created["id"],))
+    assert await run_as(app, world.member.id, world.team, delete, (created["id"],))
+    assert len(attachment_rows(owner, world.task)) == 1
+
+    forged_id = uuid.uuid4()
+    as_member = (
+        "insert into attachment (id, project_id, task_id, filename, content_type, size_bytes,"
+        " sha256, storage_key, uploaded_by) select %s, project_id, task_id, filename,"
+        " content_type, size_bytes, sha256, %s, %s from attachment where id = %s returning id"
+    )
+    params = (forged_id, f"{world.team}/{forged_id}", world.member.id, created["id"])
+    with pytest.raises(InsufficientPrivilege):
+        await run_as(app, world.guest.id, world.team, as_member, params)
+    queue = "insert into attachment_purge (id, project_id, storage_key) values (%s, %s, 'x')"
+    with pytest.raises(InsufficientPrivilege):
+        await run_as(app, world.owner.id, world.team, queue, (forged_id, world.project))

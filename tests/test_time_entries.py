@@ -415,6 +415,33 @@ async def test_entries_go_with_their_task(
     assert (await start(client, world, world.member, world.task2)).status_code == 201
 
 
+async def test_entries_and_attachments_follow_a_task_to_another_project(
+    app: Any, client: httpx.AsyncClient, owner: Owner, world: World
+) -> None:
+    entry = (await manual(client, world, world.member, world.task, ago(hours=2), seconds=60)).json()
+    attached = await client.post(
+        world.url(f"/tasks/{world.task}/attachments"),
+        params={"filename": "n.txt"},
+        content=b"notes",
+        headers={**world.member.headers, "content-type": "text/plain"},
+    )
+    assert attached.status_code == 201, attached.text
+    # Moved by an admin through the app role: the cascade is not subject to the policies.
+    async with app.state.services.db.transaction(user_id=world.admin.id, team_id=world.team) as tx:
+        await tx.execute(
+            "update task set project_id = %s, number = 1000 where id = %s",
+            (world.other_project, world.task),
+        )
+    rows = owner.execute(
+        "select project_id from time_entry where id = %s"
+        " union all select project_id from attachment where id = %s",
+        (entry["id"], attached.json()["id"]),
+    ).fetchall()
+    assert rows == [{"project_id": world.other_project}] * 2
+    moved = await client.get(world.url(f"/time-entries/{entry['id']}"), headers=world.guest.headers)
+    problem(moved, 404, "not_found")  # the guest is not on the other project
+
+
 # --------------------------------------------------------------------------- lists
 
 

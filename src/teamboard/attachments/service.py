@@ -120,9 +120,17 @@ async def _record(
             committing = True
     except BaseException:
         if storing and not (committing and await _committed(request, ctx, attachment_id)):
-            await storage.delete([key])
+            await _discard(storage, key)
         raise
     return row
+
+
+async def _discard(storage: ObjectStorage, key: str) -> None:
+    """Remove an object whose row did not commit; a failure only leaves orphan bytes."""
+    try:
+        await storage.delete([key])
+    except Exception:
+        logger.warning("could not remove the orphan object %s", key, exc_info=True)
 
 
 async def _committed(request: Request, ctx: TeamContext, attachment_id: UUID) -> bool:

@@ -156,7 +156,8 @@ async def update_entry(
     changes = patch.model_dump(exclude_unset=True)
     started = patch.started_at or entry["started_at"]
     ended = patch.ended_at or entry["ended_at"]
-    check_span(started, ended, max_seconds)
+    if patch.started_at or patch.ended_at:  # a note alone keeps an entry valid as it was
+        check_span(started, ended, max_seconds)
     updated = await repository.update_entry(
         ctx.tx, entry_id, started, ended, entry["note"] if patch.note is None else patch.note
     )
