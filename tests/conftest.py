@@ -41,8 +41,13 @@ def db_urls(server_url: str) -> Iterator[DatabaseUrls]:
 
 
 @pytest.fixture(scope="session")
-def settings(db_urls: DatabaseUrls) -> Settings:
-    return test_settings(database_url=db_urls.owner, database_app_url=db_urls.app)
+def settings(db_urls: DatabaseUrls, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The app's settings; its data directory (attachments) is private to the run."""
+    return test_settings(
+        database_url=db_urls.owner,
+        database_app_url=db_urls.app,
+        data_dir=tmp_path_factory.mktemp("data"),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -116,6 +116,7 @@ def _project(
         author_id=creator,
         body=f"{key} comment",
     )
+    _task_children(owner, team, project_id, task_id, creator)
     _insert(
         owner,
         "event",
@@ -127,6 +128,51 @@ def _project(
         payload={"key": key},
     )
     return project_id
+
+
+def _task_children(
+    owner: psycopg.Connection[Row],
+    team: uuid.UUID,
+    project_id: uuid.UUID,
+    task_id: uuid.UUID,
+    creator: uuid.UUID,
+) -> None:
+    """An attachment, a time entry, and a stored object queued for removal."""
+    attachment_id = uuid.uuid4()
+    _insert(
+        owner,
+        "attachment",
+        team_id=team,
+        id=attachment_id,
+        project_id=project_id,
+        task_id=task_id,
+        filename="notes.txt",
+        content_type="text/plain",
+        size_bytes=5,
+        sha256="0" * 64,
+        storage_key=f"{team}/{attachment_id}",
+        uploaded_by=creator,
+    )
+    gone = uuid.uuid4()
+    _insert(
+        owner,
+        "attachment_purge",
+        team_id=team,
+        id=gone,
+        project_id=project_id,
+        storage_key=f"{team}/{gone}",
+    )
+    _insert(
+        owner,
+        "time_entry",
+        team_id=team,
+        id=uuid.uuid4(),
+        project_id=project_id,
+        task_id=task_id,
+        user_id=creator,
+        started_at="2026-01-01T09:00:00Z",
+        ended_at="2026-01-01T10:00:00Z",
+    )
 
 
 def _make_team(owner: psycopg.Connection[Row], label: str) -> Team:
@@ -248,6 +294,8 @@ def _rejected(conn: psycopg.Connection[Row], statement: sql.Composable, params: 
 EXPECTED_TENANT_TABLES = {
     "api_key",
     "comment",
+    "attachment",
+    "attachment_purge",
     "event",
     "invitation",
     "notification",
@@ -257,9 +305,20 @@ EXPECTED_TENANT_TABLES = {
     "task",
     "task_follower",
     "team_member",
+    "time_entry",
 }
-#: Tables whose rows belong to a project (visibility of private projects and guests).
-PROJECT_TABLES = ("task", "status", "project_member", "event", "comment", "task_follower")
+#: Tenant tables whose rows belong to a project (visibility follows the project's).
+PROJECT_TABLES = (
+    "task",
+    "status",
+    "project_member",
+    "event",
+    "comment",
+    "task_follower",
+    "attachment",
+    "attachment_purge",
+    "time_entry",
+)
 ADMIN_ONLY = {"api_key", "invitation"}
 
 

@@ -13,6 +13,9 @@ import pytest
 from tests.collab import create_task, post_comment
 from tests.conftest import Actor
 
+Owner = psycopg.Connection[dict[str, Any]]
+Ids = dict[str, uuid.UUID]
+
 pytestmark = pytest.mark.asyncio
 
 
@@ -28,6 +31,46 @@ async def _project(client: httpx.AsyncClient, actor: Actor, team: uuid.UUID, key
     )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+MANUAL_ENTRY = {"started_at": "2026-01-02T09:00:00Z", "duration_seconds": 60}
+
+
+def _attach_children(owner: Owner, team: uuid.UUID, project: str, task: uuid.UUID) -> Ids:
+    """An attachment and a time entry on the victim's task (rows only)."""
+    ids = {"attachment": uuid.uuid4(), "entry": uuid.uuid4()}
+    user = owner.execute("select created_by from task where id = %s", (task,)).fetchone()
+    assert user is not None
+    owner.execute(
+        "insert into attachment (team_id, id, project_id, task_id, filename, content_type,"
+        " size_bytes, sha256, storage_key, uploaded_by)"
+        " values (%s, %s, %s, %s, 'secret.txt', 'text/plain', 6, %s, %s, %s)",
+        (
+            team,
+            ids["attachment"],
+            project,
+            task,
+            "0" * 64,
+            f"{team}/{ids['attachment']}",
+            user["created_by"],
+        ),
+    )
+    owner.execute(
+        "insert into time_entry (team_id, id, project_id, task_id, user_id, started_at)"
+        " values (%s, %s, %s, %s, %s, now())",
+        (team, ids["entry"], project, task, user["created_by"]),
+    )
+    return ids
+
+
+def _children_unchanged(owner: Owner, ids: Ids, task: uuid.UUID) -> bool:
+    row = owner.execute(
+        "select (select count(*) from attachment where id = %s) as attachments,"
+        " (select count(*) from time_entry where id = %s and note = '' and ended_at is null)"
+        " as entries, (select count(*) from time_entry where task_id = %s) as all_entries",
+        (ids["attachment"], ids["entry"], task),
+    ).fetchone()
+    return row == {"attachments": 1, "entries": 1, "all_entries": 1}
 
 
 ROUTES = [
@@ -67,6 +110,37 @@ ROUTES = [
     ("POST", "/api/v1/teams/{team}/notifications/read-all", None),
     ("PATCH", "/api/v1/teams/{own}/notifications/{notification}", {"read": True}),
     ("PATCH", "/api/v1/teams/{team}/notifications/{notification}", {"read": True}),
+    ("POST", "/api/v1/teams/{team}/tasks/{task}/attachments?filename=a.txt", None),
+    ("POST", "/api/v1/teams/{own}/tasks/{task}/attachments?filename=a.txt", None),
+    ("GET", "/api/v1/teams/{team}/tasks/{task}/attachments", None),
+    ("GET", "/api/v1/teams/{own}/tasks/{task}/attachments", None),
+    ("GET", "/api/v1/teams/{team}/attachments/{attachment}", None),
+    ("GET", "/api/v1/teams/{own}/attachments/{attachment}", None),
+    ("GET", "/api/v1/teams/{team}/attachments/{attachment}/content", None),
+    ("GET", "/api/v1/teams/{own}/attachments/{attachment}/content", None),
+    ("DELETE", "/api/v1/teams/{team}/attachments/{attachment}", None),
+    ("DELETE", "/api/v1/teams/{own}/attachments/{attachment}", None),
+    ("POST", "/api/v1/teams/{team}/tasks/{task}/time-entries/start", None),
+    ("POST", "/api/v1/teams/{own}/tasks/{task}/time-entries/start", None),
+    ("POST", "/api/v1/teams/{team}/tasks/{task}/time-entries", MANUAL_ENTRY),
+    ("POST", "/api/v1/teams/{own}/tasks/{task}/time-entries", MANUAL_ENTRY),
+    ("GET", "/api/v1/teams/{team}/tasks/{task}/time-entries", None),
+    ("GET", "/api/v1/teams/{own}/tasks/{task}/time-entries", None),
+    ("GET", "/api/v1/teams/{team}/tasks/{task}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{own}/tasks/{task}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{team}/projects/{project}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{own}/projects/{project}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{team}/members/{user}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{own}/members/{user}/time-entries/totals", None),
+    ("GET", "/api/v1/teams/{team}/time-entries", None),
+    ("GET", "/api/v1/teams/{team}/time-entries/running", None),
+    ("POST", "/api/v1/teams/{team}/time-entries/running/stop", None),
+    ("GET", "/api/v1/teams/{team}/time-entries/{entry}", None),
+    ("GET", "/api/v1/teams/{own}/time-entries/{entry}", None),
+    ("PATCH", "/api/v1/teams/{team}/time-entries/{entry}", {"note": "hijacked"}),
+    ("PATCH", "/api/v1/teams/{own}/time-entries/{entry}", {"note": "hijacked"}),
+    ("DELETE", "/api/v1/teams/{team}/time-entries/{entry}", None),
+    ("DELETE", "/api/v1/teams/{own}/time-entries/{entry}", None),
 ]
 
 
@@ -96,6 +170,7 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
         " actor_id) values (%s, %s, %s, 'assigned', %s, %s, %s)",
         (victim_team, victim_notification, victim.id, victim_task, victim_project, victim.id),
     )
+    victim_children = _attach_children(owner, victim_team, victim_project, victim_task)
 
     def url(team: Any, project: Any, user: Any, foreign: bool = False) -> str:
         return template.format(
@@ -107,6 +182,8 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
             task=victim_task if foreign else uuid.uuid4(),
             comment=victim_comment if foreign else uuid.uuid4(),
             notification=victim_notification if foreign else uuid.uuid4(),
+            attachment=victim_children["attachment"] if foreign else uuid.uuid4(),
+            entry=victim_children["entry"] if foreign else uuid.uuid4(),
         )
 
     def payload(user: Any) -> dict[str, Any] | None:
@@ -150,3 +227,4 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
         "select user_id from task_follower where task_id = %s", (victim_task,)
     ).fetchall()
     assert follows == [{"user_id": victim.id}]
+    assert _children_unchanged(owner, victim_children, victim_task)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from teamboard import __version__
 from teamboard.activity.router import router as activity_router
+from teamboard.attachments.router import router as attachments_router
 from teamboard.auth.api_keys_router import router as api_keys_router
 from teamboard.auth.passwords import PasswordHasher
 from teamboard.auth.router import router as auth_router
@@ -37,6 +38,7 @@ from teamboard.ops.database import head_revision
 from teamboard.projects.router import router as projects_router
 from teamboard.search.router import router as search_router
 from teamboard.teams.router import router as teams_router
+from teamboard.time_tracking.router import router as time_tracking_router
 from teamboard.unit_of_work import UnitOfWorkMiddleware
 
 API_PREFIX = "/api/v1"
@@ -104,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notifications_router,
         activity_router,
         search_router,
+        attachments_router,
+        time_tracking_router,
     )
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)

@@ -1,4 +1,4 @@
-"""The ``teamboard`` command: serve, migrate, seed, db audit."""
+"""The ``teamboard`` command: serve, migrate, seed, db audit, attachments sweep."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from teamboard.ops import database
 app = typer.Typer(help="teamboard: multi-tenant project and task management on PostgreSQL.")
 db_app = typer.Typer(help="Database checks.")
 app.add_typer(db_app, name="db")
+attachments_app = typer.Typer(help="Attachment storage upkeep.")
+app.add_typer(attachments_app, name="attachments")
 
 
 @contextmanager
@@ -135,6 +137,19 @@ def audit() -> None:
     typer.echo(audit_ops.format_report(findings))
     if findings:
         raise typer.Exit(code=1)
+
+
+@attachments_app.command("sweep")
+def sweep_attachments() -> None:
+    """Remove the stored bytes of deleted attachments that no request cleaned up (a crash,
+    a purged task or project, a deleted team). Safe to run at any time, e.g. from cron."""
+    from teamboard.attachments.cleanup import sweep_as_owner
+
+    settings = get_settings()
+    with owner_database(settings) as owner_url:
+        urls = database.prepare(settings, owner_url)
+        removed = asyncio.run(sweep_as_owner(urls.owner, settings))
+    typer.echo(f"removed {removed} stored attachment objects")
 
 
 def main() -> None:

@@ -13,11 +13,25 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_KEY = "teamboard-development-secret-key-change-me"  # noqa: S105 - refused in production
 MIN_PRODUCTION_SECRET_LENGTH = 32
+#: Attachment types accepted by default. Types a browser could render as active content
+#: (HTML, SVG, XML) are left out, even though downloads are served as attachments.
+DEFAULT_ATTACHMENT_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "application/zip",
+    "text/plain",
+    "text/csv",
+    "text/markdown",
+    "application/json",
+)
 
 
 class Settings(BaseSettings):
@@ -87,6 +101,32 @@ class Settings(BaseSettings):
         default=600, ge=1, description="Routes without a caller (registration, login, refresh)."
     )
 
+    attachment_max_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1, description="Largest attachment accepted (bytes)."
+    )
+    attachment_allowed_types: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ATTACHMENT_TYPES),
+        description="Media types an attachment may declare (JSON list in the environment).",
+    )
+    attachment_storage: Literal["local", "s3"] = "local"
+    attachment_dir: Path | None = Field(
+        default=None, description="Local attachment storage; DATA_DIR/attachments when unset."
+    )
+    s3_bucket: str | None = None
+    s3_prefix: str = Field(default="", pattern=r"^([A-Za-z0-9_-][A-Za-z0-9._-]*/)*$")
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    time_entry_max_seconds: int = Field(
+        default=24 * 3600, ge=60, description="Longest time entry (a manual one, or a timer)."
+    )
+
+    @field_validator("attachment_allowed_types")
+    @classmethod
+    def _normalize_media_types(cls, types: list[str]) -> list[str]:
+        return [media_type.strip().lower() for media_type in types]
+
     @model_validator(mode="after")
     def _refuse_weak_production_secret(self) -> Settings:
         secret = self.secret_key.get_secret_value()
@@ -99,11 +139,18 @@ class Settings(BaseSettings):
             )
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("POOL_MIN_SIZE must not exceed POOL_MAX_SIZE")
+        if self.attachment_storage == "s3" and not self.s3_bucket:
+            raise ValueError("ATTACHMENT_STORAGE=s3 needs S3_BUCKET")
         return self
 
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def attachment_root(self) -> Path:
+        """Where local attachment storage keeps its objects (and uploads are staged)."""
+        return self.attachment_dir or self.data_dir / "attachments"
 
     def derived_key(self, purpose: str) -> bytes:
         """A key for one purpose (JWT signing, cursors, ...) derived from SECRET_KEY.

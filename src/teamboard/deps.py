@@ -8,6 +8,8 @@ middleware commits it before the response is sent, or rolls it back (see
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 from uuid import UUID
@@ -201,24 +203,65 @@ async def user_tx(
     return UserContext(tx, caller.user_id, caller.session_id)
 
 
-async def team_tx(
-    request: Request, team_id: UUID, caller: Annotated[Caller, Depends(authenticate)]
-) -> TeamContext:
-    tx = _open(request, user_id=caller.user_id, team_id=team_id)
+async def _act_in_team(
+    request: Request, tx: Tx, team_id: UUID, caller: Caller
+) -> tuple[UUID, frozenset[str] | None, str]:
+    """Who acts in the team: (user, API-key scopes or None, rate-limit identity). Resolves an
+    API key (refusing a read-only key on a write) and spends the request's rate limit."""
     if caller.api_key is None:
         assert caller.user_id is not None
         user_id, scopes, identity = caller.user_id, None, f"user:{caller.user_id}"
     else:
         grant = await resolve_api_key(tx, caller.api_key, team_id)
-        if tx.writable and not grant.scopes & {"write", "admin"}:
+        if request.method not in SAFE_METHODS and not grant.scopes & {"write", "admin"}:
             raise Forbidden("This API key is read-only", code="insufficient_scope")
         user_id, scopes, identity = grant.user_id, grant.scopes, f"key:{grant.key_id}"
     await _limit(request, identity, team_id)
+    return user_id, scopes, identity
+
+
+async def team_tx(
+    request: Request, team_id: UUID, caller: Annotated[Caller, Depends(authenticate)]
+) -> TeamContext:
+    tx = _open(request, user_id=caller.user_id, team_id=team_id)
+    user_id, scopes, identity = await _act_in_team(request, tx, team_id, caller)
     await idempotency.claim(request, tx, caller=identity, team_id=team_id)
     return TeamContext(tx, team_id, user_id, scopes)
+
+
+@dataclass(frozen=True)
+class TeamGrant:
+    """A caller authorized to act in a team, for routes that run their own transactions."""
+
+    team_id: UUID
+    user_id: UUID
+    scopes: frozenset[str] | None
+
+    @asynccontextmanager
+    async def transaction(self, request: Request, *, write: bool) -> AsyncIterator[TeamContext]:
+        """A team transaction of its own, committed when the block exits."""
+        database = get_services(request).db
+        async with database.transaction(
+            user_id=self.user_id, team_id=self.team_id, write=write, metrics=_metrics(request)
+        ) as tx:
+            yield TeamContext(tx, self.team_id, self.user_id, self.scopes)
+
+
+async def team_grant(
+    request: Request, team_id: UUID, caller: Annotated[Caller, Depends(authenticate)]
+) -> TeamGrant:
+    """Like ``TeamCtx`` without the request transaction, for a route that must not hold a
+    connection for its whole duration (an upload streams its body between two short
+    transactions). Rate-limited like ``TeamCtx``; ``Idempotency-Key`` does not apply."""
+    async with get_services(request).db.transaction(
+        user_id=caller.user_id, team_id=team_id, write=False, metrics=_metrics(request)
+    ) as tx:
+        user_id, scopes, _ = await _act_in_team(request, tx, team_id, caller)
+    return TeamGrant(team_id, user_id, scopes)
 
 
 PublicTx = Annotated[Tx, Depends(public_tx)]
 UserTx = Annotated[UserContext, Depends(user_tx)]
 TeamCtx = Annotated[TeamContext, Depends(team_tx)]
+TeamGrantDep = Annotated[TeamGrant, Depends(team_grant)]
 ServicesDep = Annotated[Services, Depends(services_dependency)]

@@ -13,10 +13,12 @@ that request, scoped to the caller (a user, or one of their API keys) and the ro
   advisory lock on the key, so concurrent identical requests create exactly one resource);
 * a request that fails (4xx/5xx) stores nothing: it changed nothing, and may be retried.
 
-The fingerprint covers the body of JSON and empty requests. A streamed body (an upload) is
-not read ahead of its route: its fingerprint covers its content type and length instead.
-Credential exchanges (``/auth/*``, routes without a user) ignore the header: a replay there
-would keep tokens in the database.
+The fingerprint covers the body of JSON and empty requests; for other bodies (never read
+ahead of their route) it covers their content type and length. Two kinds of POST ignore the
+header: credential exchanges (``/auth/*``, routes without a user), because a replay would
+keep tokens in the database, and attachment uploads (``TeamGrant`` routes), which stream
+their body between two short transactions of their own; an upload's SHA-256 identifies a
+duplicate instead.
 """
 
 from __future__ import annotations

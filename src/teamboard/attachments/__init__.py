@@ -1,0 +1,1 @@
+"""Task attachments: metadata in PostgreSQL, bytes in object storage."""

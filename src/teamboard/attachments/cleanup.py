@@ -1,0 +1,104 @@
+"""Removing stored bytes once their attachment rows are gone, and never before.
+
+Deleting an ``attachment`` row, directly or through a cascade (a purged task or project, a
+deleted team), queues its storage key in ``attachment_purge`` in the same transaction, by
+trigger. A queued key therefore exists only if the deletion committed, and the bytes are
+removed from the queue, never from a guess:
+
+* after a request that deleted attachments, :func:`purge_after_commit` schedules a cleanup
+  that runs once the response is sent (the request transaction has committed by then);
+* :func:`sweep`, run as the owner by ``teamboard attachments sweep`` (cron, or the worker),
+  empties the queue of every team, catching what a crash or another feature left behind.
+
+Objects are removed and their queue rows deleted in one transaction: a failure leaves the
+rows for the next run, and removing an object twice is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+from uuid import UUID
+
+from fastapi import BackgroundTasks
+
+from teamboard.attachments import repository
+from teamboard.attachments.storage import ObjectStorage, build_storage, staging_dir
+from teamboard.config import Settings
+from teamboard.db import Database
+from teamboard.deps import TeamContext
+
+logger = logging.getLogger("teamboard.attachments")
+BATCH = 500
+STALE_UPLOAD = timedelta(hours=1)
+
+
+async def purge_team(db: Database, storage: ObjectStorage, user_id: UUID, team_id: UUID) -> int:
+    """Remove the queued objects this user can see in the team; never raises (what is
+    left is the sweeper's). Returns how many were removed."""
+    removed = 0
+    try:
+        while True:
+            async with db.transaction(user_id=user_id, team_id=team_id) as tx:
+                keys = await repository.take_purges(tx, BATCH)
+                await storage.delete(keys)
+            removed += len(keys)
+            if len(keys) < BATCH:
+                return removed
+    except Exception:
+        logger.warning("attachment cleanup failed; the sweeper will retry", exc_info=True)
+        return removed
+
+
+def purge_after_commit(
+    background: BackgroundTasks, db: Database, storage: ObjectStorage, ctx: TeamContext
+) -> None:
+    """Schedule :func:`purge_team` for after the response, i.e. after the request's commit.
+
+    Any route that deletes attachments (or tasks, or projects) calls this; when the
+    transaction rolls back the queue holds nothing new, so the cleanup finds nothing new.
+    """
+    background.add_task(purge_team, db, storage, ctx.user_id, ctx.team_id)
+
+
+async def sweep(owner_db: Database, storage: ObjectStorage) -> int:
+    """Empty the whole queue, as the owner (it sees every team, deleted ones included)."""
+    removed = 0
+    while True:
+        async with owner_db.transaction() as tx:
+            keys = await repository.take_purges(tx, BATCH)
+            await storage.delete(keys)
+        removed += len(keys)
+        if len(keys) < BATCH:
+            return removed
+
+
+async def sweep_as_owner(owner_url: str, settings: Settings) -> int:
+    """:func:`sweep` on a one-connection owner pool (``teamboard attachments sweep``), and
+    the removal of staging files left by uploads that a crash interrupted."""
+    await asyncio.to_thread(remove_stale_uploads, staging_dir(settings), STALE_UPLOAD)
+    db = Database(owner_url, settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 1}))
+    await db.open()
+    try:
+        return await sweep(db, build_storage(settings))
+    finally:
+        await db.close()
+
+
+def remove_stale_uploads(staging: Path, older_than: timedelta) -> int:
+    """Delete staging files not touched for ``older_than`` (a live upload writes to its
+    file continuously); returns how many were removed."""
+    if not staging.is_dir():
+        return 0
+    cutoff = time.time() - older_than.total_seconds()
+    removed = 0
+    for path in staging.glob("upload-*.part"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed

@@ -1,0 +1,1 @@
+"""Time entries on tasks: timers, manual entries and totals."""

@@ -1,0 +1,174 @@
+"""SQL for time entries and their totals (one statement per total)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from teamboard.db import Tx
+
+_COLUMNS = (
+    "e.id, e.task_id, e.project_id, e.user_id, e.started_at, e.ended_at,"
+    " floor(extract(epoch from e.ended_at - e.started_at))::bigint as duration_seconds,"
+    " e.note, e.created_at, e.updated_at"
+)
+_LIVE_TASK = "join task t on t.team_id = e.team_id and t.id = e.task_id and t.deleted_at is null"
+#: Entries count in a range by their start: ``from`` inclusive, ``to`` exclusive.
+_RANGE = (
+    " and (%(from)s::timestamptz is null or e.started_at >= %(from)s)"
+    " and (%(to)s::timestamptz is null or e.started_at < %(to)s)"
+)
+
+
+async def start_timer(
+    tx: Tx, entry_id: UUID, task_id: UUID, user_id: UUID, note: str
+) -> dict[str, Any] | None:
+    """Start a timer on a live task; None when the task is not there or the user already
+    has a running timer in the team (the partial unique index decides, under any
+    concurrency: a second start waits for the first and then inserts nothing)."""
+    return await tx.fetch_one(
+        "insert into time_entry as e (team_id, id, project_id, task_id, user_id, started_at,"
+        " note) select t.team_id, %(id)s, t.project_id, t.id, %(user)s, now(), %(note)s"
+        " from task t where t.id = %(task)s and t.deleted_at is null"
+        " on conflict (team_id, user_id) where ended_at is null do nothing"
+        f" returning {_COLUMNS}",
+        {"id": entry_id, "task": task_id, "user": user_id, "note": note},
+    )
+
+
+async def running_entry(tx: Tx, user_id: UUID) -> dict[str, Any] | None:
+    """The user's running timer, even on a task deleted since (so it can still be stopped)."""
+    return await tx.fetch_one(
+        f"select {_COLUMNS} from time_entry e where e.user_id = %s and e.ended_at is null",
+        (user_id,),
+    )
+
+
+async def stop_timer(tx: Tx, user_id: UUID, max_seconds: int) -> dict[str, Any] | None:
+    """Stop the user's running timer now, or at ``max_seconds`` after its start when it
+    ran longer (a forgotten timer); None when none runs."""
+    return await tx.fetch_one(
+        "update time_entry as e set ended_at = least(greatest(now(), e.started_at),"
+        " e.started_at + %(max)s::int * interval '1 second')"
+        " where e.user_id = %(user)s and e.ended_at is null"
+        f" returning {_COLUMNS}",
+        {"user": user_id, "max": max_seconds},
+    )
+
+
+async def insert_entry(tx: Tx, values: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished entry on a live task; None when the task is not there."""
+    return await tx.fetch_one(
+        "insert into time_entry as e (team_id, id, project_id, task_id, user_id, started_at,"
+        " ended_at, note) select t.team_id, %(id)s, t.project_id, t.id, %(user)s,"
+        " %(started_at)s, %(ended_at)s, %(note)s"
+        " from task t where t.id = %(task)s and t.deleted_at is null"
+        f" returning {_COLUMNS}",
+        values,
+    )
+
+
+async def get_entry(tx: Tx, entry_id: UUID) -> dict[str, Any] | None:
+    return await tx.fetch_one(
+        f"select {_COLUMNS} from time_entry e {_LIVE_TASK} where e.id = %s", (entry_id,)
+    )
+
+
+async def update_entry(
+    tx: Tx, entry_id: UUID, started_at: datetime, ended_at: datetime | None, note: str
+) -> dict[str, Any] | None:
+    return await tx.fetch_one(
+        "update time_entry as e set started_at = %(started_at)s, ended_at = %(ended_at)s,"
+        f" note = %(note)s where e.id = %(id)s returning {_COLUMNS}",
+        {"id": entry_id, "started_at": started_at, "ended_at": ended_at, "note": note},
+    )
+
+
+async def delete_entry(tx: Tx, entry_id: UUID) -> bool:
+    row = await tx.fetch_one("delete from time_entry where id = %s returning id", (entry_id,))
+    return row is not None
+
+
+async def list_entries(
+    tx: Tx, filters: dict[str, Any], limit: int, after: tuple[datetime, UUID] | None
+) -> list[dict[str, Any]]:
+    """One page, newest start first; ``filters`` has task, project, user, from, to and
+    running (each None for no filter)."""
+    return await tx.fetch_all(
+        f"select {_COLUMNS} from time_entry e {_LIVE_TASK}"
+        " where (%(task)s::uuid is null or e.task_id = %(task)s)"
+        " and (%(project)s::uuid is null or e.project_id = %(project)s)"
+        " and (%(user)s::uuid is null or e.user_id = %(user)s)"
+        f"{_RANGE}"
+        " and (%(running)s::boolean is null or (e.ended_at is null) = %(running)s)"
+        " and (%(after_at)s::timestamptz is null"
+        "  or (e.started_at, e.id) < (%(after_at)s, %(after_id)s::uuid))"
+        " order by e.started_at desc, e.id desc limit %(limit)s",
+        {
+            **filters,
+            "after_at": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit + 1,
+        },
+    )
+
+
+def _totals(target: str, source: str, group: str, id_name: str, key: str, breakdown: str) -> str:
+    """One statement: the target row (none: 404), the total of its finished entries in the
+    range, and the totals per ``group`` as a JSON array ordered by key."""
+    return (
+        f"with target as ({target}), groups as ("
+        f" select {group} as key, count(*) as entry_count,"
+        " floor(extract(epoch from sum(e.ended_at - e.started_at)))::bigint as total_seconds"
+        f" from time_entry e join target on true {source}"
+        f" where e.ended_at is not null{_RANGE} group by {group})"
+        f" select target.id as {id_name},"
+        " (select coalesce(sum(total_seconds), 0)::bigint from groups) as total_seconds,"
+        " (select coalesce(sum(entry_count), 0)::bigint from groups) as entry_count,"
+        f" (select coalesce(json_agg(json_build_object('{key}', key,"
+        " 'total_seconds', total_seconds, 'entry_count', entry_count) order by key), '[]')"
+        f" from groups) as {breakdown}"
+        " from target"
+    )
+
+
+_TASK_TOTALS = _totals(
+    "select id from task where id = %(id)s and deleted_at is null",
+    "and e.task_id = target.id",
+    "e.user_id",
+    "task_id",
+    "user_id",
+    "by_user",
+)
+_PROJECT_TOTALS = _totals(
+    "select id from project where id = %(id)s and deleted_at is null",
+    f"and e.project_id = target.id {_LIVE_TASK}",
+    "e.user_id",
+    "project_id",
+    "user_id",
+    "by_user",
+)
+_USER_TOTALS = _totals(
+    "select user_id as id from team_member where team_id = %(team)s and user_id = %(id)s",
+    f"and e.user_id = target.id {_LIVE_TASK}"
+    " join project p on p.team_id = e.team_id and p.id = e.project_id and p.deleted_at is null",
+    "e.project_id",
+    "user_id",
+    "project_id",
+    "by_project",
+)
+
+
+async def task_totals(tx: Tx, task_id: UUID, range_: dict[str, Any]) -> dict[str, Any] | None:
+    return await tx.fetch_one(_TASK_TOTALS, {"id": task_id, **range_})
+
+
+async def project_totals(tx: Tx, project_id: UUID, range_: dict[str, Any]) -> dict[str, Any] | None:
+    return await tx.fetch_one(_PROJECT_TOTALS, {"id": project_id, **range_})
+
+
+async def user_totals(
+    tx: Tx, team_id: UUID, user_id: UUID, range_: dict[str, Any]
+) -> dict[str, Any] | None:
+    return await tx.fetch_one(_USER_TOTALS, {"id": user_id, "team": team_id, **range_})

@@ -1,0 +1,98 @@
+"""Bodies of the time-entry routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_validator
+
+from teamboard.auth.schemas import Strict
+
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+
+
+class TimerIn(Strict):
+    note: Note = ""
+
+
+class ManualEntryIn(Strict):
+    """A finished entry: ``started_at`` and either ``ended_at`` or ``duration_seconds``."""
+
+    started_at: AwareDatetime
+    ended_at: AwareDatetime | None = None
+    duration_seconds: int | None = Field(default=None, ge=1)
+    note: Note = ""
+
+    @model_validator(mode="after")
+    def _one_end(self) -> ManualEntryIn:
+        if (self.ended_at is None) == (self.duration_seconds is None):
+            raise ValueError("give exactly one of ended_at and duration_seconds")
+        return self
+
+
+class TimeEntryPatch(Strict):
+    """The fields to change; left out means unchanged (``null`` is refused)."""
+
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    note: Note | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(value is None for value in data.values()):
+            raise ValueError("fields cannot be null; leave a field out to keep it")
+        return data
+
+
+class TimeEntryOut(BaseModel):
+    id: UUID
+    task_id: UUID
+    project_id: UUID
+    user_id: UUID
+    started_at: datetime
+    ended_at: datetime | None
+    duration_seconds: int | None = Field(description="None while the timer runs")
+    note: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class TimeEntryList(BaseModel):
+    items: list[TimeEntryOut]
+    next_cursor: str | None
+
+
+class UserTotal(BaseModel):
+    user_id: UUID
+    total_seconds: int
+    entry_count: int
+
+
+class ProjectTotal(BaseModel):
+    project_id: UUID
+    total_seconds: int
+    entry_count: int
+
+
+class TaskTotals(BaseModel):
+    task_id: UUID
+    total_seconds: int
+    entry_count: int
+    by_user: list[UserTotal]
+
+
+class ProjectTotals(BaseModel):
+    project_id: UUID
+    total_seconds: int
+    entry_count: int
+    by_user: list[UserTotal]
+
+
+class UserTotals(BaseModel):
+    user_id: UUID
+    total_seconds: int
+    entry_count: int
+    by_project: list[ProjectTotal]
