@@ -8,6 +8,7 @@ the counters are per process: with N workers a limit is effectively N times high
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -199,6 +200,10 @@ class RateLimiter:
         return Usage(budget, count.value, count.reset_after or self.window)
 
     def headers(self, usages: Sequence[Usage]) -> list[tuple[bytes, bytes]]:
-        policy = ", ".join(f'"{u.budget.name}";q={u.budget.limit};w={self.window}' for u in usages)
+        policy = self._policy(tuple((u.budget.name, u.budget.limit) for u in usages))
         state = ", ".join(f'"{u.budget.name}";r={u.remaining};t={u.reset_after}' for u in usages)
-        return [(b"ratelimit-policy", policy.encode()), (b"ratelimit", state.encode())]
+        return [(b"ratelimit-policy", policy), (b"ratelimit", state.encode())]
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one limiter per process, few policies
+    def _policy(self, budgets: tuple[tuple[str, int], ...]) -> bytes:
+        return ", ".join(f'"{name}";q={limit};w={self.window}' for name, limit in budgets).encode()
