@@ -94,16 +94,31 @@ def _project(
         category="unstarted",
         position=1,
     )
+    task_id, label_id = uuid.uuid4(), uuid.uuid4()
     _insert(
         owner,
         "task",
         team_id=team,
-        id=uuid.uuid4(),
+        id=task_id,
         project_id=project_id,
         number=1,
         title=f"{key} task",
         status_id=status_id,
         created_by=creator,
+    )
+    _insert(
+        owner, "label", team_id=team, id=label_id, project_id=project_id, name=key, color="#aabbcc"
+    )
+    _insert(
+        owner, "task_label", team_id=team, project_id=project_id, task_id=task_id, label_id=label_id
+    )
+    _insert(
+        owner,
+        "task_assignee",
+        team_id=team,
+        project_id=project_id,
+        task_id=task_id,
+        user_id=creator,
     )
     _insert(
         owner,
@@ -220,13 +235,26 @@ EXPECTED_TENANT_TABLES = {
     "api_key",
     "event",
     "invitation",
+    "label",
     "project",
     "project_member",
     "status",
     "task",
+    "task_assignee",
+    "task_label",
     "team_member",
 }
 ADMIN_ONLY = {"api_key", "invitation"}
+#: Tables whose rows belong to a project (and follow its visibility).
+PROJECT_TABLES = (
+    "task",
+    "status",
+    "project_member",
+    "event",
+    "label",
+    "task_label",
+    "task_assignee",
+)
 
 
 def test_every_tenant_table_is_in_the_matrix(tenant_tables: list[str]) -> None:
@@ -276,7 +304,7 @@ def test_guest_sees_only_projects_they_were_added_to(
 ) -> None:
     team = teams["A"]
     as_caller(app_conn, team.users["guest"], team.id)
-    for table in ("task", "status", "project_member", "event"):
+    for table in PROJECT_TABLES:
         projects = {row["project_id"] for row in visible(app_conn, table)} - {None}
         assert projects == {team.team_project}, table
     assert [row["id"] for row in visible(app_conn, "project")] == [team.team_project]
@@ -289,7 +317,7 @@ def test_private_projects_are_for_their_members_only(
 ) -> None:
     team = teams["A"]
     as_caller(app_conn, team.users[role], team.id)
-    for table in ("task", "status", "project_member", "event"):
+    for table in PROJECT_TABLES:
         projects = {row["project_id"] for row in visible(app_conn, table)}
         assert team.private_project not in projects, table
     as_caller(app_conn, team.users["owner"], team.id)
@@ -590,3 +618,57 @@ def test_password_hashes_are_not_readable(
     a = teams["A"]
     as_caller(app_conn, a.users["member"], a.id)
     assert _rejected(app_conn, sql.SQL("select password_hash from app_user"))
+
+
+def _project_row(owner: psycopg.Connection[Row], table: str, project: uuid.UUID) -> Row:
+    row = owner.execute(
+        sql.SQL("select * from {} where project_id = %s limit 1").format(sql.Identifier(table)),
+        (project,),
+    ).fetchone()
+    assert row is not None, table
+    return dict(row)
+
+
+@pytest.mark.parametrize("table", ["task", "label", "task_label", "task_assignee"])
+def test_guests_cannot_write_work_items_even_where_they_read(
+    app_conn: psycopg.Connection[Row],
+    owner: psycopg.Connection[Row],
+    teams: dict[str, Team],
+    table: str,
+) -> None:
+    a = teams["A"]
+    row = _project_row(owner, table, a.team_project)
+    as_caller(app_conn, a.users["guest"], a.id)
+    assert visible(app_conn, table), f"the guest should read {table} of their project"
+    copy = {**row, "id": uuid.uuid4()} if "id" in row else row
+    if table == "task":
+        copy["number"] = 999
+    statement, params = _insert_statement(table, copy)
+    assert _rejected(app_conn, statement, params), f"a guest inserted into {table}"
+    for statement in (
+        sql.SQL("update {} set created_at = created_at where project_id = %s"),
+        sql.SQL("delete from {} where project_id = %s"),
+    ):
+        try:
+            with app_conn.transaction():
+                cur = app_conn.execute(statement.format(sql.Identifier(table)), (a.team_project,))
+                assert cur.rowcount == 0, f"a guest changed {table}"
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # link tables grant no UPDATE at all
+
+
+def test_a_task_cannot_carry_a_label_or_parent_of_another_project(
+    app_conn: psycopg.Connection[Row], owner: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a = teams["A"]
+    task = _project_row(owner, "task", a.team_project)
+    label = _project_row(owner, "label", a.private_project)
+    parent = _project_row(owner, "task", a.private_project)
+    as_caller(app_conn, a.users["owner"], a.id)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation), app_conn.transaction():
+        app_conn.execute(
+            "insert into task_label (project_id, task_id, label_id) values (%s, %s, %s)",
+            (a.team_project, task["id"], label["id"]),
+        )
+    with pytest.raises(psycopg.errors.ForeignKeyViolation), app_conn.transaction():
+        app_conn.execute("update task set parent_id = %s where id = %s", (parent["id"], task["id"]))

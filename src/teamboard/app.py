@@ -24,7 +24,10 @@ from teamboard.kit.ratelimit import CounterStore, MemoryCounterStore, RedisCount
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.logging import RequestMiddleware, configure_logging
 from teamboard.ops.database import head_revision
+from teamboard.projects.labels_router import router as labels_router
 from teamboard.projects.router import router as projects_router
+from teamboard.projects.statuses_router import router as statuses_router
+from teamboard.tasks.router import router as tasks_router
 from teamboard.teams.router import router as teams_router
 
 API_PREFIX = "/api/v1"
@@ -77,6 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (auth_router, teams_router, projects_router, api_keys_router):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(statuses_router, prefix=API_PREFIX)
+    app.include_router(labels_router, prefix=API_PREFIX)
+    app.include_router(tasks_router, prefix=API_PREFIX)
     app.include_router(health_router)
     app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)
     return app

@@ -1,0 +1,129 @@
+"""REST routes: tasks of a project and of the team.
+
+Task responses carry the row version as ``ETag``; ``PATCH`` and ``move`` honour
+``If-Match`` (412 ``precondition_failed`` when stale, 400 ``invalid_if_match`` when
+malformed) and are unconditional without it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Response
+
+from teamboard.deps import Services, ServicesDep, TeamContext, TeamCtx
+from teamboard.kit.etag import IfMatch, etag
+from teamboard.kit.keyset import typed_key
+from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
+from teamboard.kit.responses import ORJSONResponse
+from teamboard.projects import service as projects
+from teamboard.tasks import listing, service
+from teamboard.tasks.listing import DEFAULT_SORT, Sort, TaskFilters, task_filters
+from teamboard.tasks.schemas import MoveIn, TaskIn, TaskList, TaskOut, TaskPatch
+
+router = APIRouter(prefix="/teams/{team_id}", tags=["tasks"])
+Filters = Annotated[TaskFilters, Depends(task_filters)]
+
+
+def _task(task: dict[str, Any], status_code: int = 200) -> Response:
+    return ORJSONResponse(task, status_code=status_code, headers={"ETag": etag(task["version"])})
+
+
+@router.post("/projects/{project_id}/tasks", status_code=201, response_model=TaskOut)
+async def create_task(project_id: UUID, body: TaskIn, ctx: TeamCtx) -> Response:
+    """Create a task numbered ``<project key>-<next number>`` at the end of its status."""
+    task = await service.create_task(ctx, project_id, body)
+    response = _task(task, 201)
+    response.headers["Location"] = f"/api/v1/teams/{ctx.team_id}/tasks/{task['id']}"
+    return response
+
+
+async def _page(
+    ctx: TeamContext,
+    services: Services,
+    project_id: UUID | None,
+    filters: TaskFilters,
+    sort: Sort,
+    limit: int,
+    cursor: str | None,
+) -> Response:
+    scope = f"tasks:{ctx.team_id}:{project_id or 'team'}"
+    binding = {"sort": sort, **filters.binding()}
+    listing.sort_key(sort, filters, project=project_id is not None)  # 422 before the cursor
+    page = services.cursors.page(scope, binding, limit, cursor)
+    after = typed_key(page.after, listing.cursor_converters(sort))
+    rows = await listing.fetch_page(ctx.tx, ctx.team_id, project_id, filters, sort, after, limit)
+    key_column = listing.SORT_KEYS[sort.lstrip("-")].column
+    return ORJSONResponse(
+        services.cursors.envelope(scope, binding, rows, limit, [key_column, "id"])
+    )
+
+
+@router.get("/projects/{project_id}/tasks", response_model=TaskList)
+async def list_project_tasks(
+    project_id: UUID,
+    ctx: TeamCtx,
+    services: ServicesDep,
+    filters: Filters,
+    sort: Sort = DEFAULT_SORT,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> Response:
+    """Live tasks of the project (see ``teamboard.tasks.listing`` for sorts and filters)."""
+    await projects.get_project(ctx, project_id)
+    return await _page(ctx, services, project_id, filters, sort, limit, cursor)
+
+
+@router.get("/tasks", response_model=TaskList)
+async def list_team_tasks(
+    ctx: TeamCtx,
+    services: ServicesDep,
+    filters: Filters,
+    sort: Sort = DEFAULT_SORT,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> Response:
+    """Live tasks of every project of the team the caller can see."""
+    await ctx.require("guest")
+    return await _page(ctx, services, None, filters, sort, limit, cursor)
+
+
+@router.get("/tasks/by-key/{key}", response_model=TaskOut)
+async def get_task_by_key(key: str, ctx: TeamCtx) -> Response:
+    """The task ``ENG-42``."""
+    return _task(await service.get_task_by_key(ctx, key))
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut)
+async def get_task(task_id: UUID, ctx: TeamCtx) -> Response:
+    """The task with its assignees and labels: one SQL statement (RLS decides: 404)."""
+    return _task(await service.get_task(ctx, task_id))
+
+
+@router.patch("/tasks/{task_id}", response_model=TaskOut)
+async def update_task(
+    task_id: UUID, body: TaskPatch, ctx: TeamCtx, if_match: IfMatch = None
+) -> Response:
+    return _task(await service.update_task(ctx, task_id, body, if_match))
+
+
+@router.post("/tasks/{task_id}/move", response_model=TaskOut)
+async def move_task(
+    task_id: UUID, body: MoveIn, ctx: TeamCtx, if_match: IfMatch = None
+) -> Response:
+    """Manual ordering: put the task before or after another, or at the end of a status."""
+    return _task(await service.move_task(ctx, task_id, body, if_match))
+
+
+@router.delete("/tasks/{task_id}", status_code=204)
+async def delete_task(task_id: UUID, ctx: TeamCtx) -> Response:
+    """Soft delete, with the task's live subtasks."""
+    await service.delete_task(ctx, task_id)
+    return Response(status_code=204)
+
+
+@router.post("/tasks/{task_id}/restore", response_model=TaskOut)
+async def restore_task(task_id: UUID, ctx: TeamCtx) -> Response:
+    """Undo a delete (with the subtasks deleted along with the task)."""
+    return _task(await service.restore_task(ctx, task_id))
