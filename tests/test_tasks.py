@@ -82,6 +82,7 @@ async def test_create_numbers_tasks_and_reads_them_by_id_and_key(
     assert created[0]["project_id"] == uuid.UUID(board.project)
     assert created[0]["payload"]["number"] == 1
     assert created[0]["payload"]["title"] == "First"
+    assert created[0]["payload"]["status_id"] == board.statuses["Todo"]
     assert "description" not in created[0]["payload"]
 
 

@@ -85,8 +85,9 @@ async def allocate_number(tx: Tx, project_id: UUID) -> dict[str, Any] | None:
     )
 
 
-async def insert_task(tx: Tx, values: dict[str, Any], *, default_status: bool) -> bool:
-    """Insert a task at the end of its status; False when the status is not the project's.
+async def insert_task(tx: Tx, values: dict[str, Any], *, default_status: bool) -> UUID | None:
+    """Insert a task at the end of its status; returns the status (None when it is not one
+    of the project's).
 
     ``values``: id, project, number, title, description, status (ignored with
     ``default_status``: the first ``unstarted`` status of the workflow, else the first),
@@ -106,10 +107,10 @@ async def insert_task(tx: Tx, values: dict[str, Any], *, default_status: bool) -
         " coalesce((select max(e.position) from task e where e.team_id = s.team_id"
         " and e.status_id = s.id and e.deleted_at is null), 0) + %(step)s,"
         " %(created_by)s, case when s.category = 'completed' then now() end"
-        f" from status s where {status} returning id",
+        f" from status s where {status} returning status_id",
         values,
     )
-    return row is not None
+    return None if row is None else row["status_id"]
 
 
 async def lock_task(tx: Tx, team_id: UUID, task_id: UUID) -> dict[str, Any] | None:
@@ -276,7 +277,7 @@ async def soft_delete_tree(tx: Tx, project_id: UUID, task_id: UUID) -> list[UUID
 async def deleted_task(tx: Tx, project_id: UUID, task_id: UUID) -> dict[str, Any] | None:
     """A soft-deleted task with ``parent_live`` (False when its parent is deleted too)."""
     return await tx.fetch_one(
-        "select t.id, t.deleted_at, t.parent_id, p.archived_at,"
+        "select t.id, t.deleted_at, t.parent_id,"
         " t.parent_id is null or exists (select 1 from task q where q.team_id = t.team_id"
         " and q.project_id = t.project_id and q.id = t.parent_id and q.deleted_at is null)"
         " as parent_live"

@@ -82,7 +82,7 @@ async def create_task(ctx: TeamContext, project_id: UUID, body: TaskIn) -> dict[
     if body.parent_id is not None:
         await _check_parent(ctx, project_id, None, body.parent_id)
     task_id = new_id()
-    inserted = await repository.insert_task(
+    status_id = await repository.insert_task(
         ctx.tx,
         {
             "id": task_id,
@@ -100,14 +100,18 @@ async def create_task(ctx: TeamContext, project_id: UUID, body: TaskIn) -> dict[
         },
         default_status=body.status_id is None,
     )
-    if not inserted:
+    if status_id is None:
         raise _invalid_status()
     await append(
         ctx.tx,
         "task.created",
         subject_id=task_id,
         project_id=project_id,
-        payload={"number": allocated["number"], **body.model_dump(exclude={"description"})},
+        payload={
+            **body.model_dump(exclude={"description"}),
+            "number": allocated["number"],
+            "status_id": status_id,
+        },
     )
     await _set_assignees(ctx, project_id, task_id, [], body.assignee_ids)
     await _set_labels(ctx, project_id, task_id, [], body.label_ids)
@@ -123,26 +127,7 @@ async def update_task(
         ctx, task_id, if_match, structural=bool({"status_id", "parent_id"} & changes.keys())
     )
     project_id = current["project_id"]
-    values = {name: current[name] for name in ("status_id", "parent_id", "position", *_SCALARS)}
-    recorded: dict[str, Any] = {}
-    for name in _SCALARS:
-        if name in changes and changes[name] != current[name]:
-            values[name] = changes[name]
-            recorded[name] = {"from": current[name], "to": changes[name]}
-    category = current["category"]
-    if "status_id" in changes and changes["status_id"] != current["status_id"]:
-        category = await _status_category(ctx, project_id, changes["status_id"])
-        values["status_id"] = changes["status_id"]
-        values["position"] = await positions.place(ctx.tx, changes["status_id"], task_id)
-        recorded["status_id"] = {"from": current["status_id"], "to": changes["status_id"]}
-    if "parent_id" in changes and changes["parent_id"] != current["parent_id"]:
-        if changes["parent_id"] is not None:
-            await _check_parent(ctx, project_id, task_id, changes["parent_id"])
-        values["parent_id"] = changes["parent_id"]
-        recorded["parent_id"] = {"from": current["parent_id"], "to": changes["parent_id"]}
-    for name in ("assignee_ids", "label_ids"):
-        if name in changes and set(changes[name]) != set(current[name]):
-            recorded[name] = {"from": current[name], "to": sorted(changes[name], key=str)}
+    values, recorded, category = await _new_values(ctx, current, changes)
     if not recorded:
         return await get_task(ctx, task_id)
     await repository.update_task(ctx.tx, task_id, values, completed=category == "completed")
@@ -163,6 +148,37 @@ async def update_task(
     if "label_ids" in recorded:
         await _set_labels(ctx, project_id, task_id, current["label_ids"], changes["label_ids"])
     return await get_task(ctx, task_id)
+
+
+async def _new_values(
+    ctx: TeamContext, current: dict[str, Any], changes: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The task's columns after ``changes`` (validated), the ``from``/``to`` of each field
+    that really changes, and the category of the resulting status."""
+    task_id, project_id = current["id"], current["project_id"]
+    values = {name: current[name] for name in ("status_id", "parent_id", "position", *_SCALARS)}
+    recorded: dict[str, Any] = {}
+    for name in _SCALARS:
+        if name in changes and changes[name] != current[name]:
+            values[name] = changes[name]
+            recorded[name] = {"from": current[name], "to": changes[name]}
+    category = current["category"]
+    status_id = changes.get("status_id", current["status_id"])
+    if status_id != current["status_id"]:
+        category = await _status_category(ctx, project_id, status_id)
+        values["status_id"] = status_id
+        values["position"] = await positions.place(ctx.tx, status_id, task_id)
+        recorded["status_id"] = {"from": current["status_id"], "to": status_id}
+    parent_id = changes.get("parent_id", current["parent_id"])
+    if parent_id != current["parent_id"]:
+        if parent_id is not None:
+            await _check_parent(ctx, project_id, task_id, parent_id)
+        values["parent_id"] = parent_id
+        recorded["parent_id"] = {"from": current["parent_id"], "to": parent_id}
+    for name in ("assignee_ids", "label_ids"):
+        if name in changes and set(changes[name]) != set(current[name]):
+            recorded[name] = {"from": current[name], "to": sorted(changes[name], key=str)}
+    return values, recorded, category
 
 
 async def move_task(

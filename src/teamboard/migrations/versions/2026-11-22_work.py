@@ -151,9 +151,19 @@ def _task_write_policies(predicate: str) -> list[str]:
     ]
 
 
+#: Reading a project's rows: the visible-project set already implies membership of the
+#: context team (it is computed from the caller's membership row), so the role check of
+#: ``project_visible()`` is left out. Each check is a PL/pgSQL call per table and statement,
+#: and a task read touches four of these tables.
+VISIBLE = (
+    "team_id = (select tb_current_team_id())"
+    " and project_id = any((select tb_visible_project_ids())::uuid[])"
+)
+
+
 def _member_writes() -> Policies:
     return Policies(
-        select=project_visible(),
+        select=VISIBLE,
         insert=TASK_WRITE,
         update=TASK_WRITE,
         delete=TASK_WRITE,
