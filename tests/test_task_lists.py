@@ -192,6 +192,7 @@ async def test_sort_rules(board: Board) -> None:
         {"limit": 201},
         {"priority": 9},
         {"due_before": "2030-01-01T00:00:00"},
+        {"q": "a\u0000b"},
     ):
         response = await board.client.get(board.tasks, params=params, headers=board.alice.headers)
         problem(response, 422, "validation_failed")

@@ -118,6 +118,8 @@ async def test_invalid_creations_write_nothing_and_waste_no_number(
         ({"title": ""}, 422, "validation_failed"),
         ({"title": "   "}, 422, "validation_failed"),
         ({"title": "x" * 501}, 422, "validation_failed"),
+        ({"title": "nul \u0000 byte"}, 422, "validation_failed"),  # text cannot hold NUL
+        ({"title": "x", "description": "\u0000"}, 422, "validation_failed"),
         ({"title": "x", "description": "d" * 50_001}, 422, "validation_failed"),
         ({"title": "x", "priority": 5}, 422, "validation_failed"),
         ({"title": "x", "estimate": -1}, 422, "validation_failed"),

@@ -202,6 +202,7 @@ async def test_labels_crud(board: Board, owner: Owner) -> None:
         ({"name": "x", "color": "#12345"}, 422, "validation_failed"),
         ({"name": "", "color": "#000000"}, 422, "validation_failed"),
         ({"name": "x" * 51, "color": "#000000"}, 422, "validation_failed"),
+        ({"name": "a\u0000b", "color": "#000000"}, 422, "validation_failed"),
         ({"name": "x", "color": "#000000", "project_id": board.project}, 422, "validation_failed"),
     ):
         response = await board.client.post(labels, json=body, headers=board.bob.headers)

@@ -9,10 +9,13 @@ from uuid import UUID
 from pydantic import BaseModel, Field, StringConstraints
 
 from teamboard.auth.schemas import Strict
+from teamboard.kit.text import NO_NUL
 
 Key = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9]{1,9}$")]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(max_length=20_000)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NO_NUL
+]
+Description = Annotated[str, StringConstraints(max_length=20_000), NO_NUL]
 Visibility = Literal["team", "private"]
 
 
@@ -64,7 +67,9 @@ class ProjectMemberList(BaseModel):
 
 
 StatusCategory = Literal["backlog", "unstarted", "started", "completed", "canceled"]
-StatusName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+StatusName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NO_NUL
+]
 
 
 class StatusIn(Strict):
@@ -99,7 +104,9 @@ class StatusList(BaseModel):
     next_cursor: str | None
 
 
-LabelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+LabelName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), NO_NUL
+]
 Color = Annotated[
     str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^#[0-9a-fA-F]{6}$")
 ]

@@ -32,6 +32,7 @@ from pydantic import AwareDatetime, Field
 from teamboard.db import Tx
 from teamboard.errors import Unprocessable
 from teamboard.kit.keyset import as_datetime, as_int, as_uuid, optional
+from teamboard.kit.text import NO_NUL
 from teamboard.projects.schemas import StatusCategory
 from teamboard.tasks.repository import SUMMARY_COLUMNS
 
@@ -131,7 +132,7 @@ async def task_filters(
     updated_after: Moment = None,
     updated_before: Moment = None,
     parent_id: UUID | None = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200), NO_NUL] = None,
 ) -> TaskFilters:
     """The filter query parameters (``async``: no thread-pool hop). Datetimes need an
     offset; repeated values are kept once."""

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from teamboard.auth.schemas import Strict
+from teamboard.kit.text import NO_NUL
 
 MAX_ASSIGNEES = 20
 MAX_LABELS = 50
@@ -33,8 +34,10 @@ def _unique(values: list[UUID]) -> list[UUID]:
     return values
 
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-Description = Annotated[str, StringConstraints(max_length=50_000)]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), NO_NUL
+]
+Description = Annotated[str, StringConstraints(max_length=50_000), NO_NUL]
 Priority = Annotated[int, Field(ge=0, le=4)]
 Estimate = Annotated[int, Field(ge=0, le=1_000_000)]
 AssigneeIds = Annotated[list[UUID], Field(max_length=MAX_ASSIGNEES), AfterValidator(_unique)]

@@ -1,0 +1,16 @@
+"""Text that PostgreSQL can store: ``text`` refuses NUL characters, so they are refused at
+validation (422) instead of failing in the driver (500)."""
+
+from __future__ import annotations
+
+from pydantic import AfterValidator
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+#: Add to an ``Annotated[str, ...]`` type: ``Annotated[str, ..., NO_NUL]``.
+NO_NUL = AfterValidator(_no_nul)
