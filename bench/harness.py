@@ -272,7 +272,14 @@ def _teamboard_fixtures(ctx: Context, port: int) -> dict[str, str]:
     }
     status, body = http_request(port, "POST", f"{project}/tasks", task, auth)
     _expect("create task", status, 201)
-    return {"token": token, "team_id": team_id, "task_id": str(json.loads(body)["id"])}
+    task_id = str(json.loads(body)["id"])
+    for i in range(LIST_TASKS - 1):  # a full page of 50 with assignees and labels
+        status, _ = http_request(port, "POST", f"{project}/tasks", {**task, "title": f"#{i}"}, auth)
+        _expect("create task", status, 201)
+    return {"token": token, "team_id": team_id, "task_id": task_id, "project": project}
+
+
+LIST_TASKS = 60
 
 
 def _me(port: int, headers: dict[str, str]) -> bytes:
@@ -331,12 +338,20 @@ SCENARIOS: list[Scenario] = [
         "GET one task with a JWT: one statement with its assignees and labels",
         headers={"Authorization": "Bearer {token}"},
     ),
+    Scenario(
+        "teamboard-task-list",
+        "teamboard",
+        "{project}/tasks?limit=50",
+        "a page of 50 tasks of a project, each with an assignee and a label",
+        headers={"Authorization": "Bearer {token}"},
+    ),
     Scenario("teamboard-live", "teamboard", "/health/live", "liveness: the framework's floor"),
 ]
 
 TARGETS: list[Target] = [
     Target("teamboard-team", "read_one"),
     Target("teamboard-task", "read_one"),
+    Target("teamboard-task-list", "teamboard-task", 0.50),
     Target("teamboard-live", "hello"),
 ]
 
