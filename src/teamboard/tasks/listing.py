@@ -26,12 +26,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import Query
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from teamboard.db import Tx
 from teamboard.errors import Unprocessable
 from teamboard.kit.keyset import as_datetime, as_int, as_uuid, optional
+from teamboard.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from teamboard.kit.text import NO_NUL
 from teamboard.projects.schemas import StatusCategory
 from teamboard.tasks.repository import SUMMARY_COLUMNS
@@ -113,44 +113,48 @@ class TaskFilters:
         return bound
 
 
-UuidValues = Annotated[list[UUID] | None, Query(max_length=MAX_VALUES)]
-CategoryValues = Annotated[list[StatusCategory] | None, Query(max_length=MAX_VALUES)]
-PriorityValues = Annotated[list[Annotated[int, Field(ge=0, le=4)]] | None, Query(max_length=5)]
+UuidValues = Annotated[list[UUID], Field(max_length=MAX_VALUES)]
 Moment = AwareDatetime | None
 
 
-async def task_filters(
-    status_id: UuidValues = None,
-    status_category: CategoryValues = None,
-    assignee_id: UuidValues = None,
-    label_id: UuidValues = None,
-    priority: PriorityValues = None,
-    due_after: Moment = None,
-    due_before: Moment = None,
-    created_after: Moment = None,
-    created_before: Moment = None,
-    updated_after: Moment = None,
-    updated_before: Moment = None,
-    parent_id: UUID | None = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=200), NO_NUL] = None,
-) -> TaskFilters:
-    """The filter query parameters (``async``: no thread-pool hop). Datetimes need an
-    offset; repeated values are kept once."""
-    return TaskFilters(
-        status_id=tuple(dict.fromkeys(status_id or ())),
-        status_category=tuple(dict.fromkeys(status_category or ())),
-        assignee_id=tuple(dict.fromkeys(assignee_id or ())),
-        label_id=tuple(dict.fromkeys(label_id or ())),
-        priority=tuple(dict.fromkeys(priority or ())),
-        due_after=due_after,
-        due_before=due_before,
-        created_after=created_after,
-        created_before=created_before,
-        updated_after=updated_after,
-        updated_before=updated_before,
-        parent_id=parent_id,
-        q=q,
-    )
+class TaskQuery(BaseModel):
+    """The query parameters of a task list, validated in one pass (a model, rather than
+    one FastAPI parameter each, costs a fraction of the per-request work). Datetimes need
+    an offset; a repeated value counts once."""
+
+    sort: Sort = DEFAULT_SORT
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+    cursor: str | None = None
+    status_id: UuidValues = []
+    status_category: Annotated[list[StatusCategory], Field(max_length=MAX_VALUES)] = []
+    assignee_id: UuidValues = []
+    label_id: UuidValues = []
+    priority: Annotated[list[Annotated[int, Field(ge=0, le=4)]], Field(max_length=5)] = []
+    due_after: Moment = None
+    due_before: Moment = None
+    created_after: Moment = None
+    created_before: Moment = None
+    updated_after: Moment = None
+    updated_before: Moment = None
+    parent_id: UUID | None = None
+    q: Annotated[str | None, Field(min_length=1, max_length=200), NO_NUL] = None
+
+    def filters(self) -> TaskFilters:
+        return TaskFilters(
+            status_id=tuple(dict.fromkeys(self.status_id)),
+            status_category=tuple(dict.fromkeys(self.status_category)),
+            assignee_id=tuple(dict.fromkeys(self.assignee_id)),
+            label_id=tuple(dict.fromkeys(self.label_id)),
+            priority=tuple(dict.fromkeys(self.priority)),
+            due_after=self.due_after,
+            due_before=self.due_before,
+            created_after=self.created_after,
+            created_before=self.created_before,
+            updated_after=self.updated_after,
+            updated_before=self.updated_before,
+            parent_id=self.parent_id,
+            q=self.q,
+        )
 
 
 def sort_key(sort: Sort, filters: TaskFilters, *, project: bool) -> SortKey:

@@ -10,20 +10,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Query, Response
 
-from teamboard.deps import Services, ServicesDep, TeamContext, TeamCtx
+from teamboard.deps import ServicesDep, TeamCtx
 from teamboard.kit.etag import IfMatch, etag
-from teamboard.kit.keyset import typed_key
-from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
-from teamboard.projects import service as projects
-from teamboard.tasks import listing, service
-from teamboard.tasks.listing import DEFAULT_SORT, Sort, TaskFilters, task_filters
+from teamboard.tasks import service
+from teamboard.tasks.listing import TaskQuery
 from teamboard.tasks.schemas import MoveIn, TaskIn, TaskList, TaskOut, TaskPatch
 
 router = APIRouter(prefix="/teams/{team_id}", tags=["tasks"])
-Filters = Annotated[TaskFilters, Depends(task_filters)]
+ListQuery = Annotated[TaskQuery, Query()]
 
 
 def _task(task: dict[str, Any], status_code: int = 200) -> Response:
@@ -39,54 +36,18 @@ async def create_task(project_id: UUID, body: TaskIn, ctx: TeamCtx) -> Response:
     return response
 
 
-async def _page(
-    ctx: TeamContext,
-    services: Services,
-    project_id: UUID | None,
-    filters: TaskFilters,
-    sort: Sort,
-    limit: int,
-    cursor: str | None,
-) -> Response:
-    scope = f"tasks:{ctx.team_id}:{project_id or 'team'}"
-    binding = {"sort": sort, **filters.binding()}
-    listing.sort_key(sort, filters, project=project_id is not None)  # 422 before the cursor
-    page = services.cursors.page(scope, binding, limit, cursor)
-    after = typed_key(page.after, listing.cursor_converters(sort))
-    rows = await listing.fetch_page(ctx.tx, ctx.team_id, project_id, filters, sort, after, limit)
-    key_column = listing.SORT_KEYS[sort.lstrip("-")].column
-    return ORJSONResponse(
-        services.cursors.envelope(scope, binding, rows, limit, [key_column, "id"])
-    )
-
-
 @router.get("/projects/{project_id}/tasks", response_model=TaskList)
 async def list_project_tasks(
-    project_id: UUID,
-    ctx: TeamCtx,
-    services: ServicesDep,
-    filters: Filters,
-    sort: Sort = DEFAULT_SORT,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    project_id: UUID, ctx: TeamCtx, services: ServicesDep, query: ListQuery
 ) -> Response:
     """Live tasks of the project (see ``teamboard.tasks.listing`` for sorts and filters)."""
-    await projects.get_project(ctx, project_id)
-    return await _page(ctx, services, project_id, filters, sort, limit, cursor)
+    return ORJSONResponse(await service.list_tasks(ctx, services.cursors, project_id, query))
 
 
 @router.get("/tasks", response_model=TaskList)
-async def list_team_tasks(
-    ctx: TeamCtx,
-    services: ServicesDep,
-    filters: Filters,
-    sort: Sort = DEFAULT_SORT,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
-) -> Response:
+async def list_team_tasks(ctx: TeamCtx, services: ServicesDep, query: ListQuery) -> Response:
     """Live tasks of every project of the team the caller can see."""
-    await ctx.require("guest")
-    return await _page(ctx, services, None, filters, sort, limit, cursor)
+    return ORJSONResponse(await service.list_tasks(ctx, services.cursors, None, query))
 
 
 @router.get("/tasks/by-key/{key}", response_model=TaskOut)

@@ -34,8 +34,11 @@ from teamboard.errors import Conflict, NotFound, Unprocessable
 from teamboard.events.repository import append
 from teamboard.kit.etag import check_if_match
 from teamboard.kit.ids import new_id
+from teamboard.kit.keyset import typed_key
+from teamboard.kit.pagination import CursorCodec
 from teamboard.projects import service as projects
-from teamboard.tasks import positions, repository
+from teamboard.tasks import listing, positions, repository
+from teamboard.tasks.listing import TaskQuery
 from teamboard.tasks.schemas import MoveIn, TaskIn, TaskPatch
 
 _KEY = re.compile(r"^([A-Z][A-Z0-9]{1,9})-([1-9][0-9]{0,9})$")
@@ -63,6 +66,32 @@ async def get_task_by_key(ctx: TeamContext, key: str) -> dict[str, Any]:
     if task is None:
         raise NotFound()
     return task
+
+
+async def list_tasks(
+    ctx: TeamContext, cursors: CursorCodec, project_id: UUID | None, query: TaskQuery
+) -> dict[str, Any]:
+    """A page of the project's (or, without one, the team's) live tasks.
+
+    One statement when the page has rows: rows under RLS prove that the caller sees the
+    project (or is a team member). Only an empty page pays a second statement, to answer
+    404 for a project or team the caller cannot see rather than an empty list.
+    """
+    filters, sort = query.filters(), query.sort
+    key = listing.sort_key(sort, filters, project=project_id is not None)
+    scope = f"tasks:{ctx.team_id}:{project_id or 'team'}"
+    binding = {"sort": sort, **filters.binding()}
+    page = cursors.page(scope, binding, query.limit, query.cursor)
+    after = typed_key(page.after, listing.cursor_converters(sort))
+    rows = await listing.fetch_page(
+        ctx.tx, ctx.team_id, project_id, filters, sort, after, query.limit
+    )
+    if not rows:
+        if project_id is None:
+            await ctx.require("guest")
+        else:
+            await projects.get_project(ctx, project_id)
+    return cursors.envelope(scope, binding, rows, query.limit, [key.column, "id"])
 
 
 async def assignee_ids(tx: Tx, task_id: UUID) -> list[UUID]:
