@@ -78,11 +78,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    app.include_router(tasks_router, prefix=API_PREFIX)  # first: routes match in order
     for router in (auth_router, teams_router, projects_router, api_keys_router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(statuses_router, prefix=API_PREFIX)
     app.include_router(labels_router, prefix=API_PREFIX)
-    app.include_router(tasks_router, prefix=API_PREFIX)
     app.include_router(health_router)
     app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)
     return app
