@@ -258,7 +258,39 @@ def _teamboard_fixtures(ctx: Context, port: int) -> dict[str, str]:
         headers={"Authorization": f"Bearer {token}"},
     )
     _expect("create team", status, 201)
-    return {"token": token, "team_id": str(json.loads(body)["id"])}
+    team_id = str(json.loads(body)["id"])
+    auth = {"Authorization": f"Bearer {token}"}
+    status, body = http_request(
+        port, "POST", f"/api/v1/teams/{team_id}/projects", {"key": "BEN", "name": "Bench"}, auth
+    )
+    _expect("create project", status, 201)
+    project = f"/api/v1/teams/{team_id}/projects/{json.loads(body)['id']}"
+    status, body = http_request(
+        port, "POST", f"{project}/labels", {"name": "bench", "color": "#336699"}, auth
+    )
+    _expect("create label", status, 201)
+    task = {
+        "title": "Bench task",
+        "description": "A task read by the benchmark, with an assignee and a label.",
+        "assignee_ids": [str(json.loads(_me(port, auth))["id"])],
+        "label_ids": [str(json.loads(body)["id"])],
+    }
+    status, body = http_request(port, "POST", f"{project}/tasks", task, auth)
+    _expect("create task", status, 201)
+    task_id = str(json.loads(body)["id"])
+    for i in range(LIST_TASKS - 1):  # a full page of 50 with assignees and labels
+        status, _ = http_request(port, "POST", f"{project}/tasks", {**task, "title": f"#{i}"}, auth)
+        _expect("create task", status, 201)
+    return {"token": token, "team_id": team_id, "task_id": task_id, "project": project}
+
+
+LIST_TASKS = 60
+
+
+def _me(port: int, headers: dict[str, str]) -> bytes:
+    status, body = http_request(port, "GET", "/api/v1/me", headers=headers)
+    _expect("me", status, 200)
+    return body
 
 
 SERVERS: dict[str, ServerSpec] = {
@@ -304,11 +336,27 @@ SCENARIOS: list[Scenario] = [
         "GET one team with a JWT: auth, membership, RLS context, one row",
         headers={"Authorization": "Bearer {token}"},
     ),
+    Scenario(
+        "teamboard-task",
+        "teamboard",
+        "/api/v1/teams/{team_id}/tasks/{task_id}",
+        "GET one task with a JWT: one statement with its assignees and labels",
+        headers={"Authorization": "Bearer {token}"},
+    ),
+    Scenario(
+        "teamboard-task-list",
+        "teamboard",
+        "{project}/tasks?limit=50",
+        "a page of 50 tasks of a project, each with an assignee and a label",
+        headers={"Authorization": "Bearer {token}"},
+    ),
     Scenario("teamboard-live", "teamboard", "/health/live", "liveness: the framework's floor"),
 ]
 
 TARGETS: list[Target] = [
     Target("teamboard-team", "read_one"),
+    Target("teamboard-task", "read_one"),
+    Target("teamboard-task-list", "teamboard-task", 0.50),
     Target("teamboard-live", "hello"),
 ]
 

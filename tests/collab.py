@@ -1,8 +1,6 @@
 """Helpers for the comment, notification, activity and search tests.
 
-Tasks are created through ``tasks.repository.insert_task`` in a transaction with the
-creator's context (RLS and triggers apply, as in the tasks routes), with their
-``task.created`` event, because the task routes live on another branch.
+Tasks are created through the tasks service (``tests.taskdata``) as their creator.
 """
 
 from __future__ import annotations
@@ -13,8 +11,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from teamboard.events.repository import append
-from teamboard.tasks import repository as tasks
+from tests import taskdata
 from tests.conftest import Actor
 
 API = "/api/v1"
@@ -52,19 +49,7 @@ async def create_task(
     title: str = "A task",
     description: str = "",
 ) -> uuid.UUID:
-    async with app.state.services.db.transaction(user_id=actor.id, team_id=team) as tx:
-        statuses = await tasks.project_statuses(tx, project)
-        task_id = await tasks.insert_task(
-            tx,
-            project_id=project,
-            title=title,
-            description=description,
-            status_id=statuses[0],
-            priority=0,
-            created_by=actor.id,
-        )
-        await append(tx, "task.created", subject_id=task_id, project_id=project)
-    return task_id
+    return await taskdata.create_task(app, actor.id, team, project, title, description)
 
 
 async def post_comment(

@@ -94,7 +94,7 @@ def _project(
         category="unstarted",
         position=1,
     )
-    task_id = uuid.uuid4()
+    task_id, label_id = uuid.uuid4(), uuid.uuid4()
     _insert(
         owner,
         "task",
@@ -117,6 +117,20 @@ def _project(
         body=f"{key} comment",
     )
     _task_children(owner, team, project_id, task_id, creator)
+    _insert(
+        owner, "label", team_id=team, id=label_id, project_id=project_id, name=key, color="#aabbcc"
+    )
+    _insert(
+        owner, "task_label", team_id=team, project_id=project_id, task_id=task_id, label_id=label_id
+    )
+    _insert(
+        owner,
+        "task_assignee",
+        team_id=team,
+        project_id=project_id,
+        task_id=task_id,
+        user_id=creator,
+    )
     _insert(
         owner,
         "event",
@@ -299,11 +313,14 @@ EXPECTED_TENANT_TABLES = {
     "event",
     "invitation",
     "notification",
+    "label",
     "project",
     "project_member",
     "status",
     "task",
     "task_follower",
+    "task_assignee",
+    "task_label",
     "team_member",
     "time_entry",
 }
@@ -318,6 +335,9 @@ PROJECT_TABLES = (
     "attachment",
     "attachment_purge",
     "time_entry",
+    "label",
+    "task_label",
+    "task_assignee",
 )
 ADMIN_ONLY = {"api_key", "invitation"}
 
@@ -807,3 +827,59 @@ def test_member_visibility_helper_answers_only_for_visible_projects(
     assert not sees("owner", a.private_project), "answered about a project the caller cannot see"
     as_caller(app_conn, a.users["owner"], teams["B"].id)
     assert not sees("owner", a.team_project)
+
+
+def _project_row(owner: psycopg.Connection[Row], table: str, project: uuid.UUID) -> Row:
+    row = owner.execute(
+        sql.SQL("select * from {} where project_id = %s limit 1").format(sql.Identifier(table)),
+        (project,),
+    ).fetchone()
+    assert row is not None, table
+    return dict(row)
+
+
+@pytest.mark.parametrize("table", ["task", "label", "task_label", "task_assignee"])
+def test_guests_cannot_write_work_items_even_where_they_read(
+    app_conn: psycopg.Connection[Row],
+    owner: psycopg.Connection[Row],
+    teams: dict[str, Team],
+    table: str,
+) -> None:
+    a = teams["A"]
+    row = _project_row(owner, table, a.team_project)
+    as_caller(app_conn, a.users["guest"], a.id)
+    assert visible(app_conn, table), f"the guest should read {table} of their project"
+    copy = {**row, "id": uuid.uuid4()} if "id" in row else dict(row)
+    if table == "task":
+        copy["number"] = 999
+    for column in _generated_columns(owner, table):
+        copy.pop(column, None)
+    statement, params = _insert_statement(table, copy)
+    assert _rejected(app_conn, statement, params), f"a guest inserted into {table}"
+    for statement in (
+        sql.SQL("update {} set created_at = created_at where project_id = %s"),
+        sql.SQL("delete from {} where project_id = %s"),
+    ):
+        try:
+            with app_conn.transaction():
+                cur = app_conn.execute(statement.format(sql.Identifier(table)), (a.team_project,))
+                assert cur.rowcount == 0, f"a guest changed {table}"
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # link tables grant no UPDATE at all
+
+
+def test_a_task_cannot_carry_a_label_or_parent_of_another_project(
+    app_conn: psycopg.Connection[Row], owner: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    a = teams["A"]
+    task = _project_row(owner, "task", a.team_project)
+    label = _project_row(owner, "label", a.private_project)
+    parent = _project_row(owner, "task", a.private_project)
+    as_caller(app_conn, a.users["owner"], a.id)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation), app_conn.transaction():
+        app_conn.execute(
+            "insert into task_label (project_id, task_id, label_id) values (%s, %s, %s)",
+            (a.team_project, task["id"], label["id"]),
+        )
+    with pytest.raises(psycopg.errors.ForeignKeyViolation), app_conn.transaction():
+        app_conn.execute("update task set parent_id = %s where id = %s", (parent["id"], task["id"]))

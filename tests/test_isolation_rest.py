@@ -10,7 +10,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.collab import create_task, post_comment
+from tests.collab import post_comment
 from tests.conftest import Actor
 
 Owner = psycopg.Connection[dict[str, Any]]
@@ -141,14 +141,35 @@ ROUTES = [
     ("PATCH", "/api/v1/teams/{own}/time-entries/{entry}", {"note": "hijacked"}),
     ("DELETE", "/api/v1/teams/{team}/time-entries/{entry}", None),
     ("DELETE", "/api/v1/teams/{own}/time-entries/{entry}", None),
+    ("GET", "/api/v1/teams/{own}/projects/{project}/statuses", None),
+    (
+        "POST",
+        "/api/v1/teams/{own}/projects/{project}/statuses",
+        {"name": "X", "category": "started"},
+    ),
+    ("PUT", "/api/v1/teams/{own}/projects/{project}/statuses/order", {"status_ids": ["{status}"]}),
+    ("PATCH", "/api/v1/teams/{own}/projects/{project}/statuses/{status}", {"name": "hijacked"}),
+    ("DELETE", "/api/v1/teams/{own}/projects/{project}/statuses/{status}?move_to={status}", None),
+    ("GET", "/api/v1/teams/{own}/projects/{project}/labels", None),
+    ("POST", "/api/v1/teams/{own}/projects/{project}/labels", {"name": "x", "color": "#000000"}),
+    ("PATCH", "/api/v1/teams/{own}/projects/{project}/labels/{label}", {"name": "hijacked"}),
+    ("DELETE", "/api/v1/teams/{own}/projects/{project}/labels/{label}", None),
+    ("GET", "/api/v1/teams/{own}/projects/{project}/tasks", None),
+    ("POST", "/api/v1/teams/{own}/projects/{project}/tasks", {"title": "hijacked"}),
+    ("GET", "/api/v1/teams/{team}/tasks", None),
+    ("GET", "/api/v1/teams/{own}/tasks/{task}", None),
+    ("GET", "/api/v1/teams/{own}/tasks/by-key/{key}", None),
+    ("PATCH", "/api/v1/teams/{own}/tasks/{task}", {"title": "hijacked"}),
+    ("POST", "/api/v1/teams/{own}/tasks/{task}/move", {"status_id": "{status}"}),
+    ("DELETE", "/api/v1/teams/{own}/tasks/{task}", None),
+    ("POST", "/api/v1/teams/{own}/tasks/{task}/restore", None),
 ]
 
 
 @pytest.mark.parametrize(("method", "template", "body"), ROUTES)
 async def test_foreign_ids_are_indistinguishable_from_missing_ones(
     client: httpx.AsyncClient,
-    app: Any,
-    owner: psycopg.Connection[dict[str, Any]],
+    owner: Owner,
     make_user: Callable[..., Actor],
     make_team: Callable[..., Awaitable[uuid.UUID]],
     method: str,
@@ -157,51 +178,36 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
 ) -> None:
     attacker, victim = make_user("attacker"), make_user("victim")
     own_team = await make_team(attacker)
-    own_task = await create_task(
-        app, attacker, own_team, uuid.UUID(await _project(client, attacker, own_team, "OWN"))
-    )
     victim_team = await make_team(victim)
     victim_project = await _project(client, victim, victim_team, "VIC")
-    victim_task = await create_task(app, victim, victim_team, uuid.UUID(victim_project), "victim")
-    victim_comment = (await post_comment(client, victim, victim_team, victim_task, "victim"))["id"]
-    victim_notification = uuid.uuid4()
+    victim_ids = await _work_items(client, victim, victim_team, victim_project)
+    victim_task = uuid.UUID(victim_ids["task"])
+    comment = await post_comment(client, victim, victim_team, victim_task, "victim")
+    notification = uuid.uuid4()
+    victim_ids |= {"comment": comment["id"], "notification": notification}
     owner.execute(
         "insert into notification (team_id, id, recipient_id, kind, task_id, project_id,"
         " actor_id) values (%s, %s, %s, 'assigned', %s, %s, %s)",
-        (victim_team, victim_notification, victim.id, victim_task, victim_project, victim.id),
+        (victim_team, notification, victim.id, victim_task, victim_project, victim.id),
     )
-    victim_children = _attach_children(owner, victim_team, victim_project, victim_task)
+    victim_ids |= _attach_children(owner, victim_team, victim_project, victim_task)
+    # The attacker's own team has a project with the same key: keys resolve per team.
+    await _project(client, attacker, own_team, "VIC")
+    own_project = await _project(client, attacker, own_team, "OWN")
+    own_task = (await _work_items(client, attacker, own_team, own_project))["task"]
 
-    def url(team: Any, project: Any, user: Any, foreign: bool = False) -> str:
-        return template.format(
-            team=team,
-            own=own_team,
-            own_task=own_task,
-            project=project,
-            user=user,
-            task=victim_task if foreign else uuid.uuid4(),
-            comment=victim_comment if foreign else uuid.uuid4(),
-            notification=victim_notification if foreign else uuid.uuid4(),
-            attachment=victim_children["attachment"] if foreign else uuid.uuid4(),
-            entry=victim_children["entry"] if foreign else uuid.uuid4(),
-        )
+    def url(ids: dict[str, Any]) -> str:
+        return template.format(own=own_team, own_task=own_task, **ids)
 
-    def payload(user: Any) -> dict[str, Any] | None:
-        if body is None:
-            return None
-        return {k: (str(user) if v == "{user}" else v) for k, v in body.items()}
+    def payload(ids: dict[str, Any]) -> Any:
+        return None if body is None else _fill(body, ids)
 
     foreign = await client.request(
-        method,
-        url(victim_team, victim_project, victim.id, foreign=True),
-        json=payload(victim.id),
-        headers=attacker.headers,
+        method, url(victim_ids), json=payload(victim_ids), headers=attacker.headers
     )
+    missing_ids = {name: uuid.uuid4() for name in victim_ids} | {"key": "NOPE-1"}
     missing = await client.request(
-        method,
-        url(uuid.uuid4(), uuid.uuid4(), uuid.uuid4()),
-        json=payload(uuid.uuid4()),
-        headers=attacker.headers,
+        method, url(missing_ids), json=payload(missing_ids), headers=attacker.headers
     )
     assert foreign.status_code == 404, foreign.text
     assert _without_instance(foreign) == _without_instance(missing)
@@ -215,16 +221,55 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
     )
     assert project.status_code == 200
     assert project.json()["name"] == "VIC"
-    comment = owner.execute(
-        "select body, deleted_at from comment where id = %s", (victim_comment,)
+    task = await client.get(
+        f"/api/v1/teams/{victim_team}/tasks/{victim_task}", headers=victim.headers
+    )
+    assert task.status_code == 200
+    assert task.json()["title"] == "victim task"
+    assert task.json()["version"] == 1
+    stored_comment = owner.execute(
+        "select body, deleted_at from comment where id = %s", (comment["id"],)
     ).fetchone()
-    assert comment == {"body": "victim", "deleted_at": None}
-    notification = owner.execute(
-        "select read_at from notification where id = %s", (victim_notification,)
+    assert stored_comment == {"body": "victim", "deleted_at": None}
+    stored_notification = owner.execute(
+        "select read_at from notification where id = %s", (notification,)
     ).fetchone()
-    assert notification == {"read_at": None}
+    assert stored_notification == {"read_at": None}
     follows = owner.execute(
         "select user_id from task_follower where task_id = %s", (victim_task,)
     ).fetchall()
     assert follows == [{"user_id": victim.id}]
-    assert _children_unchanged(owner, victim_children, victim_task)
+    assert _children_unchanged(owner, victim_ids, victim_task)
+
+
+def _fill(value: Any, ids: dict[str, Any]) -> Any:
+    """Replace ``"{name}"`` placeholders in a JSON body with the ids of the target."""
+    if isinstance(value, dict):
+        return {k: _fill(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, ids) for v in value]
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
+        return str(ids[value[1:-1]])
+    return value
+
+
+async def _work_items(
+    client: httpx.AsyncClient, actor: Actor, team: uuid.UUID, project: str
+) -> dict[str, Any]:
+    """A task, a status and a label in ``project``, and the ids the route templates use."""
+    base = f"/api/v1/teams/{team}/projects/{project}"
+    task = await client.post(f"{base}/tasks", json={"title": "victim task"}, headers=actor.headers)
+    assert task.status_code == 201, task.text
+    label = await client.post(
+        f"{base}/labels", json={"name": "bug", "color": "#ff0000"}, headers=actor.headers
+    )
+    assert label.status_code == 201, label.text
+    return {
+        "team": team,
+        "project": project,
+        "user": actor.id,
+        "task": task.json()["id"],
+        "status": task.json()["status_id"],
+        "label": label.json()["id"],
+        "key": task.json()["key"],
+    }

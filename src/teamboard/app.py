@@ -35,8 +35,11 @@ from teamboard.logging import RequestMiddleware, configure_logging
 from teamboard.notifications.router import followers_router
 from teamboard.notifications.router import router as notifications_router
 from teamboard.ops.database import head_revision
+from teamboard.projects.labels_router import router as labels_router
 from teamboard.projects.router import router as projects_router
+from teamboard.projects.statuses_router import router as statuses_router
 from teamboard.search.router import router as search_router
+from teamboard.tasks.router import router as tasks_router
 from teamboard.teams.router import router as teams_router
 from teamboard.time_tracking.router import router as time_tracking_router
 from teamboard.unit_of_work import UnitOfWorkMiddleware
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     routers = (
+        tasks_router,  # first: FastAPI matches routes in order, tasks are the hottest
         auth_router,
         teams_router,
         projects_router,
@@ -108,6 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         search_router,
         attachments_router,
         time_tracking_router,
+        statuses_router,
+        labels_router,
     )
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from teamboard.activity import repository
 from teamboard.deps import TeamContext
-from teamboard.kit.keyset import parse_datetime, parse_uuid, typed_after
+from teamboard.kit.keyset import as_datetime, as_uuid, typed_key
 from teamboard.kit.pagination import CursorCodec
 from teamboard.tasks.refs import require_task
 
@@ -19,7 +19,7 @@ async def task_activity(
     await ctx.require("guest")
     task = await require_task(ctx.tx, task_id)
     scope = f"activity:{ctx.team_id}:{task.id}"
-    after = typed_after(cursors.page(scope, {}, limit, cursor), parse_datetime, parse_uuid)
+    after = typed_key(cursors.page(scope, {}, limit, cursor).after, (as_datetime, as_uuid))
     rows = await repository.task_activity(
         ctx.tx, task.id, limit, None if after is None else (after[0], after[1])
     )

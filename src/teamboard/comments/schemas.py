@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, StringConstraints
+from pydantic import BaseModel, StringConstraints
 
 from teamboard.auth.schemas import Strict
 from teamboard.kit.schemas import Person
-from teamboard.kit.text import no_nul, not_blank
+from teamboard.kit.text import NO_NUL, NOT_BLANK
 
 #: The database checks the same bound (ck_comment_body_length).
 COMMENT_MAX_LENGTH = 10_000
@@ -19,8 +19,8 @@ COMMENT_MAX_LENGTH = 10_000
 CommentBody = Annotated[
     str,
     StringConstraints(min_length=1, max_length=COMMENT_MAX_LENGTH),
-    AfterValidator(no_nul),
-    AfterValidator(not_blank),
+    NO_NUL,
+    NOT_BLANK,
 ]
 
 

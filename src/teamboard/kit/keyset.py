@@ -1,44 +1,59 @@
-"""Typed keyset positions for lists ordered by more than one column.
+"""Typed keyset positions for lists ordered by several columns.
 
-A cursor's key is signed, so only a key this server produced decodes; the parsers still
-check its shape, and anything unexpected is the same 400 as a bad signature.
+``CursorCodec`` signs a cursor's key as a JSON list; :func:`typed_key` turns that list back
+into the Python values the SQL parameters need (a cursor from this server is always well
+formed, so anything else is refused as an invalid cursor).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from teamboard.errors import BadRequest
-from teamboard.kit.pagination import PageRequest
 
 
-def parse_uuid(value: Any) -> UUID:
+def _invalid() -> BadRequest:
+    return BadRequest("The cursor is invalid for this list", code="invalid_cursor")
+
+
+def as_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("not an integer")
+    return value
+
+
+def as_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("not a number")
+    return float(value)
+
+
+def as_uuid(value: Any) -> UUID:
     return UUID(str(value))
 
 
-def parse_datetime(value: Any) -> datetime:
-    parsed = datetime.fromisoformat(value)
+def as_datetime(value: Any) -> datetime:
+    parsed = datetime.fromisoformat(str(value))
     if parsed.tzinfo is None:
         raise ValueError("naive datetime")
     return parsed
 
 
-def parse_float(value: Any) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError("not a number")
-    return float(value)
+def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A converter that lets ``null`` through (nullable sort keys such as ``due_at``)."""
+    return lambda value: None if value is None else convert(value)
 
 
-def typed_after(page: PageRequest, *parsers: Callable[[Any], Any]) -> tuple[Any, ...] | None:
-    """The page's position as one value per sort column, or None on the first page."""
-    if page.after is None:
+def typed_key(key: Sequence[Any] | None, converters: Sequence[Callable[[Any], Any]]) -> Any:
+    """The decoded key as a tuple of typed values, or None for the first page."""
+    if key is None:
         return None
+    if len(key) != len(converters):
+        raise _invalid()
     try:
-        if len(page.after) != len(parsers):
-            raise ValueError("wrong key length")
-        return tuple(parse(value) for parse, value in zip(parsers, page.after, strict=True))
+        return tuple(convert(value) for convert, value in zip(converters, key, strict=True))
     except (TypeError, ValueError) as exc:
-        raise BadRequest("The cursor is invalid for this list", code="invalid_cursor") from exc
+        raise _invalid() from exc

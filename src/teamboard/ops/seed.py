@@ -10,11 +10,12 @@ from rich.progress import Progress
 
 from teamboard.auth import repository as users
 from teamboard.deps import Services, TeamContext
-from teamboard.events.repository import append
 from teamboard.kit.ids import new_id
 from teamboard.projects import service as projects
+from teamboard.projects import statuses_repository as statuses
 from teamboard.projects.schemas import ProjectIn
-from teamboard.tasks import repository as tasks
+from teamboard.tasks import service as tasks
+from teamboard.tasks.schemas import TaskIn
 from teamboard.teams import service as teams
 
 DEMO_PASSWORD = "teamboard-demo-password"  # noqa: S105 - documented demo credential
@@ -58,19 +59,16 @@ async def seed_demo(services: Services, *, tasks_per_project: int = 20) -> SeedS
                         ProjectIn(key=key, name=name, visibility="team" if index else "private"),
                     )
                     created_projects += 1
-                    statuses = await tasks.project_statuses(tx, project["id"])
+                    workflow = await statuses.status_ids(tx, project["id"])
                     for _ in range(tasks_per_project):
-                        task_id = await tasks.insert_task(
-                            tx,
-                            project_id=project["id"],
-                            title=f"{rng.choice(VERBS)} {rng.choice(NOUNS)}",
-                            description="",
-                            status_id=rng.choice(statuses),
-                            priority=rng.randint(0, 4),
-                            created_by=owner_id,
-                        )
-                        await append(
-                            tx, "task.created", subject_id=task_id, project_id=project["id"]
+                        await tasks.create_task(
+                            ctx,
+                            project["id"],
+                            TaskIn(
+                                title=f"{rng.choice(VERBS)} {rng.choice(NOUNS)}",
+                                status_id=rng.choice(workflow),
+                                priority=rng.randint(0, 4),
+                            ),
                         )
                         created_tasks += 1
                         progress.advance(bar)

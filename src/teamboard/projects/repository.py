@@ -8,7 +8,10 @@ from uuid import UUID
 from teamboard.db import Tx
 from teamboard.kit.ids import new_id
 
-_COLUMNS = "id, key, name, description, visibility, archived_at, created_by, created_at, updated_at"
+_COLUMNS = (
+    "id, key, name, description, visibility, archived_at, created_by, created_at, updated_at,"
+    " version"
+)
 
 DEFAULT_WORKFLOW = (
     ("Backlog", "backlog"),
@@ -49,6 +52,19 @@ async def get_project(tx: Tx, project_id: UUID) -> dict[str, Any] | None:
     )
 
 
+async def lock_project(tx: Tx, project_id: UUID) -> dict[str, Any] | None:
+    """The live project, locked against concurrent updates until the transaction ends.
+
+    ``FOR NO KEY UPDATE`` is the lock task creation takes when it allocates a number, so
+    this also serializes task creation, manual ordering and hierarchy changes of the
+    project (see the tasks service).
+    """
+    return await tx.fetch_one(
+        f"select {_COLUMNS} from project where id = %s and deleted_at is null for no key update",
+        (project_id,),
+    )
+
+
 async def list_projects(
     tx: Tx, limit: int, after: UUID | None, include_archived: bool
 ) -> list[dict[str, Any]]:
@@ -61,9 +77,10 @@ async def list_projects(
 
 
 async def update_project(tx: Tx, project_id: UUID, changes: dict[str, Any]) -> None:
+    """Apply ``changes`` and bump the version (the ETag)."""
     archived = changes.get("archived")
     await tx.execute(
-        "update project set name = coalesce(%(name)s, name),"
+        "update project set version = version + 1, name = coalesce(%(name)s, name),"
         " description = coalesce(%(description)s, description),"
         " visibility = coalesce(%(visibility)s, visibility),"
         " archived_at = case when %(archived)s::boolean is null then archived_at"
@@ -80,9 +97,15 @@ async def update_project(tx: Tx, project_id: UUID, changes: dict[str, Any]) -> N
 
 
 async def soft_delete_project(tx: Tx, project_id: UUID) -> bool:
+    """Soft-delete the project and, with the same stamp, its live tasks (so that task lists
+    and reads need no project filter)."""
     row = await tx.fetch_one(
-        "update project set deleted_at = now() where id = %s and deleted_at is null returning id",
-        (project_id,),
+        "with gone as (update project set deleted_at = now()"
+        " where id = %(id)s and deleted_at is null returning team_id, id),"
+        " tasks as (update task t set deleted_at = now(), version = t.version + 1 from gone"
+        " where t.team_id = gone.team_id and t.project_id = gone.id and t.deleted_at is null)"
+        " select id from gone",
+        {"id": project_id},
     )
     return row is not None
 

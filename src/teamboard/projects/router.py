@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from fastapi import Response
 
 from teamboard.deps import ServicesDep, TeamCtx
+from teamboard.kit.etag import IfMatch, etag
 from teamboard.kit.hot_reads import ApiRouter
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
@@ -48,16 +50,27 @@ async def list_projects(
     return ORJSONResponse(page)
 
 
+def _with_etag(project: dict[str, Any]) -> Response:
+    return ORJSONResponse(project, headers={"ETag": etag(project["version"])})
+
+
 @router.hot_get("/{project_id}", response_model=ProjectOut)
 async def get_project(project_id: UUID, ctx: TeamCtx) -> Response:
+    """The project, with its version as ``ETag``."""
     await ctx.require("guest")
-    return ORJSONResponse(await service.get_project(ctx, project_id))
+    return _with_etag(await service.get_project(ctx, project_id))
 
 
 @router.patch("/{project_id}", response_model=ProjectOut)
-async def update_project(project_id: UUID, body: ProjectPatch, ctx: TeamCtx) -> Response:
-    """Rename, describe, change visibility, or archive (``archived: true``) and unarchive."""
-    return ORJSONResponse(await service.update_project(ctx, project_id, body))
+async def update_project(
+    project_id: UUID, body: ProjectPatch, ctx: TeamCtx, if_match: IfMatch = None
+) -> Response:
+    """Rename, describe, change visibility, or archive (``archived: true``) and unarchive.
+
+    With ``If-Match`` (the ``ETag`` of a previous read) a stale version answers 412
+    ``precondition_failed``; without it the update is unconditional.
+    """
+    return _with_etag(await service.update_project(ctx, project_id, body, if_match))
 
 
 @router.delete("/{project_id}", status_code=204)

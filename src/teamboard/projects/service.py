@@ -1,4 +1,8 @@
-"""Project rules: members create projects, private ones are visible to their members only."""
+"""Project rules: members create projects, private ones are visible to their members only.
+
+An archived project is read-only: its tasks, statuses and labels cannot change until it is
+unarchived (409 ``project_archived``); only the project itself may be edited.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ from typing import Any
 from uuid import UUID
 
 from teamboard.deps import TeamContext
-from teamboard.errors import NotFound
+from teamboard.errors import Conflict, NotFound
 from teamboard.events.repository import append
+from teamboard.kit.etag import check_if_match
 from teamboard.kit.ids import new_id
 from teamboard.projects import repository
 from teamboard.projects.schemas import ProjectIn, ProjectPatch
@@ -41,10 +46,34 @@ async def get_project(ctx: TeamContext, project_id: UUID) -> dict[str, Any]:
     return project
 
 
-async def update_project(ctx: TeamContext, project_id: UUID, body: ProjectPatch) -> dict[str, Any]:
+async def writable_project(ctx: TeamContext, project_id: UUID) -> dict[str, Any]:
+    """The project, for a member about to change its content (tasks, statuses, labels).
+
+    Raises 403 for guests, 404 when the project is not visible, 409 when it is archived.
+    The project row stays locked until the transaction ends, which serializes the changes
+    that must not interleave (numbering, ordering, hierarchy, workflow edits).
+    """
     await ctx.require("member")
-    await get_project(ctx, project_id)
+    project = await repository.lock_project(ctx.tx, project_id)
+    if project is None:
+        raise NotFound()
+    if project["archived_at"] is not None:
+        raise Conflict("The project is archived; unarchive it first", code="project_archived")
+    return project
+
+
+async def update_project(
+    ctx: TeamContext, project_id: UUID, body: ProjectPatch, if_match: str | None = None
+) -> dict[str, Any]:
+    """Apply the changes; ``if_match`` (the ``If-Match`` header) must match the version."""
+    await ctx.require("member")
+    current = await repository.lock_project(ctx.tx, project_id)
+    if current is None:
+        raise NotFound()
+    check_if_match(if_match, current["version"])
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    if not changes:
+        return current
     if body.visibility == "private" and not await repository.is_member(
         ctx.tx, project_id, ctx.user_id
     ):

@@ -1,0 +1,60 @@
+"""ETags from row versions, and ``If-Match`` preconditions (RFC 9110 §8.8.3, §13.1.1).
+
+A versioned row's ETag is the strong entity-tag ``"<version>"``. ``If-Match`` uses the strong
+comparison: ``*`` matches any existing row, a list matches when one of its tags equals the
+current ETag, and a weak tag (``W/"3"``) never matches. A header that is not a valid list of
+entity-tags is refused (400 ``invalid_if_match``) rather than ignored, so a client bug
+cannot silently turn a conditional update into an unconditional one. Without ``If-Match``
+the update is unconditional (last writer wins), as plain HTTP allows.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Header
+
+from teamboard.errors import BadRequest, TeamboardError
+
+_ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
+
+#: The ``If-Match`` request header of conditional routes.
+IfMatch = Annotated[str | None, Header(alias="If-Match")]
+
+
+class PreconditionFailed(TeamboardError):
+    status, code = 412, "precondition_failed"
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _tags(header: str) -> list[str] | None:
+    """The strong tags of a valid ``If-Match`` list (weak ones dropped); None for ``*``."""
+    if header.strip() == "*":
+        return None
+    tags: list[str] = []
+    for part in header.split(","):
+        match = _ENTITY_TAG.fullmatch(part)
+        if match is None:
+            raise BadRequest(
+                'If-Match must be "*" or a list of entity-tags such as "3"',
+                code="invalid_if_match",
+            )
+        if match.group(1) is None:
+            tags.append(f'"{match.group(2)}"')
+    return tags
+
+
+def check_if_match(header: str | None, version: int) -> None:
+    """Raise 412 unless ``header`` (absent: no precondition) matches ``version``."""
+    if header is None:
+        return
+    tags = _tags(header)
+    if tags is not None and etag(version) not in tags:
+        raise PreconditionFailed(
+            "The resource has changed since it was read; fetch it again and retry",
+            extra={"current_etag": etag(version)},
+        )
