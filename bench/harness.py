@@ -38,6 +38,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -96,6 +97,7 @@ class Options:
     results_dir: Path
     write_json: bool
     verbose: bool
+    big_tasks: int = 0
 
 
 @dataclass
@@ -142,15 +144,19 @@ class Scenario:
     headers: Mapping[str, str] = field(default_factory=dict)
     connections: int | None = None  # None: --connections
     expect_status: int = 200
+    needs_big_project: bool = False  # runs only with --tasks N (a project of N tasks)
 
 
 @dataclass(frozen=True)
 class Target:
-    """``scenario`` must reach ``min_ratio`` of ``ceiling``'s req/s in the same run."""
+    """``scenario`` must reach ``min_ratio`` of ``ceiling``'s req/s in the same run; with
+    ``latency`` set (``"p95"``...), its latency must stay at most ``min_ratio`` times the
+    ceiling's instead (the bound is then a maximum)."""
 
     scenario: str
     ceiling: str
     min_ratio: float = 0.60
+    latency: str | None = None
 
 
 def _uvicorn_command(app: str) -> Callable[[Context, int], list[str]]:
@@ -281,7 +287,59 @@ def _teamboard_fixtures(ctx: Context, port: int) -> dict[str, str]:
     for i in range(LIST_TASKS - 1):  # a full page of 50 with assignees and labels
         status, _ = http_request(port, "POST", f"{project}/tasks", {**task, "title": f"#{i}"}, auth)
         _expect("create task", status, 201)
-    return {"token": token, "team_id": team_id, "task_id": task_id, "project": project}
+    variables = {"token": token, "team_id": team_id, "task_id": task_id, "project": project}
+    if ctx.options.big_tasks:
+        variables |= _big_project(ctx, port, auth, team_id)
+    return variables
+
+
+DEEP_ROW = 500_000  # page 10,000 of 50
+WALK_PAGE = 200
+
+
+def _big_project(ctx: Context, port: int, auth: dict[str, str], team_id: str) -> dict[str, str]:
+    """A project of ``--tasks`` tasks (bulk-inserted as the owner, as a data load would be)
+    and the cursor of the page starting at row 500,000 (page 10,000 of 50), found by walking
+    the list through the API."""
+    assert ctx.scratch_url is not None
+    count = ctx.options.big_tasks
+    status, body = http_request(
+        port, "POST", f"/api/v1/teams/{team_id}/projects", {"key": "BIG", "name": "Big"}, auth
+    )
+    _expect("create big project", status, 201)
+    project_id = str(json.loads(body)["id"])
+    started = time.monotonic()
+    with psycopg.connect(ctx.scratch_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into task (team_id, id, project_id, number, title, status_id, priority,"
+            " created_by, created_at, updated_at, position)"
+            " select p.team_id, gen_random_uuid(), p.id, g, 'bulk task ' || g,"
+            " (select s.id from status s where s.project_id = p.id order by s.position limit 1),"
+            " g %% 5, p.created_by, now() - g * interval '1 second',"
+            " now() - g * interval '1 second', g::bigint * 65536"
+            " from project p, generate_series(1, %s) g where p.id = %s",
+            (count, project_id),
+        )
+        conn.execute(
+            "update project set next_task_number = %s where id = %s", (count + 1, project_id)
+        )
+        conn.execute("analyze task")
+    print(f"  loaded {count:,} tasks into project BIG in {time.monotonic() - started:.0f}s")
+    path = f"/api/v1/teams/{team_id}/projects/{project_id}"
+    target = min(DEEP_ROW, count // 2)
+    cursor, seen = None, 0
+    while seen < target:
+        limit = min(WALK_PAGE, target - seen)
+        query = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        status, body = http_request(port, "GET", f"{path}/tasks{query}", headers=auth)
+        _expect("walk the big project", status, 200)
+        page = json.loads(body)
+        seen += len(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            raise BenchError(f"the big project ended after {seen} tasks")
+    print(f"  deep cursor at row {seen:,} after {time.monotonic() - started:.0f}s")
+    return {"big_project": path, "deep_cursor": str(cursor)}
 
 
 LIST_TASKS = 60
@@ -350,6 +408,40 @@ SCENARIOS: list[Scenario] = [
         "a page of 50 tasks of a project, each with an assignee and a label",
         headers={"Authorization": "Bearer {token}"},
     ),
+    Scenario(
+        "teamboard-task-c1024",
+        "teamboard",
+        "/api/v1/teams/{team_id}/tasks/{task_id}",
+        "GET one task with 1,024 connections: the pool bounds the database side",
+        headers={"Authorization": "Bearer {token}"},
+        connections=1024,
+    ),
+    Scenario(
+        "teamboard-task-create",
+        "teamboard",
+        "{project}/tasks",
+        "POST a task: number allocation, insert, event, one transaction",
+        method="POST",
+        body='{"title": "Created by the benchmark", "priority": 2}',
+        headers={"Authorization": "Bearer {token}"},
+        expect_status=201,
+    ),
+    Scenario(
+        "teamboard-page1",
+        "teamboard",
+        "{big_project}/tasks?limit=50",
+        "the first page of 50 of a project of --tasks tasks",
+        headers={"Authorization": "Bearer {token}"},
+        needs_big_project=True,
+    ),
+    Scenario(
+        "teamboard-page-deep",
+        "teamboard",
+        "{big_project}/tasks?limit=50&cursor={deep_cursor}",
+        "page 10,000 of 50 (row 500,000) of the same project",
+        headers={"Authorization": "Bearer {token}"},
+        needs_big_project=True,
+    ),
     Scenario("teamboard-live", "teamboard", "/health/live", "liveness: the framework's floor"),
 ]
 
@@ -357,6 +449,8 @@ TARGETS: list[Target] = [
     Target("teamboard-team", "read_one"),
     Target("teamboard-task", "read_one"),
     Target("teamboard-task-list", "teamboard-task", 0.50),
+    Target("teamboard-task-c1024", "teamboard-task", 0.90),
+    Target("teamboard-page-deep", "teamboard-page1", 1.20, latency="p95"),
     Target("teamboard-live", "hello"),
 ]
 
@@ -710,6 +804,7 @@ class ScenarioResult:
     errors: dict[str, int] = field(default_factory=dict)
     non_2xx_3xx: int = 0
     cpu_busy_before: float | None = None  # CPU busy fraction with the server idle, pre-load
+    max_db_connections: int | None = None  # app-role backends seen during the measured run
     error: str | None = None
     rps_rounds: list[float] = field(default_factory=list)  # a summary's every round, in order
     wrk_output: str = ""
@@ -747,6 +842,44 @@ def cpu_busy(seconds: float = CPU_SAMPLE_SECONDS) -> float | None:
     return round(1 - idle / total, 3)
 
 
+class ConnectionSampler:
+    """Counts the app role's backends every 0.2 s while a scenario runs (teamboard only:
+    the ceilings use another role), to check the pool bound under load."""
+
+    INTERVAL = 0.2
+
+    def __init__(self, ctx: Context, *, enabled: bool) -> None:
+        self._url, self._role = (ctx.scratch_url, ctx.app_role) if enabled else (None, None)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.maximum: int | None = None
+
+    def __enter__(self) -> ConnectionSampler:
+        if self._url and self._role:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _sample(self) -> None:
+        assert self._url is not None
+        try:
+            with psycopg.connect(self._url, autocommit=True) as conn:
+                while not self._stop.wait(self.INTERVAL):
+                    row = conn.execute(
+                        "select count(*) from pg_stat_activity where usename = %s",
+                        (self._role,),
+                    ).fetchone()
+                    count = int(row[0]) if row else 0
+                    self.maximum = max(self.maximum or 0, count)
+        except psycopg.Error as exc:
+            print(f"  warning: connection sampling stopped: {exc}", file=sys.stderr)
+
+
 def _format_headers(scenario: Scenario, variables: Mapping[str, str]) -> dict[str, str]:
     return {k: fill(v, variables) for k, v in scenario.headers.items()}
 
@@ -775,7 +908,9 @@ def run_scenario(
     header_args = [f"{k}: {v}" for k, v in headers.items()]
     if options.warmup > 0:
         run_wrk(options, url, result.connections, options.warmup, script, header_args)
-    measured = run_wrk(options, url, result.connections, options.duration, script, header_args)
+    with ConnectionSampler(ctx, enabled=scenario.server == "teamboard") as sampler:
+        measured = run_wrk(options, url, result.connections, options.duration, script, header_args)
+    result.max_db_connections = sampler.maximum
 
     result.duration_s = measured.duration_s
     result.requests = measured.requests
@@ -887,6 +1022,7 @@ class TargetResult:
     min_ratio: float
     ratio: float | None
     verdict: str  # PASS, FAIL, or N/A (a side did not run cleanly)
+    latency: str | None = None
 
 
 def evaluate(
@@ -899,13 +1035,21 @@ def evaluate(
             continue  # not selected in this run
         if not (measured.clean and ceiling.clean) or ceiling.rps <= 0:
             evaluated.append(
-                TargetResult(target.scenario, target.ceiling, target.min_ratio, None, "N/A")
+                TargetResult(
+                    target.scenario, target.ceiling, target.min_ratio, None, "N/A", target.latency
+                )
             )
             continue
-        ratio = measured.rps / ceiling.rps
-        verdict = "PASS" if ratio >= target.min_ratio else "FAIL"
+        if target.latency is None:
+            ratio = measured.rps / ceiling.rps
+            verdict = "PASS" if ratio >= target.min_ratio else "FAIL"
+        else:
+            ratio = measured.latency_us[target.latency] / ceiling.latency_us[target.latency]
+            verdict = "PASS" if ratio <= target.min_ratio else "FAIL"
         evaluated.append(
-            TargetResult(target.scenario, target.ceiling, target.min_ratio, ratio, verdict)
+            TargetResult(
+                target.scenario, target.ceiling, target.min_ratio, ratio, verdict, target.latency
+            )
         )
     return evaluated
 
@@ -916,32 +1060,33 @@ def _ms(us: float | None) -> str:
 
 def format_table(results: Sequence[ScenarioResult], targets: Sequence[TargetResult]) -> str:
     head = (
-        f"{'scenario':<18} {'conns':>5} {'req/s':>10} {'p50':>9} {'p95':>9} {'p99':>9} "
-        f"{'errors':>7} {'bg cpu':>7}"
+        f"{'scenario':<22} {'conns':>5} {'req/s':>10} {'p50':>9} {'p95':>9} {'p99':>9} "
+        f"{'errors':>7} {'bg cpu':>7} {'db conns':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         if not r.ok:
-            lines.append(f"{r.scenario:<18} {r.connections:>5} {'FAILED':>10}  {r.error}")
+            lines.append(f"{r.scenario:<22} {r.connections:>5} {'FAILED':>10}  {r.error}")
             continue
         errors = sum(r.errors.values()) - r.errors.get("status", 0) + r.non_2xx_3xx
         lat = r.latency_us
         busy = "-" if r.cpu_busy_before is None else f"{r.cpu_busy_before:.0%}"
+        conns = "-" if r.max_db_connections is None else str(r.max_db_connections)
         lines.append(
-            f"{r.scenario:<18} {r.connections:>5} {r.rps:>10,.0f} {_ms(lat.get('p50')):>9} "
-            f"{_ms(lat.get('p95')):>9} {_ms(lat.get('p99')):>9} {errors:>7} {busy:>7}"
+            f"{r.scenario:<22} {r.connections:>5} {r.rps:>10,.0f} {_ms(lat.get('p50')):>9} "
+            f"{_ms(lat.get('p95')):>9} {_ms(lat.get('p99')):>9} {errors:>7} {busy:>7} {conns:>8}"
         )
     if any(len(r.rps_rounds) > 1 for r in results):
         lines += ["", "req/s per round (the median round is shown above)"]
         for r in results:
-            lines.append(f"  {r.scenario:<18} " + " ".join(f"{v:,.0f}" for v in r.rps_rounds))
+            lines.append(f"  {r.scenario:<22} " + " ".join(f"{v:,.0f}" for v in r.rps_rounds))
     if targets:
-        lines += ["", f"{'target':<32} {'ratio':>7} {'min':>5}  result", "-" * 54]
+        lines += ["", f"{'target':<44} {'ratio':>7} {'bound':>7}  result", "-" * 68]
         for t in targets:
             ratio = "-" if t.ratio is None else f"{t.ratio:.1%}"
-            lines.append(
-                f"{t.scenario + ' / ' + t.ceiling:<32} {ratio:>7} {t.min_ratio:>5.0%}  {t.verdict}"
-            )
+            what = t.scenario + " / " + t.ceiling + (f" ({t.latency})" if t.latency else "")
+            bound = ("≤" if t.latency else "≥") + f"{t.min_ratio:.0%}"
+            lines.append(f"{what:<44} {ratio:>7} {bound:>7}  {t.verdict}")
     return "\n".join(lines)
 
 
@@ -1008,16 +1153,18 @@ def write_results(
 # --------------------------------------------------------------------------------------------
 
 
-def select(only: str | None) -> list[Scenario]:
-    """Scenarios named in ``--only`` (scenario or server names), in declaration order."""
+def select(only: str | None, big_tasks: int = 0) -> list[Scenario]:
+    """Scenarios named in ``--only`` (scenario or server names), in declaration order; those
+    needing a big project only with ``--tasks``."""
+    available = [s for s in SCENARIOS if big_tasks or not s.needs_big_project]
     if not only:
-        return list(SCENARIOS)
+        return available
     wanted = {name.strip() for name in only.split(",") if name.strip()}
     known = {s.name for s in SCENARIOS} | set(SERVERS)
     unknown = wanted - known
     if unknown:
         raise BenchError(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(known)}")
-    return [s for s in SCENARIOS if s.name in wanted or s.server in wanted]
+    return [s for s in available if s.name in wanted or s.server in wanted]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, str | None]:
@@ -1050,6 +1197,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, str | None]:
     )
     parser.add_argument("--wrk", default=shutil.which("wrk"), help="path of wrk")
     parser.add_argument("--teamboard", default=None, help="path of the teamboard command")
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        default=0,
+        help="load a project of N tasks for the deep-page scenarios (e.g. 1000000; 0: skip them)",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--no-json", action="store_true", help="do not write the JSON results")
     parser.add_argument("-v", "--verbose", action="store_true", help="print wrk's output")
@@ -1065,6 +1218,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, str | None]:
         "--rounds": (ns.rounds, 1, 20),
         "--wrk-timeout": (ns.wrk_timeout, 1, 600),
         "--startup-timeout": (ns.startup_timeout, 1, 3600),
+        "--tasks": (ns.tasks, 0, 50_000_000),
     }
     if ns.pool_size is not None:
         limits["--pool-size"] = (ns.pool_size, 1, 1000)
@@ -1091,6 +1245,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, str | None]:
         results_dir=ns.results_dir,
         write_json=not ns.no_json,
         verbose=ns.verbose,
+        big_tasks=ns.tasks,
     ), ns.only
 
 
@@ -1156,7 +1311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
     try:
-        return run(options, select(only))
+        return run(options, select(only, options.big_tasks))
     except (BenchError, psycopg.Error) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Response
 
 from teamboard.app import create_app
 from teamboard.config import Settings
-from teamboard.deps import TeamCtx
+from teamboard.deps import ServicesDep, TeamCtx
 from teamboard.kit.hot_reads import ApiRouter, HotReadRoute, install_hot_reads
 from tests.test_auth import create_key
 
@@ -49,6 +49,8 @@ async def test_hot_route_is_first_and_selective(app: FastAPI) -> None:
     assert match("GET", f"{API}/teams/not-a-uuid") == "NONE"
     assert match("GET", f"{API}/teams/{team}/members") == "NONE"
     assert match("GET", f"{API}/teams") == "NONE"
+    assert match("GET", f"{API}/teams/{team}/tasks") == "FULL"
+    assert match("GET", f"{API}/teams/{team}/tasks/by-key/ENG-1") == "NONE"
 
 
 async def test_same_answers_with_and_without_the_hot_path(
@@ -68,6 +70,11 @@ async def test_same_answers_with_and_without_the_hot_path(
     key = await create_key(client, owner, team, ["read"])
     key_headers = {"Authorization": f"Bearer {key['token']}"}
     project_path = f"{API}/teams/{team}/projects/{project.json()['id']}"
+    task = await client.post(
+        f"{project_path}/tasks", json={"title": "Hot task"}, headers=owner.headers
+    )
+    assert task.status_code == 201, task.text
+    task_path = f"{API}/teams/{team}/tasks/{task.json()['id']}"
     cases: list[tuple[str, dict[str, str]]] = [
         (f"{API}/teams/{team}", owner.headers),
         (f"{API}/teams/{team}", outsider.headers),
@@ -80,6 +87,18 @@ async def test_same_answers_with_and_without_the_hot_path(
         (project_path, owner.headers),
         (project_path, guest.headers),  # a private project the guest is not on
         (project_path, outsider.headers),
+        (task_path, owner.headers),
+        (task_path, guest.headers),
+        (f"{project_path}/tasks", owner.headers),
+        (f"{project_path}/tasks?limit=1&sort=-created_at&priority=0&priority=1", owner.headers),
+        (f"{project_path}/tasks?limit=0", owner.headers),
+        (f"{project_path}/tasks?limit=1&limit=500", owner.headers),
+        (f"{project_path}/tasks?status_category=nope&cursor=forged", owner.headers),
+        (f"{project_path}/tasks?unknown=1", owner.headers),
+        (f"{project_path}/tasks?limit=0", {}),
+        (f"{API}/teams/{team}/tasks?q=Hot", owner.headers),
+        (f"{API}/teams/{team}/tasks?cursor=forged", owner.headers),
+        (f"{API}/teams/{team}/tasks", outsider.headers),
     ]
     statuses = []
     for path, headers in cases:
@@ -90,7 +109,8 @@ async def test_same_answers_with_and_without_the_hot_path(
         assert _comparable(hot) == _comparable(plain), path
         assert hot.headers.get("x-sql-statements") == plain.headers.get("x-sql-statements")
         statuses.append(hot.status_code)
-    assert statuses == [200, 404, 200, 401, 401, 404, 200, 422, 200, 404, 404]
+    assert statuses[:11] == [200, 404, 200, 401, 401, 404, 200, 422, 200, 404, 404]
+    assert statuses[11:] == [200, 404, 200, 200, 422, 422, 422, 200, 401, 200, 400, 404]
 
 
 async def test_hot_get_refuses_endpoints_that_need_fastapi() -> None:
@@ -101,7 +121,7 @@ async def test_hot_get_refuses_endpoints_that_need_fastapi() -> None:
         raise AssertionError("never called")
 
     with pytest.raises(TypeError, match="cannot be a hot read"):
-        install_hot_reads(FastAPI(), API, [router], TeamCtx)
+        install_hot_reads(FastAPI(), API, [router], TeamCtx, ServicesDep)
 
 
 async def test_hot_get_needs_the_team_context() -> None:
@@ -112,4 +132,4 @@ async def test_hot_get_needs_the_team_context() -> None:
         raise AssertionError("never called")
 
     with pytest.raises(TypeError, match="exactly one team context"):
-        install_hot_reads(FastAPI(), API, [router], TeamCtx)
+        install_hot_reads(FastAPI(), API, [router], TeamCtx, ServicesDep)

@@ -19,7 +19,7 @@ from teamboard.auth.tokens import TokenService
 from teamboard.comments.router import router as comments_router
 from teamboard.config import Settings, get_settings
 from teamboard.db import Database
-from teamboard.deps import Services, TeamCtx
+from teamboard.deps import Services, ServicesDep, TeamCtx
 from teamboard.errors import install_error_handlers
 from teamboard.health.router import router as health_router
 from teamboard.kit.hot_reads import install_hot_reads
@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     if settings.hot_reads:
-        install_hot_reads(app, API_PREFIX, routers, TeamCtx)
+        install_hot_reads(app, API_PREFIX, routers, TeamCtx, ServicesDep)
     app.include_router(health_router)
     app.add_middleware(UnitOfWorkMiddleware)
     app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)

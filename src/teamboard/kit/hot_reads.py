@@ -6,6 +6,8 @@ only UUID path parameters and the team context (``ctx: TeamCtx``) needs none of 
 declared with :meth:`ApiRouter.hot_get` (exactly like ``router.get``), and
 :class:`HotReadRoute`, placed first in the application's router, recognises its path and
 calls the same dependency functions (``authenticate``, ``team_tx``) and the same endpoint.
+A hot endpoint may also take the services and query models (``Annotated[Model, Query()]``,
+validated as FastAPI does, with the same 422).
 
 The FastAPI route stays registered: it documents the endpoint in OpenAPI, and it answers
 whatever the hot route does not take (a malformed id, another method), so every response is
@@ -17,12 +19,15 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, get_args, get_origin
 from uuid import UUID
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, params
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
@@ -51,26 +56,68 @@ class ApiRouter(APIRouter):
 
 
 class _HotEndpoint:
-    """One hot route: its path pattern, the endpoint, and how to call it."""
+    """One hot route: its path pattern, the endpoint, and where each argument comes from."""
 
-    def __init__(self, path: str, endpoint: Endpoint, context_parameter: str) -> None:
+    def __init__(self, path: str, endpoint: Endpoint, kinds: dict[str, Any]) -> None:
         self.path = path
         self.endpoint = endpoint
         self.names = _PARAM.findall(path)
         self.pattern = re.compile("^" + _PARAM.sub(r"([^/]+)", path) + "$")
-        self.context_parameter = context_parameter
         self.passed = [name for name in self.names if name != "team_id"]
-        unknown = set(inspect.signature(endpoint).parameters) - {context_parameter, *self.passed}
-        if unknown or "team_id" not in self.names:
+        self.context = _only(kinds, _CONTEXT)
+        self.services = [name for name, kind in kinds.items() if kind is _SERVICES]
+        self.queries = {name: kind for name, kind in kinds.items() if isinstance(kind, type)}
+        unknown = set(inspect.signature(endpoint).parameters) - set(kinds) - set(self.passed)
+        if unknown or "team_id" not in self.names or self.context is None:
             raise TypeError(f"{endpoint.__qualname__} cannot be a hot read")
+
+
+_CONTEXT, _SERVICES = object(), object()
+
+
+def _only(kinds: dict[str, Any], kind: object) -> str | None:
+    names = [name for name, value in kinds.items() if value is kind]
+    if len(names) > 1:
+        raise TypeError("a hot read takes one team context")
+    return names[0] if names else None
+
+
+def _query_model(model: type[BaseModel], request: Request) -> BaseModel:
+    """Validate the query string into ``model`` as FastAPI does for ``Annotated[Model,
+    Query()]`` (list fields take every value, others the last), with the same errors."""
+    params = request.query_params
+    data: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key in params:
+            data[key] = params.getlist(key) if _is_sequence(info.annotation) else params[key]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("query", *error["loc"])} for error in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+def _is_sequence(annotation: Any) -> bool:
+    if get_origin(annotation) is Annotated:
+        return _is_sequence(get_args(annotation)[0])
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_sequence(arg) for arg in get_args(annotation))
+    return get_origin(annotation) in (list, tuple, set, frozenset)
 
 
 class HotReadRoute(BaseRoute):
     """Matches the hot GET routes first; everything else falls through to FastAPI."""
 
-    def __init__(self, endpoints: Sequence[_HotEndpoint], context: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[_HotEndpoint],
+        context: Callable[..., Any],
+        services: Callable[..., Any],
+    ) -> None:
         self._endpoints = endpoints
         self._context = context
+        self._services = services
         self._authenticate = _dependency_of(context, "caller")
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
@@ -94,32 +141,69 @@ class HotReadRoute(BaseRoute):
         hot: _HotEndpoint = scope["hot_endpoint"]
         params: dict[str, UUID] = scope["path_params"]
         request = Request(scope, receive)
+        # In FastAPI's order: dependencies (authentication, the team context) first, then
+        # the endpoint's own query parameters.
         caller = await self._authenticate(request)
-        ctx = await self._context(request, params["team_id"], caller)
-        arguments: dict[str, Any] = {name: params[name] for name in hot.passed}
-        arguments[hot.context_parameter] = ctx
+        assert hot.context is not None
+        arguments: dict[str, Any] = {
+            hot.context: await self._context(request, params["team_id"], caller)
+        }
+        for name, model in hot.queries.items():
+            arguments[name] = _query_model(model, request)
+        for name in hot.passed:
+            arguments[name] = params[name]
+        for name in hot.services:
+            arguments[name] = await self._services(request)
         response = await hot.endpoint(**arguments)
         await response(scope, receive, send)
 
 
 def install_hot_reads(
-    app: FastAPI, prefix: str, routers: Sequence[APIRouter], context_type: Any
+    app: FastAPI,
+    prefix: str,
+    routers: Sequence[APIRouter],
+    context_type: Any,
+    services_type: Any,
 ) -> None:
     """Put a :class:`HotReadRoute` first in ``app``'s router for the routers' hot GETs.
 
-    ``context_type`` is the ``Annotated[..., Depends(...)]`` alias of the team context; an
-    endpoint taking anything else than it and path ids is refused at startup.
+    ``context_type`` and ``services_type`` are the ``Annotated[..., Depends(...)]`` aliases
+    of the team context and of the services. A hot endpoint takes exactly one team context,
+    UUID path parameters, optionally the services and query models
+    (``Annotated[Model, Query()]``); anything else is refused at startup.
     """
     endpoints: list[_HotEndpoint] = []
     for router in routers:
         for path, endpoint in getattr(router, "hot_reads", []):
             hints = typing.get_type_hints(endpoint, include_extras=True)
-            context = [name for name, hint in hints.items() if hint == context_type]
-            if len(context) != 1:
+            hints.pop("return", None)
+            kinds: dict[str, Any] = {}
+            for name, hint in hints.items():
+                if hint == context_type:
+                    kinds[name] = _CONTEXT
+                elif hint == services_type:
+                    kinds[name] = _SERVICES
+                elif _query_model_of(hint) is not None:
+                    kinds[name] = _query_model_of(hint)
+            if _only(kinds, _CONTEXT) is None:
                 raise TypeError(f"{endpoint.__qualname__} must take exactly one team context")
-            endpoints.append(_HotEndpoint(prefix + path, endpoint, context[0]))
+            endpoints.append(_HotEndpoint(prefix + path, endpoint, kinds))
     if endpoints:
-        app.router.routes.insert(0, HotReadRoute(endpoints, _dependency_of(context_type)))
+        route = HotReadRoute(endpoints, _dependency_of(context_type), _dependency_of(services_type))
+        app.router.routes.insert(0, route)
+
+
+def _query_model_of(hint: Any) -> type[BaseModel] | None:
+    if get_origin(hint) is not Annotated:
+        return None
+    model, *metadata = get_args(hint)
+    if (
+        isinstance(model, type)
+        and issubclass(model, BaseModel)
+        and any(isinstance(m, params.Query) for m in metadata)
+    ):
+        return model
+    return None
 
 
 def _dependency_of(alias_or_function: Any, parameter: str | None = None) -> Any:

@@ -37,7 +37,7 @@ async def create_task(project_id: UUID, body: TaskIn, ctx: TeamCtx) -> Response:
     return response
 
 
-@router.get("/projects/{project_id}/tasks", response_model=TaskList)
+@router.hot_get("/projects/{project_id}/tasks", response_model=TaskList)
 async def list_project_tasks(
     project_id: UUID, ctx: TeamCtx, services: ServicesDep, query: ListQuery
 ) -> Response:
@@ -45,7 +45,7 @@ async def list_project_tasks(
     return ORJSONResponse(await service.list_tasks(ctx, services.cursors, project_id, query))
 
 
-@router.get("/tasks", response_model=TaskList)
+@router.hot_get("/tasks", response_model=TaskList)
 async def list_team_tasks(ctx: TeamCtx, services: ServicesDep, query: ListQuery) -> Response:
     """Live tasks of every project of the team the caller can see."""
     return ORJSONResponse(await service.list_tasks(ctx, services.cursors, None, query))
