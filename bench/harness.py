@@ -290,7 +290,16 @@ def _teamboard_fixtures(ctx: Context, port: int) -> dict[str, str]:
     variables = {"token": token, "team_id": team_id, "task_id": task_id, "project": project}
     if ctx.options.big_tasks:
         variables |= _big_project(ctx, port, auth, team_id)
+    _analyze(ctx)
     return variables
+
+
+def _analyze(ctx: Context) -> None:
+    """Statistics for the freshly loaded rows, as autovacuum would gather on a live system
+    (without them the planner sees empty tables and may scan a team instead of a key)."""
+    assert ctx.scratch_url is not None
+    with psycopg.connect(ctx.scratch_url, autocommit=True) as conn:
+        conn.execute("analyze")
 
 
 DEEP_ROW = 500_000  # page 10,000 of 50
@@ -323,7 +332,7 @@ def _big_project(ctx: Context, port: int, auth: dict[str, str], team_id: str) ->
         conn.execute(
             "update project set next_task_number = %s where id = %s", (count + 1, project_id)
         )
-        conn.execute("analyze task")
+        conn.execute("analyze")
     print(f"  loaded {count:,} tasks into project BIG in {time.monotonic() - started:.0f}s")
     path = f"/api/v1/teams/{team_id}/projects/{project_id}"
     target = min(DEEP_ROW, count // 2)
