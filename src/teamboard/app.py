@@ -35,9 +35,12 @@ from teamboard.notifications.router import followers_router
 from teamboard.notifications.router import router as notifications_router
 from teamboard.ops.database import head_revision
 from teamboard.projects.router import router as projects_router
+from teamboard.realtime.hub import RealtimeHub
+from teamboard.realtime.router import router as realtime_router
 from teamboard.search.router import router as search_router
 from teamboard.teams.router import router as teams_router
 from teamboard.unit_of_work import UnitOfWorkMiddleware
+from teamboard.webhooks.router import router as webhooks_router
 
 API_PREFIX = "/api/v1"
 
@@ -70,9 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = build_services(settings)
         await services.db.open(wait=False)
         app.state.services = services
+        app.state.realtime = RealtimeHub.for_settings(settings, services.redis)
+        app.state.realtime.end_streams_on_signals()
         try:
             yield
         finally:
+            await app.state.realtime.close()
             await services.db.close()
             if services.redis is not None:
                 await services.redis.aclose()
@@ -104,6 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notifications_router,
         activity_router,
         search_router,
+        realtime_router,
+        webhooks_router,
     )
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
