@@ -82,7 +82,7 @@ def notify(app: Any, worker_db: Database) -> Callable[[], Awaitable[int]]:
 
     async def run() -> int:
         consumer = NotificationsConsumer(app.state.services.db)
-        return await drain(ConsumerRunner(worker_db, consumer, batch_size=1000))
+        return await drain(ConsumerRunner(worker_db, consumer, batch_size=1000), within=90)
 
     return run
 

@@ -67,6 +67,20 @@ ROUTES = [
     ("POST", "/api/v1/teams/{team}/notifications/read-all", None),
     ("PATCH", "/api/v1/teams/{own}/notifications/{notification}", {"read": True}),
     ("PATCH", "/api/v1/teams/{team}/notifications/{notification}", {"read": True}),
+    ("GET", "/api/v1/teams/{team}/events/stream", None),
+    ("GET", "/api/v1/teams/{team}/webhooks", None),
+    ("POST", "/api/v1/teams/{team}/webhooks", {"url": "https://example.com/in", "kinds": ["*"]}),
+    ("GET", "/api/v1/teams/{team}/webhooks/{webhook}", None),
+    ("PATCH", "/api/v1/teams/{team}/webhooks/{webhook}", {"enabled": False}),
+    ("DELETE", "/api/v1/teams/{team}/webhooks/{webhook}", None),
+    ("GET", "/api/v1/teams/{own}/webhooks/{webhook}", None),
+    ("PATCH", "/api/v1/teams/{own}/webhooks/{webhook}", {"enabled": False}),
+    ("DELETE", "/api/v1/teams/{own}/webhooks/{webhook}", None),
+    ("GET", "/api/v1/teams/{own}/webhooks/{webhook}/deliveries", None),
+    ("GET", "/api/v1/teams/{own}/webhooks/{webhook}/deliveries/{delivery}", None),
+    ("POST", "/api/v1/teams/{own}/webhooks/{webhook}/deliveries/{delivery}/redeliver", None),
+    ("GET", "/api/v1/teams/{own}/webhooks/{own_webhook}/deliveries/{delivery}", None),
+    ("POST", "/api/v1/teams/{own}/webhooks/{own_webhook}/deliveries/{delivery}/redeliver", None),
 ]
 
 
@@ -97,6 +111,26 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
         (victim_team, victim_notification, victim.id, victim_task, victim_project, victim.id),
     )
 
+    own_webhook = (
+        await client.post(
+            f"/api/v1/teams/{own_team}/webhooks",
+            json={"url": "https://93.184.215.14/own", "kinds": ["*"]},
+            headers=attacker.headers,
+        )
+    ).json()["id"]
+    victim_webhook, victim_delivery = uuid.uuid4(), uuid.uuid4()
+    owner.execute(
+        "insert into webhook (team_id, id, url, kinds, secret_ciphertext, created_by)"
+        " values (%s, %s, 'https://93.184.215.14/victim', '{*}', '\\x00', %s)",
+        (victim_team, victim_webhook, victim.id),
+    )
+    owner.execute(
+        "insert into webhook_delivery (team_id, id, webhook_id, event_id, event_occurred_at,"
+        " event_kind, status, next_attempt_at, completed_at)"
+        " values (%s, %s, %s, %s, now(), 'team.created', 'failed', null, now())",
+        (victim_team, victim_delivery, victim_webhook, uuid.uuid4()),
+    )
+
     def url(team: Any, project: Any, user: Any, foreign: bool = False) -> str:
         return template.format(
             team=team,
@@ -107,6 +141,9 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
             task=victim_task if foreign else uuid.uuid4(),
             comment=victim_comment if foreign else uuid.uuid4(),
             notification=victim_notification if foreign else uuid.uuid4(),
+            webhook=victim_webhook if foreign else uuid.uuid4(),
+            own_webhook=own_webhook,
+            delivery=victim_delivery if foreign else uuid.uuid4(),
         )
 
     def payload(user: Any) -> dict[str, Any] | None:
@@ -150,3 +187,9 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
         "select user_id from task_follower where task_id = %s", (victim_task,)
     ).fetchall()
     assert follows == [{"user_id": victim.id}]
+    hooks = owner.execute(
+        "select w.enabled, (select count(*) from webhook_delivery d where d.webhook_id = w.id)"
+        " as deliveries from webhook w where w.team_id = %s",
+        (victim_team,),
+    ).fetchall()
+    assert hooks == [{"enabled": True, "deliveries": 1}]

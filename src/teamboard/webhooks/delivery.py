@@ -16,7 +16,8 @@ consumer, or by hand: a redelivery). The :class:`Deliverer`:
 4. **records** the attempt (status code or error, duration), and either completes the
    delivery or schedules the next attempt with exponential backoff and jitter; after
    ``WEBHOOK_MAX_ATTEMPTS`` it fails. ``WEBHOOK_FAILURE_THRESHOLD`` failed attempts in a row
-   (any deliveries) disable the webhook; an admin re-enables it.
+   (any deliveries) disable the webhook; an admin re-enables it. Attempts already in flight
+   when it is disabled are recorded, but leave its failure count as it was.
 """
 
 from __future__ import annotations
@@ -274,8 +275,8 @@ class Deliverer:
             )
             await tx.execute(
                 "update webhook set"
-                " consecutive_failures = case when %(ok)s then 0"
-                "  else consecutive_failures + 1 end,"
+                " consecutive_failures = case when not enabled then consecutive_failures"
+                "  when %(ok)s then 0 else consecutive_failures + 1 end,"
                 " enabled = enabled and (%(ok)s or consecutive_failures + 1 < %(threshold)s),"
                 " disabled_reason = case when enabled and not %(ok)s"
                 "  and consecutive_failures + 1 >= %(threshold)s then 'too_many_failures'"

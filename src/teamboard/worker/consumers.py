@@ -122,10 +122,21 @@ class ConsumerRunner:
             reusable = True
         self._db.release(conn, reusable=reusable)
 
+    async def _check_lock(self) -> None:
+        """The lock's session is alive (an idle connection may not have noticed that the
+        server ended it): one round trip per batch, so that a runner whose session died
+        stops at its next batch instead of working beside its successor."""
+        if self._lock is None:
+            raise LostOwnership(self.consumer.name)
+        try:
+            await self._lock.fetchval("select 1")
+        except Exception as exc:
+            await self.release()
+            raise LostOwnership(self.consumer.name) from exc
+
     async def run_batch(self) -> BatchResult:
         """Read, handle and commit one batch (the runner must own the consumer)."""
-        if not self.owned:
-            raise LostOwnership(self.consumer.name)
+        await self._check_lock()
         async with self._db.transaction(write=False) as tx:
             page = await log.read_all_teams(tx, self._position, self._batch_size)
         if page.events:
