@@ -280,6 +280,29 @@ async def test_a_removed_member_stops_receiving_at_once(
         assert bob_stream.closed
 
 
+async def test_a_deleted_team_ends_its_streams_at_once(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    make_user: MakeUser,
+    make_team: MakeTeam,
+) -> None:
+    """Deleting a team appends no event, but memberships that end wake the streams too
+    (the next poll would be 30 s away)."""
+    alice, bob = make_user("alice"), make_user("bob")
+    team = await make_team(alice, members=[(bob, "member")])
+    async with (
+        live_server(live_settings(settings, realtime_heartbeat_seconds=30)) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as http,
+        subscribe(http, team, bob.headers) as stream,
+    ):
+        deleted_at = time.monotonic()
+        deleted = await client.delete(f"{API}/teams/{team}", headers=alice.headers)
+        assert deleted.status_code == 204
+        frames = await stream.until_closed()
+    assert [(f.event, f.data) for f in frames] == [("end", {"reason": "membership_ended"})]
+    assert frames[0].received - deleted_at < 5
+
+
 async def test_an_expired_token_ends_the_stream(
     sse: httpx.AsyncClient, settings: Settings, make_user: MakeUser, make_team: MakeTeam
 ) -> None:

@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = build_services(settings)
         await services.db.open(wait=False)
         app.state.services = services
-        app.state.realtime = RealtimeHub.for_settings(settings, services.redis)
+        app.state.realtime = RealtimeHub.for_settings(settings, services.db, services.redis)
         app.state.realtime.end_streams_on_signals()
         try:
             yield

@@ -86,13 +86,18 @@ class Page:
     ``position`` is where the next read starts: after the last event returned when the
     limit cut the read short, else at ``xmin`` (every final event the reader may see was
     returned; those it may not see are passed for good). ``full``: the limit was reached,
-    read again at once. ``pending``: visible events wait for older transactions to end.
+    read again at once. ``pending_tx``: visible events wait for older transactions to end,
+    the first of them until the snapshot xmin passes this transaction id.
     """
 
     events: list[LoggedEvent]
     position: Offset
     full: bool
-    pending: bool
+    pending_tx: int | None
+
+    @property
+    def pending(self) -> bool:
+        return self.pending_tx is not None
 
 
 _COLUMNS = (
@@ -152,12 +157,12 @@ def page(rows: list[dict[str, Any]], after: Offset, limit: int) -> Page:
     """Split the rows of a read into final events and the next position."""
     xmin = int(rows[0]["xmin"])
     final = [_event(row) for row in rows if row["id"] is not None and row["tx_id"] < xmin]
-    pending = any(row["id"] is not None and row["tx_id"] >= xmin for row in rows)
+    waiting = [row["tx_id"] for row in rows if row["id"] is not None and row["tx_id"] >= xmin]
     full = len(final) == limit
     # Rows come in offset order, so unless the limit cut them short, every final event the
     # reader may see was returned, and the next read can start at xmin.
     position = final[-1].offset if full else max(after, Offset(xmin, 0))
-    return Page(final, position, full, pending)
+    return Page(final, position, full, waiting[0] if waiting else None)
 
 
 async def read_all_teams(tx: Tx, after: Offset, limit: int) -> Page:
@@ -203,6 +208,11 @@ class Snapshot:
     def horizon(self) -> Offset:
         """Past this offset, every event is from a transaction that started later."""
         return Offset(int(self.text.split(":")[1]), 0)
+
+
+async def xmin(tx: Tx) -> int:
+    """The snapshot xmin now: events of transactions below it are final."""
+    return int(await tx.fetch_value("select pg_snapshot_xmin(pg_current_snapshot())"))
 
 
 async def current_position(tx: Tx) -> tuple[Offset, Snapshot]:

@@ -22,8 +22,10 @@ from uuid import UUID
 import redis.asyncio as aioredis
 
 from teamboard.config import Settings
+from teamboard.db import Database
 from teamboard.errors import ServiceUnavailable
 from teamboard.events.signals import Signals, signals_for
+from teamboard.realtime.finality import FinalityWatch
 
 logger = logging.getLogger("teamboard.realtime")
 
@@ -56,7 +58,8 @@ class Subscription:
 
 
 class RealtimeHub:
-    def __init__(self, max_subscribers: int) -> None:
+    def __init__(self, max_subscribers: int, db: Database) -> None:
+        self.finality = FinalityWatch(db)
         self._teams: dict[UUID, set[Subscription]] = defaultdict(set)
         self._count = 0
         self._max = max_subscribers
@@ -72,11 +75,13 @@ class RealtimeHub:
         self._task = asyncio.create_task(signals.run(self._stop))
 
     @classmethod
-    def for_settings(cls, settings: Settings, redis: aioredis.Redis | None) -> RealtimeHub:
+    def for_settings(
+        cls, settings: Settings, db: Database, redis: aioredis.Redis | None
+    ) -> RealtimeHub:
         """A started hub fed by the signal source the settings choose."""
         if not settings.database_app_url:
             raise RuntimeError("DATABASE_APP_URL is not set")
-        hub = cls(settings.realtime_max_subscribers)
+        hub = cls(settings.realtime_max_subscribers, db)
         hub.start(signals_for(settings.realtime_wakeup, settings.database_app_url, redis, hub.wake))
         return hub
 
@@ -122,6 +127,7 @@ class RealtimeHub:
     async def close(self) -> None:
         self.close_streams()
         self._stop.set()
+        await self.finality.close()
         if self._task is not None:
             with suppress(asyncio.CancelledError):
                 await self._task

@@ -110,6 +110,7 @@ class EventStream(Response):
         self._subscriber = subscriber
         self._position = start
         self._since = since  # a new stream: leave out what had committed when it opened
+        self._last_write = time.monotonic()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         subscription = self._hub.subscribe(self._subscriber.team_id)
@@ -143,14 +144,14 @@ class EventStream(Response):
             )
 
     async def _loop(self, subscription: Subscription, send: Send) -> None:
-        settings = self._settings
+        heartbeat = self._settings.realtime_heartbeat_seconds
         pause = 0.01
         while True:
             if subscription.closing:
                 raise StreamEnded("server_shutdown")
             remaining = self._remaining()
             try:
-                page = await self._read()
+                page: log.Page | None = await self._read()
             except DATABASE_UNAVAILABLE:
                 logger.warning("realtime: database unavailable; the stream waits")
                 page = None
@@ -160,14 +161,33 @@ class EventStream(Response):
                 self._position = page.position
                 if page.full:
                     continue
-            if page is None or page.pending:  # read again soon (database back, events final)
-                await subscription.wait(min(pause, remaining))
-                pause = min(pause * 2, 1.0 if page is not None else 5.0)
-                continue
-            pause = 0.01
-            idle = min(settings.realtime_heartbeat_seconds, remaining)
-            if not await subscription.wait(idle) and self._remaining() > 0:
+            quiet = heartbeat - (time.monotonic() - self._last_write)
+            if quiet <= 0:  # nothing sent for a while (idle, or waiting): keep proxies open
                 await self._write(send, HEARTBEAT)
+                quiet = heartbeat
+            seconds = min(quiet, remaining)
+            if page is None:  # the database is back soon, or the stream ends
+                await subscription.wait(min(pause, seconds))
+                pause = min(pause * 2, 5.0)
+            elif page.pending_tx is not None:  # readable once older transactions ended
+                pause = 0.01
+                await self._until_final(subscription, page.pending_tx, seconds)
+            else:  # a signal, or the heartbeat's read (which re-checks membership)
+                pause = 0.01
+                await subscription.wait(seconds)
+
+    async def _until_final(self, subscription: Subscription, tx_id: int, seconds: float) -> None:
+        """Until the xmin passes ``tx_id`` (the hub's watch), or a signal (membership may
+        have ended meanwhile), or ``seconds``."""
+        waits = {
+            asyncio.ensure_future(self._hub.finality.wait_past(tx_id, seconds)),
+            asyncio.ensure_future(subscription.wait(seconds)),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     def _remaining(self) -> float:
         """Seconds until the credentials expire (ends the stream when none are left)."""
@@ -207,6 +227,7 @@ class EventStream(Response):
         message = {"type": "http.response.body", "body": body, "more_body": not last}
         async with asyncio.timeout(self._settings.realtime_send_timeout_seconds):
             await send(message)
+        self._last_write = time.monotonic()
 
 
 async def _until_disconnected(receive: Receive) -> None:

@@ -7,8 +7,9 @@ notifications produced from the log.
   smaller id has ended, so no event can ever appear before that offset later, whatever the
   commit order (``teamboard.events.log``). Indexes: ``(tx_id, seq)`` for the consumers (all
   teams) and ``(team_id, tx_id, seq)`` for the realtime feed, on every monthly partition.
-* ``tb_notify_event``: every event insert sends ``NOTIFY tb_event, '<team_id>'`` at commit (one
-  per team and transaction): a wake-up signal only, never the data.
+* ``tb_notify_event``: every event insert, and every membership that ends, sends
+  ``NOTIFY tb_event, '<team_id>'`` at commit (one per team and transaction): a wake-up
+  signal only, never the data.
 * ``event_consumer``: the durable offset of each consumer. Not tenant data; the app role has
   no privilege on it.
 * The **worker role** (``DATABASE_WORKER_ROLE``, created by ``teamboard migrate``) is the
@@ -65,10 +66,14 @@ create index ix_event_team_id_tx_id_seq on event (team_id, tx_id, seq);
 create function tb_notify_event() returns trigger
     language plpgsql set search_path = pg_catalog, public as $$
 begin
-    perform pg_notify('tb_event', new.team_id::text);
+    perform pg_notify('tb_event', coalesce(new.team_id, old.team_id)::text);
     return null;
 end $$;
 create trigger event_notify after insert on event
+    for each row execute function tb_notify_event();
+-- A membership that ends (removal, leaving, the team's deletion) wakes the team's streams
+-- too, whatever the path, so that the member's stream ends at once.
+create trigger team_member_notify after delete on team_member
     for each row execute function tb_notify_event();
 
 create table event_consumer (
@@ -301,6 +306,7 @@ def downgrade() -> None:
     op.execute("drop policy if exists event_worker on event")
     op.execute(f"revoke all on event from {worker_role()}")
     op.execute("drop trigger if exists event_notify on event")
+    op.execute("drop trigger if exists team_member_notify on team_member")
     op.execute("drop function if exists tb_notify_event()")
     op.execute("drop index if exists ix_event_tx_id_seq, ix_event_team_id_tx_id_seq")
     op.execute("alter table event drop column if exists seq")  # drops event_seq with it
