@@ -1290,9 +1290,11 @@ def run(options: Options, scenarios: Sequence[Scenario]) -> int:
             if role_exists(options.database_url, role):
                 raise BenchError(f"role {role} already exists")
             ctx.app_role = role
-            # Registered before the database, so dropped after it: the role's grants live in
-            # the scratch database and would otherwise keep it from being dropped.
+            # Registered before the database, so dropped after it: the roles' grants live in
+            # the scratch database and would otherwise keep them from being dropped. The
+            # worker role's name derives from the app role's (Settings.worker_role).
             stack.callback(drop_role, options.database_url, role)
+            stack.callback(drop_role, options.database_url, f"{role}_worker")
         if needs_db:
             pg_version = server_version(options.database_url)
             ctx.scratch_url = stack.enter_context(scratch_database(options.database_url))

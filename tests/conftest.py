@@ -21,8 +21,11 @@ from teamboard.app import create_app
 from teamboard.auth.passwords import PasswordHasher
 from teamboard.auth.tokens import TokenService
 from teamboard.config import Settings
+from teamboard.db import Database
+from teamboard.notifications.consumer import NotificationsConsumer
 from teamboard.ops import database
 from teamboard.ops.database import DatabaseUrls
+from teamboard.worker.consumers import ConsumerRunner, drain
 from tests.dbsetup import fresh_database, server_owner_url, test_settings
 
 PASSWORD = "correct horse battery staple"
@@ -46,6 +49,7 @@ def settings(db_urls: DatabaseUrls, tmp_path_factory: pytest.TempPathFactory) ->
     return test_settings(
         database_url=db_urls.owner,
         database_app_url=db_urls.app,
+        database_worker_url=db_urls.worker,
         data_dir=tmp_path_factory.mktemp("data"),
     )
 
@@ -62,6 +66,27 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+async def worker_db(settings: Settings, db_urls: DatabaseUrls) -> AsyncIterator[Database]:
+    """A pool on the worker role (reads every team's event log; see teamboard.worker)."""
+    db = Database(db_urls.worker, settings)
+    await db.open()
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+def notify(app: Any, worker_db: Database) -> Callable[[], Awaitable[int]]:
+    """Run the notifications consumer over every event final now (what the worker does);
+    returns how many events it read."""
+
+    async def run() -> int:
+        consumer = NotificationsConsumer(app.state.services.db)
+        return await drain(ConsumerRunner(worker_db, consumer, batch_size=1000), within=90)
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,10 @@ def test_settings(**overrides: Any) -> Settings:
         "rate_limit_per_caller": 1_000_000,
         "rate_limit_per_team": 1_000_000,
         "rate_limit_per_ip": 1_000_000,
+        # The webhook tests' receiver listens on 127.0.0.1 over plain HTTP; everything else
+        # private stays refused (test_webhooks.py checks it).
+        "webhook_allow_http": True,
+        "webhook_allowed_networks": "127.0.0.1/32",
     }
     values.update(overrides)
     return Settings(**values)

@@ -30,12 +30,14 @@ class AuditDb:
     owner_url: str
     app_role: str
     baseline: list[Finding]
+    worker_role: str
 
 
 @dataclass
 class Ctx:
     conn: psycopg.Connection[Any]
     role: str
+    worker_role: str
 
     def run(self, statement: str, *idents: str) -> None:
         """Execute DDL, with ``{}`` placeholders filled by quoted identifiers."""
@@ -67,19 +69,21 @@ def audit_db() -> Iterator[AuditDb]:
             with fresh_database(server, prefix="teamboard_audit") as owner_url:
                 urls = database.prepare(test_settings(database_app_role=role), owner_url)
                 with psycopg.connect(owner_url) as conn:
-                    baseline = audit(conn, urls.app_role)
-                yield AuditDb(owner_url, urls.app_role, baseline)
+                    baseline = audit(conn, urls.app_role, urls.worker_role)
+                yield AuditDb(owner_url, urls.app_role, baseline, urls.worker_role)
         finally:
             with psycopg.connect(server, autocommit=True) as conn:
-                conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+                for name in (role, f"{role}_worker"):
+                    conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture
 def ctx(audit_db: AuditDb) -> Iterator[Ctx]:
     with psycopg.connect(audit_db.owner_url) as conn:
-        yield Ctx(conn, audit_db.app_role)
+        yield Ctx(conn, audit_db.app_role, audit_db.worker_role)
         conn.rollback()
-        assert audit(conn, audit_db.app_role) == audit_db.baseline, "a test leaked a change"
+        after = audit(conn, audit_db.app_role, audit_db.worker_role)
+        assert after == audit_db.baseline, "a test leaked a change"
 
 
 # 1. the real schema ------------------------------------------------------------------------
@@ -363,6 +367,38 @@ def test_truncate_on_a_tenant_table(ctx: Ctx) -> None:
 
 
 # report ------------------------------------------------------------------------------------
+
+
+# 5. the worker role -----------------------------------------------------------------------
+
+
+def _worker_findings(ctx: Ctx) -> list[tuple[str | None, str]]:
+    return [(f.table, f.check) for f in audit(ctx.conn, ctx.role, ctx.worker_role)]
+
+
+def test_worker_role_privileges_beyond_its_allow_list(ctx: Ctx) -> None:
+    ctx.run("grant select on task to {}", ctx.worker_role)
+    ctx.run("grant update (payload) on event to {}", ctx.worker_role)
+    ctx.run("grant delete on event_consumer to {}", ctx.worker_role)
+    assert sorted(_worker_findings(ctx)) == [
+        ("event", "worker_privilege"),
+        ("event_consumer", "worker_privilege"),
+        ("task", "worker_privilege"),
+    ]
+
+
+def test_worker_role_follows_the_app_role_rules(ctx: Ctx) -> None:
+    ctx.run("alter role {} bypassrls", ctx.worker_role)
+    partition = ctx.conn.execute(
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+        " where i.inhparent = 'event'::regclass limit 1"
+    ).fetchone()
+    assert partition is not None
+    ctx.run("grant select on {} to {}", partition[0], ctx.worker_role)
+    findings = _worker_findings(ctx)
+    assert (None, "app_role_bypassrls") in findings
+    assert (partition[0], "partition_grant") in findings
+    assert not [f for f in audit(ctx.conn, ctx.role) if f.check == "app_role_bypassrls"]
 
 
 def test_format_report() -> None:

@@ -136,7 +136,7 @@ async def test_only_the_author_edits(
     assert edited.json()["edited_at"] is not None
     assert edited.json()["created_at"] == comment["created_at"]
     [event] = events(owner, team, "comment.edited")
-    assert event["payload"] == {"comment_id": comment["id"], "mentions": []}
+    assert event["payload"] == {"comment_id": comment["id"], "mentions": [], "new_mentions": []}
     assert event["actor_id"] == bob.id
 
     bad = await client.patch(path, json={"body": ""}, headers=bob.headers)

@@ -255,7 +255,42 @@ def _make_team(owner: psycopg.Connection[Row], label: str) -> Team:
         kind="team.created",
         payload={},
     )
+    _webhook(owner, team_id, users["owner"])
     return Team(team_id, users, team_project, private_project)
+
+
+def _webhook(owner: psycopg.Connection[Row], team_id: uuid.UUID, creator: uuid.UUID) -> None:
+    """A webhook with one delivery and one attempt (the team's admins' business only)."""
+    webhook_id, delivery_id = uuid.uuid4(), uuid.uuid4()
+    _insert(
+        owner,
+        "webhook",
+        team_id=team_id,
+        id=webhook_id,
+        url="https://hooks.example.com/in",
+        kinds=["*"],
+        secret_ciphertext=b"sealed",
+        created_by=creator,
+    )
+    _insert(
+        owner,
+        "webhook_delivery",
+        team_id=team_id,
+        id=delivery_id,
+        webhook_id=webhook_id,
+        event_id=uuid.uuid4(),
+        event_occurred_at="2026-01-01",
+        event_kind="team.created",
+    )
+    _insert(
+        owner,
+        "webhook_attempt",
+        team_id=team_id,
+        id=uuid.uuid4(),
+        delivery_id=delivery_id,
+        status_code=500,
+        duration_ms=12,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -323,6 +358,9 @@ EXPECTED_TENANT_TABLES = {
     "task_label",
     "team_member",
     "time_entry",
+    "webhook",
+    "webhook_attempt",
+    "webhook_delivery",
 }
 #: Tenant tables whose rows belong to a project (visibility follows the project's).
 PROJECT_TABLES = (
@@ -339,7 +377,7 @@ PROJECT_TABLES = (
     "task_label",
     "task_assignee",
 )
-ADMIN_ONLY = {"api_key", "invitation"}
+ADMIN_ONLY = {"api_key", "invitation", "webhook", "webhook_attempt", "webhook_delivery"}
 
 
 def test_every_tenant_table_is_in_the_matrix(tenant_tables: list[str]) -> None:
@@ -883,3 +921,55 @@ def test_a_task_cannot_carry_a_label_or_parent_of_another_project(
         )
     with pytest.raises(psycopg.errors.ForeignKeyViolation), app_conn.transaction():
         app_conn.execute("update task set parent_id = %s where id = %s", (parent["id"], task["id"]))
+
+
+# The worker role: the one role that reads every team's event log, and nothing else.
+
+
+@pytest.fixture
+def worker_conn(db_urls: DatabaseUrls) -> Iterator[psycopg.Connection[Row]]:
+    with psycopg.connect(db_urls.worker, row_factory=dict_row) as conn:
+        yield conn
+        conn.rollback()
+
+
+def test_worker_role_reads_the_log_and_nothing_else(
+    worker_conn: psycopg.Connection[Row], teams: dict[str, Team], tenant_tables: list[str]
+) -> None:
+    seen = {row["team_id"] for row in worker_conn.execute("select team_id from event")}
+    assert {team.id for team in teams.values()} <= seen
+    readable = {"event", "webhook", "webhook_delivery", "webhook_attempt"}
+    for table in [*tenant_tables, "team", "app_user", "auth_session", "idempotency_record"]:
+        if table not in readable:
+            statement = sql.SQL("select * from {}").format(sql.Identifier(table))
+            assert _rejected(worker_conn, statement), f"the worker role read {table}"
+    a = teams["A"]
+    assert _rejected(
+        worker_conn,
+        sql.SQL("insert into event (team_id, id, kind) values (%s, %s, 'task.created')"),
+        (a.id, uuid.uuid4()),
+    ), "the worker role appended an event"
+    assert _rejected(worker_conn, sql.SQL("delete from event"))
+    assert _rejected(worker_conn, sql.SQL("update webhook set url = 'https://evil.example'"))
+    partition = worker_conn.execute(
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+        " where i.inhparent = 'event'::regclass limit 1"
+    ).fetchone()
+    assert partition is not None
+    assert _rejected(
+        worker_conn, sql.SQL("select * from {}").format(sql.Identifier(partition["relname"]))
+    )
+
+
+def test_app_role_cannot_touch_consumer_offsets(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    as_caller(app_conn, teams["A"].users["owner"], teams["A"].id)
+    for statement in (
+        sql.SQL("select * from event_consumer"),
+        sql.SQL("update event_consumer set seq = 0"),
+        sql.SQL("insert into event_consumer (name, tx_id, seq) values ('evil', '1', 0)"),
+        sql.SQL("select tb_ensure_event_partitions(3)"),
+        sql.SQL("select tb_drop_event_partitions(1)"),
+    ):
+        assert _rejected(app_conn, statement), statement.as_string()

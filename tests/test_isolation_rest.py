@@ -163,6 +163,20 @@ ROUTES = [
     ("POST", "/api/v1/teams/{own}/tasks/{task}/move", {"status_id": "{status}"}),
     ("DELETE", "/api/v1/teams/{own}/tasks/{task}", None),
     ("POST", "/api/v1/teams/{own}/tasks/{task}/restore", None),
+    ("GET", "/api/v1/teams/{team}/events/stream", None),
+    ("GET", "/api/v1/teams/{team}/webhooks", None),
+    ("POST", "/api/v1/teams/{team}/webhooks", {"url": "https://example.com/in", "kinds": ["*"]}),
+    ("GET", "/api/v1/teams/{team}/webhooks/{webhook}", None),
+    ("PATCH", "/api/v1/teams/{team}/webhooks/{webhook}", {"enabled": False}),
+    ("DELETE", "/api/v1/teams/{team}/webhooks/{webhook}", None),
+    ("GET", "/api/v1/teams/{own}/webhooks/{webhook}", None),
+    ("PATCH", "/api/v1/teams/{own}/webhooks/{webhook}", {"enabled": False}),
+    ("DELETE", "/api/v1/teams/{own}/webhooks/{webhook}", None),
+    ("GET", "/api/v1/teams/{own}/webhooks/{webhook}/deliveries", None),
+    ("GET", "/api/v1/teams/{own}/webhooks/{webhook}/deliveries/{delivery}", None),
+    ("POST", "/api/v1/teams/{own}/webhooks/{webhook}/deliveries/{delivery}/redeliver", None),
+    ("GET", "/api/v1/teams/{own}/webhooks/{own_webhook}/deliveries/{delivery}", None),
+    ("POST", "/api/v1/teams/{own}/webhooks/{own_webhook}/deliveries/{delivery}/redeliver", None),
 ]
 
 
@@ -196,8 +210,28 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
     own_project = await _project(client, attacker, own_team, "OWN")
     own_task = (await _work_items(client, attacker, own_team, own_project))["task"]
 
+    own_webhook = (
+        await client.post(
+            f"/api/v1/teams/{own_team}/webhooks",
+            json={"url": "https://93.184.215.14/own", "kinds": ["*"]},
+            headers=attacker.headers,
+        )
+    ).json()["id"]
+    victim_ids |= {"webhook": uuid.uuid4(), "delivery": uuid.uuid4()}
+    owner.execute(
+        "insert into webhook (team_id, id, url, kinds, secret_ciphertext, created_by)"
+        " values (%s, %s, 'https://93.184.215.14/victim', '{*}', '\\x00', %s)",
+        (victim_team, victim_ids["webhook"], victim.id),
+    )
+    owner.execute(
+        "insert into webhook_delivery (team_id, id, webhook_id, event_id, event_occurred_at,"
+        " event_kind, status, next_attempt_at, completed_at)"
+        " values (%s, %s, %s, %s, now(), 'team.created', 'failed', null, now())",
+        (victim_team, victim_ids["delivery"], victim_ids["webhook"], uuid.uuid4()),
+    )
+
     def url(ids: dict[str, Any]) -> str:
-        return template.format(own=own_team, own_task=own_task, **ids)
+        return template.format(own=own_team, own_task=own_task, own_webhook=own_webhook, **ids)
 
     def payload(ids: dict[str, Any]) -> Any:
         return None if body is None else _fill(body, ids)
@@ -240,6 +274,12 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
     ).fetchall()
     assert follows == [{"user_id": victim.id}]
     assert _children_unchanged(owner, victim_ids, victim_task)
+    hooks = owner.execute(
+        "select w.enabled, (select count(*) from webhook_delivery d where d.webhook_id = w.id)"
+        " as deliveries from webhook w where w.team_id = %s",
+        (victim_team,),
+    ).fetchall()
+    assert hooks == [{"enabled": True, "deliveries": 1}]
 
 
 def _fill(value: Any, ids: dict[str, Any]) -> Any:

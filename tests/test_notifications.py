@@ -1,4 +1,8 @@
-"""Notifications and followers through the REST API: fan-out, privacy, read state, counts."""
+"""Notifications and followers through the REST API: fan-out, privacy, read state, counts.
+
+Notifications are produced by the worker's ``notifications`` consumer of the event log, not
+in the request: the tests run it (``notify``) where the worker would have.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from teamboard.notifications.service import notify_assigned
+from teamboard.events.repository import append
 from tests.collab import (
     API,
     Owner,
@@ -26,6 +30,7 @@ from tests.conftest import Actor
 
 MakeUser = Callable[..., Actor]
 MakeTeam = Callable[..., Awaitable[uuid.UUID]]
+Notify = Callable[[], Awaitable[int]]
 
 
 def notifications_path(team: uuid.UUID) -> str:
@@ -56,7 +61,7 @@ def kinds(items: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
 
 
 async def test_comments_notify_followers_and_mentions_once(
-    client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam
+    client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam, notify: Notify
 ) -> None:
     alice, bob, carol, dave = (make_user(n) for n in ("alice", "bob", "carol", "dave"))
     team = await make_team(alice, members=[(bob, "member"), (carol, "member"), (dave, "member")])
@@ -64,10 +69,13 @@ async def test_comments_notify_followers_and_mentions_once(
     task = await create_task(app, alice, team, project, "Fan-out task")
 
     first = await post_comment(client, bob, team, task, "first")
+    assert await inbox(client, alice, team) == [], "not in the request path"
+    await notify()
     assert kinds(await inbox(client, alice, team)) == [("commented", first["id"])]
     assert await inbox(client, bob, team) == [], "nobody is notified of their own comment"
 
     second = await post_comment(client, carol, team, task, f"{mention(bob)} {mention(dave)} see")
+    await notify()
     # alice and bob follow (creator, commenter); bob and dave are mentioned: one each.
     assert kinds(await inbox(client, alice, team)) == [
         ("commented", second["id"]),
@@ -86,12 +94,13 @@ async def test_comments_notify_followers_and_mentions_once(
 
 
 async def test_edits_notify_only_new_mentions(
-    client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam
+    client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam, notify: Notify
 ) -> None:
     alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
     team = await make_team(alice, members=[(bob, "member"), (carol, "member")])
     task = await create_task(app, bob, team, await create_project(client, alice, team, "EDN"))
     comment = await post_comment(client, alice, team, task, f"{mention(bob)}")
+    await notify()
     assert len(await inbox(client, bob, team)) == 1
     response = await client.patch(
         f"{API}/teams/{team}/tasks/{task}/comments/{comment['id']}",
@@ -99,6 +108,7 @@ async def test_edits_notify_only_new_mentions(
         headers=alice.headers,
     )
     assert response.status_code == 200, response.text
+    await notify()
     assert len(await inbox(client, bob, team)) == 1, "bob was already mentioned"
     assert kinds(await inbox(client, carol, team)) == [("mentioned", comment["id"])]
 
@@ -109,6 +119,7 @@ async def test_private_tasks_notify_only_those_who_can_see_them(
     owner: Owner,
     make_user: MakeUser,
     make_team: MakeTeam,
+    notify: Notify,
 ) -> None:
     alice, insider, member, guest = (make_user(n) for n in ("alice", "insider", "member", "guest"))
     team = await make_team(
@@ -121,6 +132,7 @@ async def test_private_tasks_notify_only_those_who_can_see_them(
     await post_comment(
         client, alice, team, task, f"{mention(insider)} {mention(member)} {mention(guest)}"
     )
+    await notify()
     assert len(await inbox(client, insider, team)) == 1
     for outsider in (member, guest):
         assert await inbox(client, outsider, team) == []
@@ -150,7 +162,7 @@ async def test_private_tasks_notify_only_those_who_can_see_them(
 
 
 async def test_losing_access_hides_earlier_notifications(
-    client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam
+    client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam, notify: Notify
 ) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     team = await make_team(alice, members=[(bob, "member")])
@@ -158,6 +170,7 @@ async def test_losing_access_hides_earlier_notifications(
     await add_to_project(client, alice, team, private, bob)
     task = await create_task(app, alice, team, private)
     await post_comment(client, alice, team, task, mention(bob))
+    await notify()
     assert await unread(client, bob, team) == 1
     removed = await client.delete(
         f"{API}/teams/{team}/projects/{private}/members/{bob.id}", headers=alice.headers
@@ -167,43 +180,84 @@ async def test_losing_access_hides_earlier_notifications(
     assert await unread(client, bob, team) == 0
 
 
-async def test_notify_assigned(
+async def assign(
+    app: Any, actor: Actor, team: uuid.UUID, task: uuid.UUID, users: list[Any]
+) -> None:
+    """Record ``task.assigned`` as the tasks feature does (the assignees added)."""
+    async with app.state.services.db.transaction(user_id=actor.id, team_id=team) as tx:
+        project = await tx.fetch_value("select project_id from task where id = %s", (task,))
+        await append(
+            tx, "task.assigned", subject_id=task, project_id=project, payload={"user_ids": users}
+        )
+
+
+async def test_assignments_notify_visible_assignees_once(
     client: httpx.AsyncClient,
     app: Any,
     owner: Owner,
     make_user: MakeUser,
     make_team: MakeTeam,
+    notify: Notify,
 ) -> None:
     alice, bob, guest, stranger = (make_user(n) for n in ("alice", "bob", "guest", "stranger"))
     team = await make_team(alice, members=[(bob, "member"), (guest, "guest")])
     task = await create_task(app, alice, team, await create_project(client, alice, team, "ASG"))
 
-    async with app.state.services.db.transaction(user_id=alice.id, team_id=team) as tx:
-        notified = await notify_assigned(tx, task, [bob.id, guest.id, alice.id, stranger.id])
-    assert notified == [bob.id], "not the actor, not a guest outside the project, not a stranger"
+    await assign(app, alice, team, task, [bob.id, guest.id, alice.id, stranger.id])
+    await assign(app, alice, team, task, [])
+    await notify()
     [item] = await inbox(client, bob, team)
     assert item["kind"] == "assigned"
     assert item["comment_id"] is None
     assert item["actor"]["id"] == str(alice.id)
+    for nobody in (alice, guest):  # the actor; a guest outside the project
+        assert await inbox(client, nobody, team) == []
 
-    async with app.state.services.db.transaction(user_id=alice.id, team_id=team) as tx:
-        assert await notify_assigned(tx, task, []) == []
-        assert await notify_assigned(tx, uuid.uuid4(), [bob.id]) == []
+    # Reprocessing the log (a worker that crashed before saving its offset) adds nothing.
+    owner.execute("update event_consumer set tx_id = '0', seq = 0 where name = 'notifications'")
+    await notify()
     count = owner.execute("select count(*) as n from notification where team_id = %s", (team,))
     assert count.fetchone() == {"n": 1}
+
+
+async def test_deleted_comments_and_tasks_notify_nobody(
+    client: httpx.AsyncClient,
+    app: Any,
+    owner: Owner,
+    make_user: MakeUser,
+    make_team: MakeTeam,
+    notify: Notify,
+) -> None:
+    """The consumer decides when it runs: what is gone by then notifies nobody."""
+    alice, bob = make_user("alice"), make_user("bob")
+    team = await make_team(alice, members=[(bob, "member")])
+    project = await create_project(client, alice, team, "GNE")
+    task = await create_task(app, alice, team, project)
+    doomed = await create_task(app, alice, team, project)
+    comment = await post_comment(client, alice, team, task, f"{mention(bob)} soon gone")
+    deleted = await client.delete(
+        f"{API}/teams/{team}/tasks/{task}/comments/{comment['id']}", headers=alice.headers
+    )
+    assert deleted.status_code == 204
+    await assign(app, alice, team, doomed, [bob.id])
+    owner.execute("update task set deleted_at = now() where id = %s", (doomed,))
+    await notify()
+    rows = owner.execute("select id from notification where team_id = %s", (team,)).fetchall()
+    assert rows == []
 
 
 # --------------------------------------------------------------------------- read state
 
 
 async def test_read_unread_and_counts(
-    client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam
+    client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam, notify: Notify
 ) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     team = await make_team(alice, members=[(bob, "member")])
     task = await create_task(app, alice, team, await create_project(client, alice, team, "RDS"))
     for i in range(4):
         await post_comment(client, bob, team, task, f"update {i}")
+    await notify()
     items = await inbox(client, alice, team)
     assert len(items) == 4
     assert await unread(client, alice, team) == 4
@@ -247,12 +301,18 @@ async def test_read_unread_and_counts(
 
 
 async def test_notifications_of_deleted_tasks_disappear(
-    client: httpx.AsyncClient, app: Any, owner: Owner, make_user: MakeUser, make_team: MakeTeam
+    client: httpx.AsyncClient,
+    app: Any,
+    owner: Owner,
+    make_user: MakeUser,
+    make_team: MakeTeam,
+    notify: Notify,
 ) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     team = await make_team(alice, members=[(bob, "member")])
     task = await create_task(app, alice, team, await create_project(client, alice, team, "DTN"))
     await post_comment(client, bob, team, task, "hi")
+    await notify()
     [item] = await inbox(client, alice, team)
     owner.execute("update task set deleted_at = now() where id = %s", (task,))
     assert await inbox(client, alice, team) == []
@@ -264,13 +324,14 @@ async def test_notifications_of_deleted_tasks_disappear(
 
 
 async def test_notification_pages_and_statement_counts(
-    client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam
+    client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam, notify: Notify
 ) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     team = await make_team(alice, members=[(bob, "member")])
     task = await create_task(app, alice, team, await create_project(client, alice, team, "NPG"))
     for i in range(5):
         await post_comment(client, bob, team, task, f"note {i}")
+    await notify()
     everything = await inbox(client, alice, team)
     assert [i["id"] for i in await walk(client, alice, notifications_path(team), limit=2)] == [
         i["id"] for i in everything
@@ -307,7 +368,12 @@ async def test_notification_pages_and_statement_counts(
 
 
 async def test_follow_and_unfollow(
-    client: httpx.AsyncClient, app: Any, owner: Owner, make_user: MakeUser, make_team: MakeTeam
+    client: httpx.AsyncClient,
+    app: Any,
+    owner: Owner,
+    make_user: MakeUser,
+    make_team: MakeTeam,
+    notify: Notify,
 ) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     team = await make_team(alice, members=[(bob, "member")])
@@ -327,11 +393,13 @@ async def test_follow_and_unfollow(
     assert small == large == 3
 
     await post_comment(client, alice, team, task, "for followers")
+    await notify()
     assert len(await inbox(client, bob, team)) == 1
     for _ in range(2):
         gone = await client.delete(f"{path}/me", headers=bob.headers)
         assert gone.status_code == 204
     await post_comment(client, alice, team, task, "bob left")
+    await notify()
     assert len(await inbox(client, bob, team)) == 1
     assert [e["payload"] for e in events(owner, team, "task.followed")] == [
         {"user_id": str(bob.id)}

@@ -38,11 +38,14 @@ from teamboard.ops.database import head_revision
 from teamboard.projects.labels_router import router as labels_router
 from teamboard.projects.router import router as projects_router
 from teamboard.projects.statuses_router import router as statuses_router
+from teamboard.realtime.hub import RealtimeHub
+from teamboard.realtime.router import router as realtime_router
 from teamboard.search.router import router as search_router
 from teamboard.tasks.router import router as tasks_router
 from teamboard.teams.router import router as teams_router
 from teamboard.time_tracking.router import router as time_tracking_router
 from teamboard.unit_of_work import UnitOfWorkMiddleware
+from teamboard.webhooks.router import router as webhooks_router
 
 API_PREFIX = "/api/v1"
 
@@ -75,9 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = build_services(settings)
         await services.db.open(wait=False)
         app.state.services = services
+        app.state.realtime = RealtimeHub.for_settings(settings, services.db, services.redis)
+        app.state.realtime.end_streams_on_signals()
         try:
             yield
         finally:
+            await app.state.realtime.close()
             await services.db.close()
             if services.redis is not None:
                 await services.redis.aclose()
@@ -114,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         time_tracking_router,
         statuses_router,
         labels_router,
+        realtime_router,
+        webhooks_router,
     )
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)

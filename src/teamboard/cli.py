@@ -1,4 +1,5 @@
-"""The ``teamboard`` command: serve, migrate, seed, db audit, attachments sweep."""
+"""The ``teamboard`` command: serve, worker, migrate, seed, db audit, db partitions,
+attachments sweep."""
 
 from __future__ import annotations
 
@@ -101,6 +102,20 @@ def serve(
 
 
 @app.command()
+def worker() -> None:
+    """Migrate to head, then run the event-log consumers, webhook deliveries and partition
+    upkeep until SIGTERM or SIGINT (run one or several, next to `serve`)."""
+    from teamboard.logging import configure_logging
+    from teamboard.worker.main import run_worker
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    with owner_database(settings) as owner_url:
+        urls = database.prepare(settings, owner_url)
+        asyncio.run(run_worker(settings, worker_url=urls.worker, app_url=urls.app))
+
+
+@app.command()
 def migrate(
     revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
     down: Annotated[bool, typer.Option("--down", help="Downgrade to REVISION")] = False,
@@ -133,7 +148,7 @@ def audit() -> None:
     with owner_database(settings) as owner_url:
         urls = database.prepare(settings, owner_url)
         with psycopg.connect(urls.owner) as conn:
-            findings = audit_ops.audit(conn, urls.app_role)
+            findings = audit_ops.audit(conn, urls.app_role, urls.worker_role)
     typer.echo(audit_ops.format_report(findings))
     if findings:
         raise typer.Exit(code=1)
@@ -150,6 +165,35 @@ def sweep_attachments() -> None:
         urls = database.prepare(settings, owner_url)
         removed = asyncio.run(sweep_as_owner(urls.owner, settings))
     typer.echo(f"removed {removed} stored attachment objects")
+
+
+@db_app.command("partitions")
+def partitions(
+    ahead: Annotated[
+        int | None, typer.Option(min=2, max=24, help="Months ahead (EVENT_PARTITIONS_AHEAD)")
+    ] = None,
+    retention_months: Annotated[
+        int | None,
+        typer.Option(min=0, help="Drop partitions older than this (0 keeps all)"),
+    ] = None,
+) -> None:
+    """Create the event partitions ahead, drop those past retention, purge the webhook
+    delivery log (what the worker does periodically)."""
+    from teamboard.db import Database
+    from teamboard.worker.upkeep import upkeep
+
+    settings = get_settings()
+    with owner_database(settings) as owner_url:
+        urls = database.prepare(settings, owner_url)
+
+        async def run() -> str:
+            db = Database(urls.worker, settings)
+            try:
+                return str(await upkeep(db, settings, ahead=ahead, retention=retention_months))
+            finally:
+                await db.close()
+
+        typer.echo(asyncio.run(run()))
 
 
 def main() -> None:

@@ -49,6 +49,14 @@ class Settings(BaseSettings):
         default=None, description="App-role URL; derived from DATABASE_URL when unset."
     )
     database_app_role: str = "teamboard_app"
+    database_worker_url: str | None = Field(
+        default=None,
+        description="Worker-role URL (reads the event log of every team, see"
+        " teamboard.worker); derived from DATABASE_URL when unset.",
+    )
+    database_worker_role: str | None = Field(
+        default=None, description="The worker role's name; unset: DATABASE_APP_ROLE + '_worker'."
+    )
     database_name: str = "teamboard"
     pool_min_size: int = Field(default=4, ge=1)
     pool_max_size: int = Field(default=16, ge=1)
@@ -75,6 +83,51 @@ class Settings(BaseSettings):
         default=False,
         description="FastAPI's OpenTelemetry spans, metrics and logs (off: its per-request"
         " provider checks cost ~5% of a read; teamboard's JSON access log stays on).",
+    )
+
+    # The worker (teamboard worker) and the event-log consumers.
+    worker_batch_size: int = Field(default=500, ge=1, le=10_000)
+    worker_idle_seconds: float = Field(
+        default=5.0, gt=0, description="Longest wait for a wake-up before polling anyway."
+    )
+    worker_upkeep_seconds: float = Field(
+        default=3600.0, gt=0, description="Interval of partition upkeep and log retention."
+    )
+    event_partitions_ahead: int = Field(default=3, ge=2, le=24)
+    event_retention_months: int = Field(
+        default=24, ge=0, description="Drop event partitions older than this; 0 keeps all."
+    )
+
+    # Realtime feed (Server-Sent Events).
+    realtime_wakeup: Literal["auto", "postgres", "redis"] = Field(
+        default="auto",
+        description="Wake-up signal of the realtime feed: PostgreSQL LISTEN, or Redis pub/sub"
+        " (fed by `teamboard worker`); auto: Redis when REDIS_URL is set.",
+    )
+    realtime_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    realtime_batch_size: int = Field(default=200, ge=1, le=1000)
+    realtime_send_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A client that does not take a batch in time is closed."
+    )
+    realtime_max_subscribers: int = Field(default=10_000, ge=1)
+
+    # Webhooks.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
+    webhook_retry_base_seconds: float = Field(default=30.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_failure_threshold: int = Field(
+        default=20, ge=1, description="Consecutive failed attempts that disable a webhook."
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
+    webhook_log_retention_days: int = Field(default=30, ge=1)
+    webhook_allowed_networks: str = Field(
+        default="",
+        description="Comma-separated CIDRs that webhooks may reach although private or"
+        " loopback (on-premises receivers, tests). Empty: public addresses only.",
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Accept http:// endpoints (tests, on-premises); else HTTPS only."
     )
 
     jwt_issuer: str = "teamboard"
@@ -142,6 +195,10 @@ class Settings(BaseSettings):
         if self.attachment_storage == "s3" and not self.s3_bucket:
             raise ValueError("ATTACHMENT_STORAGE=s3 needs S3_BUCKET")
         return self
+
+    @property
+    def worker_role(self) -> str:
+        return self.database_worker_role or f"{self.database_app_role}_worker"
 
     @property
     def is_production(self) -> bool:

@@ -92,9 +92,14 @@ class TokenService:
     def verify_access(self, token: str) -> AccessClaims:
         """Verify an access token; a token verified before is answered from a small cache
         until its own expiry (decoding and checking a JWT is a sizeable share of a read)."""
+        return self.verify_access_until(token)[0]
+
+    def verify_access_until(self, token: str) -> tuple[AccessClaims, float]:
+        """:meth:`verify_access`, and when the token expires (Unix time): what a connection
+        that outlives its request (the realtime feed) must end at."""
         cached = self._verified.get(token)
         if cached is not None and cached[1] > time.time():
-            return cached[0]
+            return cached
         claims = self._decode(token, self._access_key, ACCESS_TYP, self._audience)
         try:
             result = AccessClaims(UUID(str(claims["sub"])), UUID(str(claims["sid"])))
@@ -102,8 +107,9 @@ class TokenService:
             raise Unauthorized("The token is invalid", code="invalid_token") from exc
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()
-        self._verified[token] = (result, float(claims["exp"]))  # type: ignore[arg-type]
-        return result
+        expires = float(claims["exp"])  # type: ignore[arg-type]
+        self._verified[token] = (result, expires)
+        return result, expires
 
     def verify_refresh(self, token: str) -> RefreshClaims:
         claims = self._decode(token, self._refresh_key, REFRESH_TYP, self._refresh_audience)

@@ -73,7 +73,6 @@ async def create_comment(ctx: TeamContext, task_id: UUID, body: str) -> dict[str
     comment_id = new_id()
     await repository.insert_comment(ctx.tx, comment_id, task, ctx.user_id, body, mentioned)
     await notifications.follow(ctx.tx, task, ctx.user_id)
-    await notifications.notify_comment(ctx.tx, task, comment_id, mentioned, new=True)
     await append(
         ctx.tx,
         "comment.created",
@@ -87,7 +86,8 @@ async def create_comment(ctx: TeamContext, task_id: UUID, body: str) -> dict[str
 async def edit_comment(
     ctx: TeamContext, task_id: UUID, comment_id: UUID, body: str
 ) -> dict[str, Any]:
-    """Replace the body (authors only); members newly mentioned are notified."""
+    """Replace the body (authors only); ``new_mentions`` in the event are the members the
+    edit mentions for the first time (the notifications consumer tells them)."""
     await ctx.require("guest")
     task = await require_task(ctx.tx, task_id)
     current = await _find(ctx, task, comment_id)
@@ -96,13 +96,12 @@ async def edit_comment(
     mentioned = await _mentions(ctx, task, body)
     await repository.edit_comment(ctx.tx, comment_id, body, mentioned)
     added = [user for user in mentioned if user not in current["mentions"]]
-    await notifications.notify_comment(ctx.tx, task, comment_id, added, new=False)
     await append(
         ctx.tx,
         "comment.edited",
         subject_id=task.id,
         project_id=task.project_id,
-        payload={"comment_id": comment_id, "mentions": mentioned},
+        payload={"comment_id": comment_id, "mentions": mentioned, "new_mentions": added},
     )
     return await _get(ctx, task, comment_id)
 

@@ -1,4 +1,4 @@
-"""What migrations need from their runner: the app role's name."""
+"""What migrations need from their runner: the names of the app role and the worker role."""
 
 from __future__ import annotations
 
@@ -7,11 +7,23 @@ import os
 from alembic import context
 
 
+def _checked(role: str) -> str:
+    if not role.replace("_", "").isalnum():
+        raise ValueError(f"invalid role name: {role!r}")
+    return role
+
+
 def app_role() -> str:
     """The app role to grant to (set by ``teamboard migrate``; env or default otherwise)."""
     role = context.config.attributes.get("app_role") or os.environ.get(
         "DATABASE_APP_ROLE", "teamboard_app"
     )
-    if not str(role).replace("_", "").isalnum():
-        raise ValueError(f"invalid app role name: {role!r}")
-    return str(role)
+    return _checked(str(role))
+
+
+def worker_role() -> str:
+    """The worker role (reads the event log of every team; see ``teamboard.worker``)."""
+    role = context.config.attributes.get("worker_role") or os.environ.get(
+        "DATABASE_WORKER_ROLE", f"{app_role()}_worker"
+    )
+    return _checked(str(role))

@@ -32,13 +32,15 @@ _LIVE_TASK = (
 async def recipients(
     tx: Tx,
     task_id: UUID,
+    comment_id: UUID | None,
     direct: Sequence[UUID],
     direct_kind: str,
     followers_kind: str | None,
 ) -> list[dict[str, Any]]:
     """Who to notify about the task: ``direct`` users (with ``direct_kind``) and, when
     ``followers_kind`` is given, its followers; one kind per user (direct first), never the
-    actor, only members who can see the task. Empty when the task is not visible."""
+    actor (the context user), only members who can see the task. Empty when the task, or
+    the comment when one is given, is deleted or not visible."""
     return await tx.fetch_all(
         "select distinct on (r.user_id) r.user_id, r.kind, t.project_id"
         " from task t cross join lateral ("
@@ -50,10 +52,13 @@ async def recipients(
         "   and f.task_id = t.id and f.project_id = t.project_id"
         " ) r"
         " where t.id = %(task)s and t.deleted_at is null and r.user_id <> %(actor)s"
+        " and (%(comment)s::uuid is null or exists (select 1 from comment c"
+        "  where c.id = %(comment)s and c.task_id = t.id and c.deleted_at is null))"
         " and tb_member_sees_project(r.user_id, t.project_id)"
         " order by r.user_id, r.precedence",
         {
             "task": task_id,
+            "comment": comment_id,
             "direct": list(direct),
             "direct_kind": direct_kind,
             "followers_kind": followers_kind,
@@ -63,16 +68,27 @@ async def recipients(
 
 
 async def insert_notifications(
-    tx: Tx, task_id: UUID, comment_id: UUID | None, rows: Sequence[dict[str, Any]]
+    tx: Tx,
+    event_id: UUID,
+    task_id: UUID,
+    comment_id: UUID | None,
+    rows: Sequence[dict[str, Any]],
 ) -> None:
-    """One notification per row of :func:`recipients`, from the context user."""
+    """One notification per row of :func:`recipients`, from the context user, for the
+    event; a recipient already notified of this event is skipped (reprocessing), by the
+    unique key on (event, recipient). The conflict has no target on purpose: naming one
+    needs SELECT on the rows, and the reader policy would then refuse every notification
+    that is not for the actor."""
     await tx.execute(
         "insert into notification"
-        " (id, recipient_id, kind, task_id, project_id, comment_id, actor_id)"
-        " select r.id, r.recipient_id, r.kind, %s::uuid, r.project_id, %s::uuid, %s::uuid"
+        " (id, event_id, recipient_id, kind, task_id, project_id, comment_id, actor_id)"
+        " select r.id, %s::uuid, r.recipient_id, r.kind, %s::uuid, r.project_id, %s::uuid,"
+        " %s::uuid"
         " from unnest(%s::uuid[], %s::uuid[], %s::text[], %s::uuid[])"
-        " r(id, recipient_id, kind, project_id)",
+        " r(id, recipient_id, kind, project_id)"
+        " on conflict do nothing",
         (
+            event_id,
             task_id,
             comment_id,
             tx.user_id,

@@ -1,15 +1,19 @@
 """In-app notifications and task followers.
 
-Notifications are per-recipient rows written in the transaction of the mutation that
-causes them, from the acting user:
+Notifications are per-recipient rows produced from the event log by a consumer of
+``teamboard worker`` (``teamboard.notifications.consumer``), not in the request path; each
+event is handled in a transaction on the app role whose context is the event's actor and
+team, so Row Level Security checks the notifications as if the actor wrote them:
 
-* ``assigned``: :func:`notify_assigned`, called by the tasks feature when assignees are
-  added;
-* ``mentioned``: members ``@mentioned`` in a new comment, or newly mentioned by an edit;
-* ``commented``: followers of the task, for every new comment.
+* ``assigned``: ``task.assigned`` events (``payload.user_ids``: the assignees added);
+* ``mentioned``: ``comment.created`` (``payload.mentions``) and ``comment.edited``
+  (``payload.new_mentions``: the members the edit newly mentions);
+* ``commented``: followers of the task, for every ``comment.created``.
 
 Nobody is notified of their own action, a user gets one notification per event (a mention
-wins over "commented"), and only members who can see the task's project are notified.
+wins over "commented"; a unique key on the event and recipient makes reprocessing an event
+harmless), and only members who can see the task's project when the event is processed
+are notified (nobody, once the task or the comment is deleted).
 Reading and changing read state are the recipient's private business: they append no event
 (the event log is readable by the whole team).
 
@@ -19,49 +23,45 @@ commenters when they first comment, anyone who can see a task by following it ex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
 from teamboard.deps import TeamContext
 from teamboard.errors import NotFound
+from teamboard.events.log import LoggedEvent
 from teamboard.events.repository import append
 from teamboard.kit.pagination import CursorCodec
 from teamboard.notifications import followers, repository
 from teamboard.tasks.refs import TaskRef, require_task
 
-
-async def notify_assigned(tx: Tx, task_id: UUID, user_ids: Sequence[UUID]) -> list[UUID]:
-    """Notify users just assigned to the task (call it with the added assignees only, in the
-    transaction that adds them). Returns who was notified: the actor, non-members and
-    members who cannot see the task are skipped."""
-    return await _notify(tx, task_id, None, user_ids, "assigned", followers_kind=None)
-
-
-async def notify_comment(
-    tx: Tx, task: TaskRef, comment_id: UUID, mentioned: Sequence[UUID], *, new: bool
-) -> list[UUID]:
-    """Notify the ``mentioned`` users and, for a ``new`` comment, the task's followers."""
-    return await _notify(
-        tx, task.id, comment_id, mentioned, "mentioned", followers_kind="commented" if new else None
-    )
+#: The events that notify, and how: (direct recipients' payload key, their kind, whether
+#: the task's followers are told too).
+_RULES: dict[str, tuple[str, str, bool]] = {
+    "task.assigned": ("user_ids", "assigned", False),
+    "comment.created": ("mentions", "mentioned", True),
+    "comment.edited": ("new_mentions", "mentioned", False),
+}
+KINDS = frozenset(_RULES)
 
 
-async def _notify(
-    tx: Tx,
-    task_id: UUID,
-    comment_id: UUID | None,
-    direct: Sequence[UUID],
-    direct_kind: str,
-    *,
-    followers_kind: str | None,
-) -> list[UUID]:
-    if not direct and followers_kind is None:
+async def notify_for_event(tx: Tx, event: LoggedEvent) -> list[UUID]:
+    """Produce the notifications of one event (``tx``: the actor's context in the event's
+    team); returns who was notified this time (nobody when it was processed before)."""
+    rule = _RULES.get(event.kind)
+    if rule is None or event.subject_id is None:
         return []
-    rows = await repository.recipients(tx, task_id, direct, direct_kind, followers_kind)
+    key, direct_kind, followers = rule
+    payload = event.payload
+    comment_id = UUID(str(payload["comment_id"])) if event.kind.startswith("comment.") else None
+    direct = [UUID(str(user)) for user in payload.get(key) or []]
+    if not direct and not followers:
+        return []
+    rows = await repository.recipients(
+        tx, event.subject_id, comment_id, direct, direct_kind, "commented" if followers else None
+    )
     if rows:
-        await repository.insert_notifications(tx, task_id, comment_id, rows)
+        await repository.insert_notifications(tx, event.id, event.subject_id, comment_id, rows)
     return [row["user_id"] for row in rows]
 
 

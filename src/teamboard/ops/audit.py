@@ -43,6 +43,12 @@ The app role (``table`` is the object concerned, or ``None``):
 * ``partition_grant``: it has SELECT, INSERT, UPDATE, DELETE or TRUNCATE on a partition,
   which bypasses the parent's policies.
 * ``app_role_truncate``: it has TRUNCATE on an audited table (TRUNCATE ignores RLS).
+
+The worker role (``teamboard.worker``: the one role that reads the event log of every team),
+when given: the same role rules as the app role (each finding's detail names the role), and
+
+* ``worker_privilege``: it has a privilege on a table of the schema beyond
+  :data:`WORKER_PRIVILEGES` (any column privilege counts).
 """
 
 from __future__ import annotations
@@ -63,6 +69,16 @@ ROOT_KEY = "id"
 COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 ALL_COMMANDS = "*"
 PARTITION_PRIVILEGES = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"]
+
+#: Everything the worker role may do to tables (the events migration grants exactly this).
+WORKER_PRIVILEGES: dict[str, frozenset[str]] = {
+    "event": frozenset({"SELECT"}),
+    "event_consumer": frozenset({"SELECT", "INSERT", "UPDATE"}),
+    "webhook": frozenset({"SELECT", "UPDATE"}),
+    "webhook_delivery": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"}),
+    "webhook_attempt": frozenset({"SELECT", "INSERT"}),
+}
+TABLE_PRIVILEGES = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]
 
 Row = dict[str, Any]
 Cursor = psycopg.Cursor[Row]
@@ -445,10 +461,43 @@ def _check_privileges(cur: Cursor, app_role: str, role_oid: int) -> list[Finding
     return findings
 
 
+# Column-level grants count: has_table_privilege alone would miss them.
+WORKER_PRIVILEGES_SQL = """
+select c.relname,
+       array(
+           select privilege from pg_catalog.unnest(%(privileges)s::text[]) as privilege
+           where pg_catalog.has_table_privilege(%(role_oid)s::oid, c.oid, privilege)
+              or (privilege in ('SELECT', 'INSERT', 'UPDATE', 'REFERENCES')
+                  and pg_catalog.has_any_column_privilege(%(role_oid)s::oid, c.oid, privilege))
+       ) as granted
+from pg_catalog.pg_class c
+join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+where n.nspname = %(schema)s and c.relkind in ('r', 'p', 'v', 'm', 'f')
+order by c.relname
+"""
+
+
+def check_worker_role(cur: Cursor, worker_role: str) -> list[Finding]:
+    """The app-role rules for the worker role, and no privilege beyond its allow-list."""
+    findings = check_app_role(cur, worker_role)
+    role = cur.execute(ROLE_SQL, {"role": worker_role}).fetchone()
+    if role is None:
+        return findings
+    params = {"privileges": TABLE_PRIVILEGES, "role_oid": role["oid"], "schema": SCHEMA}
+    for row in cur.execute(WORKER_PRIVILEGES_SQL, params):
+        extra = set(row["granted"]) - WORKER_PRIVILEGES.get(row["relname"], frozenset())
+        if extra:
+            detail = f"{worker_role} has {', '.join(sorted(extra))}, beyond its allow-list"
+            findings.append(Finding(row["relname"], "worker_privilege", detail))
+    return findings
+
+
 # -- entry points ---------------------------------------------------------------------------
 
 
-def audit(conn: psycopg.Connection[Any], app_role: str) -> list[Finding]:
+def audit(
+    conn: psycopg.Connection[Any], app_role: str, worker_role: str | None = None
+) -> list[Finding]:
     """Every violated rule (see the module docstring), sorted; ``[]`` means the audit passes.
 
     ``conn`` is an owner (superuser) connection; the audit only reads the catalog, in the
@@ -462,6 +511,7 @@ def audit(conn: psycopg.Connection[Any], app_role: str) -> list[Finding]:
             *check_tenant_keys(tables, indexes),
             *check_foreign_keys(tables, _foreign_keys(cur), indexes),
             *check_app_role(cur, app_role),
+            *(check_worker_role(cur, worker_role) if worker_role else []),
         ]
     return sorted(findings, key=lambda f: (f.table or "", f.check, f.detail))
 

@@ -23,6 +23,8 @@ from sqlalchemy import create_engine, pool
 from teamboard.config import Settings
 
 logger = logging.getLogger("teamboard.ops.database")
+#: Advisory lock key held by a migration (an arbitrary constant: "teamboard" in ASCII).
+MIGRATION_LOCK = 0x7465616D626F6172
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class DatabaseUrls:
     owner: str
     app: str
     app_role: str
+    worker: str
+    worker_role: str
 
 
 def start_embedded(settings: Settings) -> Any:
@@ -54,47 +58,69 @@ def embedded_owner_url(server: Any, database: str) -> str:
     return str(server.get_uri(database))
 
 
-def app_role_password(settings: Settings) -> str:
-    """The app role's password, derived from SECRET_KEY so every process agrees on it."""
-    return settings.derived_key("teamboard-app-role-password").hex()
+def app_role_password(settings: Settings, role: str | None = None) -> str:
+    """A role's password, derived from SECRET_KEY so every process agrees on it (the app
+    role's keeps its original derivation)."""
+    purpose = "teamboard-app-role-password" + ("" if role is None else f":{role}")
+    return settings.derived_key(purpose).hex()
+
+
+def _role_from_url(url: str, setting: str) -> str:
+    role = conninfo_to_dict(url).get("user")
+    if not role:
+        raise ValueError(f"{setting} must name a user")
+    return str(role)
 
 
 def provision_app_role(owner_url: str, settings: Settings) -> DatabaseUrls:
-    """Ensure the app role exists with safe attributes; return both URLs.
+    """Ensure the app role and the worker role exist with safe attributes; return the URLs.
 
-    With ``DATABASE_APP_URL`` set the role is taken as given (it must already exist).
+    The worker role (see ``teamboard.worker``) is the one path that reads the event log of
+    every team; it gets no table privileges here, only those its migrations grant, and
+    ``teamboard db audit`` checks both roles. A role whose URL is given
+    (``DATABASE_APP_URL``, ``DATABASE_WORKER_URL``) is taken as it is (it must exist);
+    otherwise it is created or updated with a password derived from SECRET_KEY.
     """
-    if settings.database_app_url:
-        role = conninfo_to_dict(settings.database_app_url).get("user")
-        if not role:
-            raise ValueError("DATABASE_APP_URL must name a user")
-        return DatabaseUrls(owner_url, settings.database_app_url, str(role))
-    role = settings.database_app_role
-    password = app_role_password(settings)
+    given = {
+        "app": (settings.database_app_url, "DATABASE_APP_URL", settings.database_app_role),
+        "worker": (settings.database_worker_url, "DATABASE_WORKER_URL", settings.worker_role),
+    }
+    urls: dict[str, tuple[str, str]] = {}
     with psycopg.connect(owner_url, autocommit=True) as conn:
-        found = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
-        ident = sql.Identifier(role)
-        if found is None:
-            conn.execute(sql.SQL("create role {} login").format(ident))
-        conn.execute(
-            sql.SQL(
-                "alter role {} login nosuperuser nobypassrls nocreatedb nocreaterole "
-                "noreplication password {}"
-            ).format(ident, sql.Literal(password))
-        )
-        conn.execute(
-            sql.SQL("alter role {} set statement_timeout = {}").format(
-                ident, sql.Literal(f"{settings.statement_timeout_ms}ms")
-            )
-        )
         database = conn.execute("select current_database()").fetchone()
         assert database is not None
-        conn.execute(
-            sql.SQL("grant connect on database {} to {}").format(sql.Identifier(database[0]), ident)
+        for kind, (url, setting, role) in given.items():
+            if url:
+                urls[kind] = (url, _role_from_url(url, setting))
+                continue
+            password = app_role_password(settings, None if kind == "app" else role)
+            _ensure_role(conn, role, password, database[0], settings)
+            urls[kind] = (make_conninfo(owner_url, user=role, password=password), role)
+    return DatabaseUrls(owner_url, *urls["app"], *urls["worker"])
+
+
+def _ensure_role(
+    conn: psycopg.Connection[Any], role: str, password: str, database: str, settings: Settings
+) -> None:
+    """A login role that owns nothing and can bypass nothing, with a statement timeout."""
+    found = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
+    ident = sql.Identifier(role)
+    if found is None:
+        conn.execute(sql.SQL("create role {} login").format(ident))
+    conn.execute(
+        sql.SQL(
+            "alter role {} login nosuperuser nobypassrls nocreatedb nocreaterole "
+            "noreplication password {}"
+        ).format(ident, sql.Literal(password))
+    )
+    conn.execute(
+        sql.SQL("alter role {} set statement_timeout = {}").format(
+            ident, sql.Literal(f"{settings.statement_timeout_ms}ms")
         )
-        conn.execute(sql.SQL("grant usage on schema public to {}").format(ident))
-    app_url = make_conninfo(owner_url, user=role, password=password)
-    return DatabaseUrls(owner_url, app_url, role)
+    )
+    connect = sql.SQL("grant connect on database {} to {}")
+    conn.execute(connect.format(sql.Identifier(database), ident))
+    conn.execute(sql.SQL("grant usage on schema public to {}").format(ident))
 
 
 def _alembic_config(urls: DatabaseUrls | None = None) -> Config:
@@ -102,6 +128,7 @@ def _alembic_config(urls: DatabaseUrls | None = None) -> Config:
     config.set_main_option("script_location", str(resources.files("teamboard") / "migrations"))
     if urls is not None:
         config.attributes["app_role"] = urls.app_role
+        config.attributes["worker_role"] = urls.worker_role
     return config
 
 
@@ -121,6 +148,9 @@ def migrate(urls: DatabaseUrls, revision: str = "head", *, downgrade: bool = Fal
     )
     config = _alembic_config(urls)
     with engine.begin() as connection:
+        # Processes starting together (serve, worker) migrate one after the other; the
+        # later ones then find the schema at head.
+        connection.exec_driver_sql("select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         config.attributes["connection"] = connection
         if downgrade:
             command.downgrade(config, revision)

@@ -94,7 +94,8 @@ def secure_table(
             "for each row execute function tb_touch_updated_at()"
         )
     statements.append(f"revoke all on {table} from public")
-    statements.append(f"grant {', '.join(grants)} on {table} to {app_role}")
+    if grants:  # none: a table only a dedicated role (the worker's) may touch
+        statements.append(f"grant {', '.join(grants)} on {table} to {app_role}")
     return statements
 
 
