@@ -1,8 +1,9 @@
 """Smoke test of the embedded default: `teamboard serve --demo` with no DATABASE_URL.
 
 Starts the server as a subprocess on 127.0.0.1, waits (bounded) until it is ready, signs in
-as the demo user, reads its teams, stops it with SIGTERM and checks a clean exit, then runs
-``teamboard db audit`` on the same embedded database.
+as the demo user, reads its teams, starts `teamboard worker` on the same embedded database,
+receives an event on the team's realtime feed, stops both with SIGTERM and checks clean
+exits, then runs ``teamboard db audit`` on the same embedded database.
 """
 
 from __future__ import annotations
@@ -26,6 +27,30 @@ def _free_port() -> int:
 
 PORT = _free_port()
 BASE = f"http://127.0.0.1:{PORT}"
+
+
+def feed(team_id: str, headers: dict[str, str]) -> None:
+    """Open the team's event stream, rename the team, and read the event (bounded)."""
+    path = f"{BASE}/api/v1/teams/{team_id}/events/stream"
+    with httpx.stream("GET", path, headers=headers, timeout=30) as stream:
+        if stream.status_code != 200:
+            raise AssertionError(f"stream answered {stream.status_code}")
+        lines = stream.iter_lines()
+        for line in lines:
+            if line.startswith("event: ready"):
+                break
+        renamed = httpx.patch(
+            f"{BASE}/api/v1/teams/{team_id}", json={"name": "Smoke"}, headers=headers
+        )
+        if renamed.status_code != 200:
+            raise AssertionError(renamed.text)
+        deadline = time.monotonic() + 30
+        for line in lines:
+            if line.startswith("data: ") and '"team.updated"' in line:
+                return
+            if time.monotonic() > deadline:
+                break
+    raise AssertionError("the renaming never reached the realtime feed")
 
 
 def main() -> int:
@@ -63,6 +88,24 @@ def main() -> int:
             if projects.status_code != 200 or not projects.json()["items"]:
                 raise AssertionError(projects.text)
             print("embedded smoke: ready, demo login, teams and projects OK")
+            worker = subprocess.Popen(["teamboard", "worker"], env=env)
+            try:
+                feed(team_id, headers)
+                time.sleep(2)
+                if worker.poll() is not None:
+                    print("worker exited early", file=sys.stderr)
+                    return 1
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker_code = worker.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker_code = worker.wait()
+            if worker_code != 0:
+                print(f"worker exited with {worker_code} after SIGTERM", file=sys.stderr)
+                return 1
+            print("embedded smoke: realtime feed and worker OK")
         finally:
             server.send_signal(signal.SIGTERM)
             try:

@@ -4,7 +4,8 @@
 
 Over a scratch database (``bench.eventdata``): ``--teams`` teams of ``--members`` members,
 with tasks, comments and (for half the teams) a webhook on ``task.*`` pointing at a local
-receiver on 127.0.0.1. A backlog of ``--events`` events is appended (a third
+receiver on 127.0.0.1 (``bench.receiver``, its own process). A backlog of ``--events``
+events is appended (a third
 ``comment.created`` mentioning two members, a third ``task.assigned`` to one, a third
 ``task.updated``), then the two consumers run concurrently in this process, exactly as in
 ``teamboard worker`` (same classes, same batch size, worker role for the log and the
@@ -20,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import subprocess
 import sys
-import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
@@ -40,7 +42,7 @@ from bench.eventdata import (
     scratch_teamboard,
     seed,
 )
-from bench.harness import ADMIN_CONNECT
+from bench.harness import ADMIN_CONNECT, PROJECT_DIR, free_port
 from teamboard.db import Database
 from teamboard.kit.crypto import SecretBox
 from teamboard.notifications.consumer import NotificationsConsumer
@@ -49,17 +51,9 @@ from teamboard.webhooks.fanout import WebhooksConsumer
 from teamboard.worker.consumers import ConsumerRunner, drain
 
 
-class Receiver(BaseHTTPRequestHandler):
-    received = 0
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        type(self).received += 1
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def received(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=5) as response:
+        return int(response.read())
 
 
 def backlog(scratch: Scratch, teams: Sequence[Team], events: int, url: str) -> int:
@@ -113,10 +107,18 @@ def backlog(scratch: Scratch, teams: Sequence[Team], events: int, url: str) -> i
 async def measure(scratch: Scratch, args: argparse.Namespace) -> int:
     settings = scratch.settings
     teams = seed(scratch.urls.owner, args.teams, args.members, tasks=50)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    port = free_port()
+    receiver = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+        [sys.executable, "-m", "bench.receiver", str(port)], cwd=PROJECT_DIR
+    )
+    url = f"http://127.0.0.1:{port}/hook"
     try:
+        async with asyncio.timeout(20):
+            while True:
+                with contextlib.suppress(OSError):
+                    received(port)
+                    break
+                await asyncio.sleep(0.1)
         started = time.monotonic()
         expected = backlog(scratch, teams, args.events, url)
         print(f"backlog of {args.events} events written in {time.monotonic() - started:.1f}s")
@@ -163,10 +165,13 @@ async def measure(scratch: Scratch, args: argparse.Namespace) -> int:
 
             deliverer = Deliverer(settings, worker_db, app_db)
             started = time.monotonic()
+            stop = asyncio.Event()
+            running = asyncio.create_task(deliverer.run(asyncio.Event(), stop, 0.05))
             async with asyncio.timeout(args.timeout):
-                while Receiver.received < expected:
-                    if not await deliverer.run_once():
-                        await asyncio.sleep(0.01)
+                while await asyncio.to_thread(received, port) < expected:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            stop.set()
+            await running
             elapsed = time.monotonic() - started
             await deliverer.aclose()
             print(
@@ -177,8 +182,8 @@ async def measure(scratch: Scratch, args: argparse.Namespace) -> int:
             await worker_db.close()
             await app_db.close()
     finally:
-        server.shutdown()
-        server.server_close()
+        receiver.terminate()
+        receiver.wait(10)
     return 0
 
 

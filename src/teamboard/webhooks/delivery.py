@@ -89,6 +89,16 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+async def _first(*events: asyncio.Event, seconds: float) -> None:
+    """Until one of the events is set, or ``seconds`` have passed."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 def secret_binding(team_id: UUID, webhook_id: UUID) -> str:
     """The associated data that ties a sealed secret to its webhook row."""
     return f"webhook:{team_id}:{webhook_id}"
@@ -135,16 +145,51 @@ class Deliverer:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def run_once(self) -> int:
-        """Claim a batch of due deliveries and deliver them concurrently; returns how many."""
+    async def _claim(self, limit: int) -> list[Claimed]:
         lease = self._settings.webhook_timeout_seconds * 2 + 30
         async with self._worker_db.transaction() as tx:
-            rows = await tx.fetch_all(
-                _CLAIM_SQL, {"limit": self._settings.webhook_concurrency, "lease": lease}
-            )
-        claimed = [Claimed(**row) for row in rows]
+            rows = await tx.fetch_all(_CLAIM_SQL, {"limit": limit, "lease": lease})
+        return [Claimed(**row) for row in rows]
+
+    async def run_once(self) -> int:
+        """Claim a batch of due deliveries and deliver them concurrently; returns how many."""
+        claimed = await self._claim(self._settings.webhook_concurrency)
         await asyncio.gather(*(self._deliver(delivery) for delivery in claimed))
         return len(claimed)
+
+    async def run(self, wake: asyncio.Event, stop: asyncio.Event, idle: float) -> None:
+        """Deliver until ``stop``, keeping ``WEBHOOK_CONCURRENCY`` deliveries in flight: a
+        slot that frees up is refilled at once (one slow receiver holds one slot, not a
+        batch). Waits for a wake-up (or ``idle`` seconds) when nothing is due; lets the
+        deliveries in flight finish on the way out."""
+        in_flight: set[asyncio.Task[None]] = set()
+        slot_freed = asyncio.Event()
+
+        def done(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            slot_freed.set()
+
+        try:
+            while not stop.is_set():
+                wake.clear()
+                slot_freed.clear()
+                free = self._settings.webhook_concurrency - len(in_flight)
+                claimed: list[Claimed] = []
+                if free:
+                    try:
+                        claimed = await self._claim(free)
+                    except DATABASE_UNAVAILABLE:
+                        logger.warning("webhooks: database unavailable; claiming later")
+                for delivery in claimed:
+                    task = asyncio.create_task(self._deliver(delivery))
+                    in_flight.add(task)
+                    task.add_done_callback(done)
+                if claimed and len(claimed) == free:
+                    await _first(slot_freed, stop, seconds=idle)  # full: until a slot frees
+                elif not claimed:
+                    await _first(wake, stop, seconds=idle)  # nothing due: until woken
+        finally:
+            await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def _deliver(self, delivery: Claimed) -> None:
         try:

@@ -58,21 +58,6 @@ async def _every(
             await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def _deliver(
-    deliverer: Deliverer, wake: asyncio.Event, stop: asyncio.Event, idle: float
-) -> None:
-    """Deliver due webhooks until ``stop``; sleeps when the queue is empty."""
-    while not stop.is_set():
-        wake.clear()
-        try:
-            sent = await deliverer.run_once()
-        except Exception:
-            logger.exception("webhooks: claiming deliveries failed")
-            sent = 0
-        if not sent:
-            await consumers.wait_for(wake, stop, idle)
-
-
 class Worker:
     def __init__(
         self, settings: Settings, *, worker_url: str, worker_db: Database, app_db: Database
@@ -101,7 +86,7 @@ class Worker:
             await consumers.register(self.worker_db, consumer.name)
         tasks = [
             PostgresSignals(self._worker_url, on_signal).run(stop),
-            _deliver(self.deliverer, deliveries, stop, settings.worker_idle_seconds),
+            self.deliverer.run(deliveries, stop, settings.worker_idle_seconds),
             _every(
                 settings.worker_upkeep_seconds,
                 stop,
