@@ -21,6 +21,7 @@ from teamboard.config import Settings, get_settings
 from teamboard.db import Database
 from teamboard.deps import Services, TeamCtx
 from teamboard.errors import install_error_handlers
+from teamboard.graphql.endpoint import router as graphql_router
 from teamboard.health.router import router as health_router
 from teamboard.kit.hot_reads import install_hot_reads
 from teamboard.kit.pagination import CursorCodec
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix=API_PREFIX)
     if settings.hot_reads:
         install_hot_reads(app, API_PREFIX, routers, TeamCtx)
+    app.include_router(graphql_router)
     app.include_router(health_router)
     app.add_middleware(UnitOfWorkMiddleware)
     app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)

@@ -1,4 +1,5 @@
-"""The ``teamboard`` command: serve, migrate, seed, db audit, attachments sweep."""
+"""The ``teamboard`` command: serve, migrate, seed, db audit, attachments sweep,
+graphql-schema."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
@@ -150,6 +152,27 @@ def sweep_attachments() -> None:
         urls = database.prepare(settings, owner_url)
         removed = asyncio.run(sweep_as_owner(urls.owner, settings))
     typer.echo(f"removed {removed} stored attachment objects")
+
+
+@app.command("graphql-schema")
+def graphql_schema(
+    output: Annotated[Path, typer.Option(help="Where to write the SDL")] = Path("schema.graphql"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 when the file is not current")
+    ] = False,
+) -> None:
+    """Export the GraphQL schema (SDL) to schema.graphql, the reviewed contract of /graphql."""
+    from teamboard.graphql.schema import sdl
+
+    current = sdl()
+    if check:
+        if not output.exists() or output.read_text(encoding="utf-8") != current:
+            typer.echo(f"{output} is not current: run `teamboard graphql-schema`", err=True)
+            raise typer.Exit(code=1)
+        typer.echo(f"{output} is current")
+        return
+    output.write_text(current, encoding="utf-8")
+    typer.echo(f"wrote {output}")
 
 
 def main() -> None:
