@@ -37,6 +37,7 @@ from strawberry.http.ides import get_graphql_ide_html
 
 from teamboard import idempotency
 from teamboard.auth.api_keys import resolve_api_key
+from teamboard.config import Settings
 from teamboard.deps import Caller, authenticate, get_services, open_tx, spend
 from teamboard.errors import Forbidden, NotFound, TeamboardError
 from teamboard.graphql.context import RequestScope
@@ -62,11 +63,23 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
-def _refused(exc: TeamboardError) -> Response:
+def _refused(exc: TeamboardError, headers: dict[str, str]) -> Response:
     extensions = {"code": exc.code, "status": exc.status, **exc.extra}
-    return _json(
-        {"errors": [{"message": exc.detail, "extensions": extensions}]}, exc.status, exc.headers
-    )
+    body = {"errors": [{"message": exc.detail, "extensions": extensions}]}
+    return _json(body, exc.status, {**exc.headers, **headers})
+
+
+def _debug_headers(settings: Settings, scope: RequestScope | None) -> dict[str, str]:
+    """With ``EXPOSE_SQL_COUNT`` (tests, debugging): how many fields were resolved (0 for
+    a refused request), and by which executor."""
+    if not settings.expose_sql_count:
+        return {}
+    if scope is None:
+        return {"x-graphql-resolved-fields": "0"}
+    return {
+        "x-graphql-resolved-fields": str(scope.counters.resolved_fields),
+        "x-graphql-executor": scope.executor,
+    }
 
 
 def _operation(item: Any) -> tuple[str, str | None, dict[str, Any] | None]:
@@ -168,6 +181,7 @@ async def graphql(request: Request) -> Response:
     refusal: RequestError | None = None
     prepared: list[Prepared] = []
     batched = False
+    scope: RequestScope | None = None
     try:
         caller = await authenticate(request)
         try:
@@ -187,16 +201,12 @@ async def graphql(request: Request) -> Response:
         tx = open_tx(request, user_id=caller.user_id, write=write)
         scope = await _scope(request, tx, caller, units, write=write)
         if refusal is not None:
-            return _json({"errors": refusal.errors}, 400)
+            return _json({"errors": refusal.errors}, 400, _debug_headers(settings, scope))
         if write:
             await idempotency.claim(request, tx, caller=scope.identity, team_id=None)
     except TeamboardError as exc:
-        return _refused(exc)
+        return _refused(exc, _debug_headers(settings, scope))
     results = [await engine.run(operation, scope) for operation in prepared]
     if scope.replayed:
         results[-1]["extensions"] = {"idempotentReplays": scope.replayed}
-    headers = {}
-    if settings.expose_sql_count:
-        headers["x-graphql-resolved-fields"] = str(scope.counters.resolved_fields)
-        headers["x-graphql-executor"] = scope.executor
-    return _json(results if batched else results[0], headers=headers)
+    return _json(results if batched else results[0], headers=_debug_headers(settings, scope))
