@@ -12,7 +12,6 @@ import httpx
 
 from teamboard.comments import service as comments
 from teamboard.deps import TeamContext
-from teamboard.graphql.engine import Engine
 from teamboard.projects import labels
 from teamboard.projects import service as projects
 from teamboard.projects.schemas import LabelIn, ProjectIn
@@ -49,9 +48,7 @@ query Dashboard($team: UUID!, $projects: Int!, $tasks: Int!) {
 @contextmanager
 def executor(app: Any, *, compiled: bool) -> Iterator[None]:
     """Run the block's queries through the compiled path or the engine only."""
-    engine = getattr(app.state, "graphql_engine", None)
-    if engine is None:
-        engine = app.state.graphql_engine = Engine.build(app.state.services.settings)
+    engine = app.state.graphql_engine
     saved = engine.settings
     engine.settings = saved.model_copy(update={"graphql_compiled": compiled})
     try:

@@ -51,10 +51,8 @@ _WRITE_SCOPES = frozenset({"write", "admin"})
 
 
 def engine_of(request: Request) -> Engine:
-    """The application's engine (schema, document cache, limits), built on first use."""
-    engine = getattr(request.app.state, "graphql_engine", None)
-    if engine is None:
-        engine = request.app.state.graphql_engine = Engine.build(get_services(request).settings)
+    """The application's engine (schema, document cache, limits), built by the lifespan."""
+    engine = request.app.state.graphql_engine
     assert isinstance(engine, Engine)
     return engine
 

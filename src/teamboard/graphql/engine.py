@@ -10,7 +10,7 @@ time by it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from inspect import isawaitable
 from typing import Any, TypeGuard, cast
 
@@ -46,6 +46,7 @@ class Engine:
     schema: strawberry.Schema
     documents: Documents
     settings: Settings
+    plans: compiled.Plans = field(default_factory=compiled.Plans)
 
     @classmethod
     def build(cls, settings: Settings) -> Engine:
@@ -70,7 +71,7 @@ class Engine:
     async def run(self, prepared: Prepared, scope: RequestScope) -> dict[str, Any]:
         """The operation's response: ``data``, and ``errors`` when a field failed."""
         if self.settings.graphql_compiled and not prepared.mutation:
-            data = await compiled.run(self.schema, prepared, scope)
+            data = await compiled.run(self.schema, self.plans, prepared, scope)
             if data is not None:
                 scope.executor = "compiled"
                 return {"data": data}

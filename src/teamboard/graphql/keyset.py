@@ -30,12 +30,30 @@ class Key:
 
 
 @dataclass(frozen=True)
+class Decoration:
+    """Columns worked out for a whole page at once: ``columns`` and ``joins`` read the
+    page's rows as ``tb_page`` (a join and a grouped aggregate over the page cost less than
+    a correlated subquery per row)."""
+
+    columns: str
+    joins: str
+
+    def apply(self, page: str, order: str = "") -> str:
+        """``page`` (a statement) with the decoration's columns."""
+        return (
+            f"with tb_page as materialized ({page})"
+            f" select tb_page.*, {self.columns} from tb_page {self.joins}{order}"
+        )
+
+
+@dataclass(frozen=True)
 class ListQuery:
     """``select {columns} from {source} where {conditions}`` ordered by ``keys``.
 
     ``parents`` are the columns that name a row's parent (for example the task and project
     of a comment) with their SQL types; ``compare_first_only`` is for a unique first key
-    (task numbers), which REST compares alone so that its unique index serves the range.
+    (task numbers), which REST compares alone so that its unique index serves the range;
+    ``decoration`` adds columns computed over the whole page.
     """
 
     columns: str
@@ -45,6 +63,7 @@ class ListQuery:
     descending: bool = False
     parents: tuple[tuple[str, str], ...] = ()
     compare_first_only: bool = False
+    decoration: Decoration | None = None
 
 
 @functools.lru_cache(maxsize=512)
@@ -75,13 +94,15 @@ def page_sql(query: ListQuery, after: bool, before: bool, backward: bool) -> str
     conditions += [f"{column} = tb_p.p{i}" for i, (column, _) in enumerate(query.parents)]
     arrays = ", ".join(f"%(tb_parent_{i})s::{kind}[]" for i, (_, kind) in enumerate(query.parents))
     names = ", ".join(f"p{i}" for i in range(len(query.parents)))
-    return (
+    page = (
         f"select tb_p.p0 as tb_parent, tb_r.* from unnest({arrays}) as tb_p({names})"
         f" cross join lateral (select {query.columns},"
         f" row_number() over (order by {order}) as tb_rank from {query.source}"
         f" where {' and '.join(conditions)} order by {order} limit %(tb_limit)s) tb_r"
-        " order by tb_r.tb_rank"
     )
+    if query.decoration is not None:
+        return query.decoration.apply(page, " order by tb_page.tb_rank")
+    return page + " order by tb_r.tb_rank"
 
 
 def _parameters(params: Mapping[str, Any], want: Bounds) -> dict[str, Any]:

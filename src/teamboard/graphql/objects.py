@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -41,10 +42,11 @@ from teamboard.graphql.types import (
     resolved,
 )
 from teamboard.notifications import service as notifications
-from teamboard.tasks.listing import TaskQuery
+from teamboard.tasks.listing import TaskFilters, TaskQuery
 from teamboard.tasks.service import parse_key
 
 Ctx = Info[RequestScope, None]
+NO_FILTERS = TaskFilters()
 ParentKey = Callable[[Row], tuple[Any, ...]]
 
 
@@ -57,7 +59,7 @@ def load_page(
 ) -> Awaitable[ConnectionValue]:
     """One parent's page of a list, batched with the other parents of the level (the
     cursors are checked now: a foreign or tampered one fails this field alone)."""
-    where = definition.where(scope.user_id, team.team_id, parent[0])
+    where = partial(definition.where, scope.user_id, team.team_id, parent[0])
     want = bounds(scope.services.cursors, where, definition.keyset, args)
     return team.loaders.pages.load((definition, want, parent))
 
@@ -94,8 +96,10 @@ def _tasks(
 ) -> Awaitable[ConnectionValue]:
     scope = info.context
     team = scope.team(root["team_id"])
-    query = validated(TaskQuery, {"sort": sort.value, **filter_query(where)}, "filter")
-    definition = lists.tasks(query.sort, query.filters(), project=project)
+    filters = NO_FILTERS
+    if where is not None:  # checked by the REST query model (bounds, NUL characters...)
+        filters = validated(TaskQuery, filter_query(where), "filter").filters()
+    definition = lists.tasks(sort.value, filters, project=project)
     return load_page(scope, team, definition, (root["id"],), args)
 
 
@@ -310,7 +314,7 @@ async def query_teams(
     """The caller's teams; each one listed is reached (its role known, its budget checked)."""
     scope = info.context
     _no_api_key(scope)
-    where = lists.TEAMS.where(scope.user_id, None, None)
+    where = partial(lists.TEAMS.where, scope.user_id, None, None)
     codec = scope.services.cursors
     want = bounds(codec, where, lists.TEAMS.keyset, PageArgs(first, after, last, before))
     async with scope.use(None) as tx:

@@ -80,14 +80,21 @@ class ListScope:
     binding: Mapping[str, Any]
 
 
-def bounds(codec: CursorCodec, where: ListScope, keyset: Keyset, args: PageArgs) -> Bounds:
+#: Where a list's cursors are valid, worked out only when a cursor is read or made.
+Where = Callable[[], ListScope]
+
+
+def bounds(codec: CursorCodec, where: Where, keyset: Keyset, args: PageArgs) -> Bounds:
     """Check the arguments and decode the cursors (400 ``invalid_cursor`` when one was made
     for another list, team, sort or filter set, or was tampered with)."""
+    if args.after is None and args.before is None:
+        return Bounds(args.size, args.backward, None, None)
+    scope = where()
 
     def decode(cursor: str | None) -> tuple[Any, ...] | None:
         if cursor is None:
             return None
-        key = codec.decode(where.scope, where.binding, cursor)
+        key = codec.decode(scope.scope, scope.binding, cursor)
         typed: tuple[Any, ...] = typed_key(key, keyset.converters)
         return typed
 
@@ -135,17 +142,20 @@ class ConnectionValue:
     """A page as a Relay connection (``edges``, ``nodes``, ``pageInfo``), read by field name
     like every GraphQL value here (see ``teamboard.graphql.schema``)."""
 
-    __slots__ = ("_codec", "_keyset", "_where", "page")
+    __slots__ = ("_codec", "_keyset", "_scope", "_where", "page")
 
-    def __init__(self, codec: CursorCodec, where: ListScope, keyset: Keyset, page: Page) -> None:
+    def __init__(self, codec: CursorCodec, where: Where, keyset: Keyset, page: Page) -> None:
         self._codec = codec
         self._where = where
+        self._scope: ListScope | None = None
         self._keyset = keyset
         self.page = page
 
     def cursor(self, row: Row) -> str:
+        if self._scope is None:
+            self._scope = self._where()
         key = [row[column] for column in self._keyset.columns]
-        return self._codec.encode(self._where.scope, self._where.binding, key)
+        return self._codec.encode(self._scope.scope, self._scope.binding, key)
 
     def page_info(self) -> Row:
         rows = self.page.rows

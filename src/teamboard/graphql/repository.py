@@ -16,6 +16,7 @@ from teamboard.graphql.lists import (
     PROJECT_COLUMNS,
     STATUS_COLUMNS,
     TASK_COLUMNS,
+    TASK_DECORATION,
     TEAM_COLUMNS,
     convert_task,
 )
@@ -54,25 +55,27 @@ async def projects(tx: Tx, team_id: UUID, ids: Sequence[UUID]) -> dict[Any, Row]
     return _by_id(rows)
 
 
+_TASKS_BY_ID = TASK_DECORATION.apply(
+    f"select {TASK_COLUMNS} from task t{_LIVE_PROJECT}"
+    " where t.team_id = %(team)s and t.id = any(%(ids)s::uuid[]) and t.deleted_at is null"
+)
+_TASK_BY_KEY = TASK_DECORATION.apply(
+    f"select {TASK_COLUMNS} from task t{_LIVE_PROJECT} where t.team_id = %(team)s"
+    " and lp.key = %(key)s and t.number = %(number)s and t.deleted_at is null"
+)
+
+
 async def tasks(tx: Tx, team_id: UUID, ids: Sequence[UUID]) -> dict[Any, Row]:
     """Live tasks of live projects (a deleted project's tasks are deleted with it, but a
     task read by id checks, like REST)."""
-    rows = await tx.fetch_all(
-        f"select {TASK_COLUMNS} from task t{_LIVE_PROJECT}"
-        " where t.team_id = %s and t.id = any(%s::uuid[]) and t.deleted_at is null",
-        (team_id, list(ids)),
-    )
+    rows = await tx.fetch_all(_TASKS_BY_ID, {"team": team_id, "ids": list(ids)})
     for row in rows:
         convert_task(row)
     return _by_id(rows)
 
 
 async def task_by_key(tx: Tx, team_id: UUID, project_key: str, number: int) -> Row | None:
-    row = await tx.fetch_one(
-        f"select {TASK_COLUMNS} from task t{_LIVE_PROJECT}"
-        " where t.team_id = %s and lp.key = %s and t.number = %s and t.deleted_at is null",
-        (team_id, project_key, number),
-    )
+    row = await tx.fetch_one(_TASK_BY_KEY, {"team": team_id, "key": project_key, "number": number})
     if row is not None:
         convert_task(row)
     return row
