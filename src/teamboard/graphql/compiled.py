@@ -301,7 +301,9 @@ def _serializer(scalar: GraphQLScalarType | GraphQLEnumType) -> Callable[[Any], 
     return serialize
 
 
-async def _resolve(call: Callable[[Any], Any], sources: list[Any]) -> list[Any]:
+async def _resolve(
+    call: Callable[[Any], Any], sources: list[Any], scope: RequestScope
+) -> list[Any]:
     """The resolver's value for every source. All are called before any is awaited, so
     that their DataLoader keys form one batch; coroutines are started as tasks (they run
     concurrently, as under the engine), futures are awaited in turn (once the batch is in,
@@ -312,7 +314,7 @@ async def _resolve(call: Callable[[Any], Any], sources: list[Any]) -> list[Any]:
         value = call(source)
         if optimized_is_awaitable(value):
             if asyncio.iscoroutine(value):
-                value = asyncio.ensure_future(value)
+                value = scope.start(value)
             pending.append(len(values))
         values.append(value)
     for index in pending:
@@ -328,6 +330,7 @@ class Executor:
         self._variables = prepared.variables
         self._info = ResolverInfo(scope)
         self._names = schema.config.name_converter
+        self._scope = scope
         self._counters = scope.counters
         self._callers: dict[int, Callable[[Any], Any]] = {}
 
@@ -345,7 +348,7 @@ class Executor:
         self._counters.resolved_fields += len(plan.fields) * len(sources)
         for step in plan.deferred:
             if step.resolver is not None:
-                values = await _resolve(self._caller(step), sources)
+                values = await _resolve(self._caller(step), sources, self._scope)
             else:
                 name = step.name
                 values = [source[name] for source in sources]

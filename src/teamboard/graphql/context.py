@@ -19,9 +19,10 @@ is simply not found).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from starlette.requests import Request
@@ -89,8 +90,10 @@ class RequestScope:
     counters: Counters = field(default_factory=Counters)
     replayed: list[str] = field(default_factory=list)
     executor: str = ""
+    closed: bool = False
     _teams: dict[UUID, TeamScope] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _context: object = _NO_CONTEXT
 
     def team(self, team_id: UUID) -> TeamScope:
@@ -108,11 +111,26 @@ class RequestScope:
     async def use(self, team_id: UUID | None) -> AsyncIterator[Tx]:
         """The transaction, for this caller's statements in ``team_id`` (None: no team),
         and nobody else's until the block ends. Never wait for a DataLoader inside."""
+        if self.closed:  # work left behind by a failed field: the transaction has ended
+            raise RuntimeError("the request's unit of work is over")
         async with self._lock:
             if self._context != team_id:
                 await self.tx.set_context(user_id=self.user_id, team_id=team_id)
                 self._context = team_id
             yield self.tx
+
+    def start(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``work`` as a task of this request (a DataLoader batch, a resolver)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def settle(self) -> None:
+        """Wait for the request's tasks that nobody waits for any more (a batch of a field
+        that failed elsewhere), so that no statement runs once the transaction has ended."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def context_set(self, team_id: UUID | None) -> None:
         """Record a context the transaction already has (set by API-key resolution)."""

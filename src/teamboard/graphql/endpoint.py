@@ -205,6 +205,7 @@ async def graphql(request: Request) -> Response:
     except TeamboardError as exc:
         return _refused(exc, _debug_headers(settings, scope))
     results = [await engine.run(operation, scope) for operation in prepared]
+    scope.closed = True
     if scope.replayed:
         results[-1]["extensions"] = {"idempotentReplays": scope.replayed}
     return _json(results if batched else results[0], headers=_debug_headers(settings, scope))

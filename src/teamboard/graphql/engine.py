@@ -70,6 +70,12 @@ class Engine:
 
     async def run(self, prepared: Prepared, scope: RequestScope) -> dict[str, Any]:
         """The operation's response: ``data``, and ``errors`` when a field failed."""
+        try:
+            return await self._run(prepared, scope)
+        finally:
+            await scope.settle()
+
+    async def _run(self, prepared: Prepared, scope: RequestScope) -> dict[str, Any]:
         if self.settings.graphql_compiled and not prepared.mutation:
             data = await compiled.run(self.schema, self.plans, prepared, scope)
             if data is not None:

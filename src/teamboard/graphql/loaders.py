@@ -18,7 +18,7 @@ batch fails every key of it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Generator, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Hashable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
@@ -57,12 +57,17 @@ class Pending(Generic[K, V]):
         return self._batch.values[self._key]
 
 
+Start = Callable[[Coroutine[Any, Any, None]], object]
+
+
 class Loader(Generic[K, V]):
     """Collects keys and fetches them with one call of ``fetch`` (see the module docstring);
-    ``fetch`` answers one value per key, in order."""
+    ``fetch`` answers one value per key, in order. ``start`` runs a batch as a task of the
+    request (``RequestScope.start``)."""
 
-    def __init__(self, fetch: Callable[[list[K]], Awaitable[list[V]]]) -> None:
+    def __init__(self, fetch: Callable[[list[K]], Awaitable[list[V]]], start: Start) -> None:
         self._fetch = fetch
+        self._start = start
         self._batches: dict[K, _Batch[K, V]] = {}
         self._open: _Batch[K, V] | None = None
 
@@ -72,8 +77,7 @@ class Loader(Generic[K, V]):
             batch = self._open
             if batch is None:
                 batch = self._open = _Batch()
-                loop = asyncio.get_running_loop()
-                loop.call_soon(lambda: asyncio.ensure_future(self._dispatch(batch)))
+                asyncio.get_running_loop().call_soon(self._start, self._dispatch(batch))
             batch.keys[key] = None
             self._batches[key] = batch
         return Pending(batch, key)
@@ -124,11 +128,12 @@ class TeamLoaders:
 
     def __init__(self, team: TeamScope) -> None:
         self._team = team
-        self.pages: Loader[PageKey, ConnectionValue] = Loader(self._pages)
+        start = team.request.start
+        self.pages: Loader[PageKey, ConnectionValue] = Loader(self._pages, start)
         self.projects = self._lookup(repository.projects)
         self.tasks = self._lookup(repository.tasks)
         self.statuses = self._lookup(repository.statuses)
-        self.descriptions: Loader[UUID, str] = Loader(self._descriptions)
+        self.descriptions: Loader[UUID, str] = Loader(self._descriptions, start)
 
     async def _pages(self, keys: list[PageKey]) -> list[ConnectionValue]:
         fetched = await fetch_pages(self._team, keys)
@@ -156,4 +161,4 @@ class TeamLoaders:
                 found = await fetch(tx, team.team_id, ids)
             return [found.get(i) for i in ids]
 
-        return Loader(load)
+        return Loader(load, team.request.start)
