@@ -19,6 +19,10 @@ header: credential exchanges (``/auth/*``, routes without a user), because a rep
 keep tokens in the database, and attachment uploads (``TeamGrant`` routes), which stream
 their body between two short transactions of their own; an upload's SHA-256 identifies a
 duplicate instead.
+
+GraphQL keys one mutation field with :func:`reserve` and :func:`store` (fingerprinted by the
+field and its arguments; see ``teamboard.graphql.mutations``), and honours the header for a
+whole mutating request through :func:`claim`.
 """
 
 from __future__ import annotations
