@@ -27,29 +27,11 @@ ID = Keyset(("id",), (as_uuid,))
 USER_ID = Keyset(("user_id",), (as_uuid,))
 
 
-def _times(names: tuple[str, ...]) -> Callable[[Row], None]:
-    """Parse the timestamps of a JSON object (PostgreSQL writes them in ISO 8601)."""
-
-    def convert(item: Row) -> None:
-        for name in names:
-            if item.get(name) is not None:
-                item[name] = datetime.fromisoformat(item[name])
-
-    return convert
-
-
-_label_times = _times(("created_at", "updated_at"))
-_comment_times = _times(("edited_at",))
-
-
-def convert_task(row: Row) -> None:
-    for label in row["labels"]:
-        _label_times(label)
-
-
 def convert_activity(row: Row) -> None:
-    if row["comment"] is not None:
-        _comment_times(row["comment"])
+    """A comment event's comment as JSON gives its edit time as text (ISO 8601)."""
+    comment = row["comment"]
+    if comment is not None and comment["edited_at"] is not None:
+        comment["edited_at"] = datetime.fromisoformat(comment["edited_at"])
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,8 +73,8 @@ STATUS_COLUMNS = (
 )
 LABEL_COLUMNS = "l.team_id, l.id, l.project_id, l.name, l.color, l.created_at, l.updated_at"
 #: A task without its description (fetched apart, on demand): a REST list item's fields,
-#: with its key, its assignees (with their names) and its labels (every field) worked out
-#: for a whole page at once by :data:`TASK_DECORATION`.
+#: with its key, its assignees (with their names) and its labels worked out for a whole page
+#: at once by :data:`TASK_DECORATION`.
 TASK_COLUMNS = (
     "t.team_id, t.id, t.number, t.project_id, t.title, t.status_id, t.priority, t.parent_id,"
     " t.due_at, t.estimate, t.position, t.created_by, t.created_at, t.updated_at,"
@@ -100,8 +82,7 @@ TASK_COLUMNS = (
 )
 _ASSIGNEE = "json_build_object('id', a.user_id, 'display_name', u.display_name)"
 _LABEL = (
-    "json_build_object('id', l.id, 'project_id', l.project_id, 'name', l.name,"
-    " 'color', l.color, 'created_at', l.created_at, 'updated_at', l.updated_at)"
+    "json_build_object('id', l.id, 'project_id', l.project_id, 'name', l.name, 'color', l.color)"
 )
 #: The same key, assignees (by user id) and labels (by name) as the REST task, for every
 #: task of ``tb_page`` with one join and two grouped aggregates.
@@ -265,7 +246,6 @@ def tasks(sort: Sort, filters: TaskFilters, *, project: bool) -> ListDef:
         lambda _user, team, parent: f"tasks:{team}:{parent if project else 'team'}",
         binding={"sort": sort, **filters.binding()},
         params=params,
-        convert=convert_task,
     )
 
 

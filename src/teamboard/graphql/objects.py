@@ -35,6 +35,7 @@ from teamboard.graphql.types import (
     ProjectMember,
     Role,
     Status,
+    TaskLabel,
     TaskSort,
     TimeEntry,
     Viewer,
@@ -169,7 +170,7 @@ class Task:
     completed_at: datetime | None
     version: int = strawberry.field(description="Bumped by every change: `expectedVersion`.")
     assignees: list[Person]
-    labels: list[Label]
+    labels: list[TaskLabel]
     description: str = resolved(task_description)
     project: Project = resolved(task_project)
     status: Status = resolved(task_status)

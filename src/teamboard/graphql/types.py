@@ -154,6 +154,14 @@ class Label:
     updated_at: datetime
 
 
+@strawberry.type(description="A label as a task carries it (the project's labels have more).")
+class TaskLabel:
+    id: UUID
+    project_id: UUID
+    name: str
+    color: str
+
+
 @strawberry.type(description="Markdown source, as written (render and sanitize it).")
 class Comment:
     id: UUID
