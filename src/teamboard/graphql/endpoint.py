@@ -38,6 +38,7 @@ from strawberry.http.ides import get_graphql_ide_html
 from teamboard import idempotency
 from teamboard.auth.api_keys import resolve_api_key
 from teamboard.config import Settings
+from teamboard.db import Tx
 from teamboard.deps import Caller, authenticate, get_services, open_tx, spend
 from teamboard.errors import Forbidden, NotFound, TeamboardError
 from teamboard.graphql.context import RequestScope
@@ -134,7 +135,7 @@ async def _prepare(request: Request, engine: Engine) -> tuple[list[Prepared], bo
 
 
 async def _scope(
-    request: Request, tx: Any, caller: Caller, units: int, *, write: bool
+    request: Request, tx: Tx, caller: Caller, units: int, *, write: bool
 ) -> RequestScope:
     """Identify the caller (resolving an API key in ``tx``) and spend ``units``."""
     services = get_services(request)
@@ -204,8 +205,12 @@ async def graphql(request: Request) -> Response:
             await idempotency.claim(request, tx, caller=scope.identity, team_id=None)
     except TeamboardError as exc:
         return _refused(exc, _debug_headers(settings, scope))
-    results = [await engine.run(operation, scope) for operation in prepared]
+    results = []
+    for operation in prepared:
+        result = await engine.run(operation, scope)
+        if scope.replayed:
+            result["extensions"] = {"idempotentReplays": scope.replayed}
+            scope.replayed = []
+        results.append(result)
     scope.closed = True
-    if scope.replayed:
-        results[-1]["extensions"] = {"idempotentReplays": scope.replayed}
     return _json(results if batched else results[0], headers=_debug_headers(settings, scope))
