@@ -145,18 +145,21 @@ class Scenario:
     connections: int | None = None  # None: --connections
     expect_status: int = 200
     needs_big_project: bool = False  # runs only with --tasks N (a project of N tasks)
+    # The check request must report at most this many SQL statements (X-SQL-Statements).
+    max_statements: int | None = None
 
 
 @dataclass(frozen=True)
 class Target:
-    """``scenario`` must reach ``min_ratio`` of ``ceiling``'s req/s in the same run; with
-    ``latency`` set (``"p95"``...), its latency must stay at most ``min_ratio`` times the
-    ceiling's instead (the bound is then a maximum)."""
+    """``scenario`` must reach ``min_ratio`` of ``ceiling``'s req/s in the same run or, with
+    ``max_latency_ratio``, answer with a ``latency`` percentile (p50 unless said) at most that
+    many times ``ceiling``'s."""
 
     scenario: str
     ceiling: str
     min_ratio: float = 0.60
-    latency: str | None = None
+    max_latency_ratio: float | None = None
+    latency: str = "p50"
 
 
 def _uvicorn_command(app: str) -> Callable[[Context, int], list[str]]:
@@ -216,7 +219,7 @@ def _teamboard_env(ctx: Context) -> dict[str, str]:
             "DATABASE_APP_ROLE": ctx.app_role,  # a scratch role: never touch a shared one
             "SECRET_KEY": secrets.token_urlsafe(48),
             "LOG_LEVEL": "WARNING",
-            "EXPOSE_SQL_COUNT": "false",
+            "EXPOSE_SQL_COUNT": "true",  # debug headers: the check requests read them
             "ACCESS_TOKEN_TTL_SECONDS": "3600",  # outlives any bounded run
             "GRACEFUL_SHUTDOWN_SECONDS": "3",
             # One user drives every scenario: budgets high enough that the figures measure
@@ -287,19 +290,18 @@ def _teamboard_fixtures(ctx: Context, port: int) -> dict[str, str]:
     for i in range(LIST_TASKS - 1):  # a full page of 50 with assignees and labels
         status, _ = http_request(port, "POST", f"{project}/tasks", {**task, "title": f"#{i}"}, auth)
         _expect("create task", status, 201)
-    variables = {"token": token, "team_id": team_id, "task_id": task_id, "project": project}
+    dashboard = _dashboard_team(port, auth, task["assignee_ids"])
+    variables = {
+        "token": token,
+        "team_id": team_id,
+        "task_id": task_id,
+        "project": project,
+        "dashboard_body": json.dumps({"query": DASHBOARD, "variables": {"team": dashboard}}),
+    }
     if ctx.options.big_tasks:
         variables |= _big_project(ctx, port, auth, team_id)
     _analyze(ctx)
     return variables
-
-
-def _analyze(ctx: Context) -> None:
-    """Statistics for the freshly loaded rows, as autovacuum would gather on a live system
-    (without them the planner sees empty tables and may scan a team instead of a key)."""
-    assert ctx.scratch_url is not None
-    with psycopg.connect(ctx.scratch_url, autocommit=True) as conn:
-        conn.execute("analyze")
 
 
 DEEP_ROW = 500_000  # page 10,000 of 50
@@ -352,6 +354,50 @@ def _big_project(ctx: Context, port: int, auth: dict[str, str], team_id: str) ->
 
 
 LIST_TASKS = 60
+DASHBOARD_PROJECTS, DASHBOARD_TASKS, DASHBOARD_COMMENTS = 15, 10, 2
+#: The nested dashboard of the GraphQL issue: 15 projects x 10 tasks, each with its
+#: assignees, labels and comments (team -> projects -> tasks -> children: four levels).
+DASHBOARD = """query Dashboard($team: UUID!) { team(id: $team) { name
+  projects(first: 15) { nodes { key name
+    tasks(first: 10) { nodes { key title priority dueAt
+      assignees { id displayName } labels { name color }
+      comments(first: 3) { nodes { body createdAt author { displayName } } } } } } } } }"""
+
+
+def _dashboard_team(port: int, auth: dict[str, str], assignees: list[str]) -> str:
+    """A team of 15 projects of 10 tasks, each task with an assignee, a label and two
+    comments; returns its id."""
+    status, body = http_request(port, "POST", "/api/v1/teams", {"name": "Dashboard"}, auth)
+    _expect("create team", status, 201)
+    team = str(json.loads(body)["id"])
+    for p in range(DASHBOARD_PROJECTS):
+        status, body = http_request(
+            port, "POST", f"/api/v1/teams/{team}/projects", {"key": f"D{p}", "name": f"D{p}"}, auth
+        )
+        _expect("create project", status, 201)
+        project = f"/api/v1/teams/{team}/projects/{json.loads(body)['id']}"
+        status, body = http_request(
+            port, "POST", f"{project}/labels", {"name": "bug", "color": "#aa0000"}, auth
+        )
+        _expect("create label", status, 201)
+        task = {"assignee_ids": assignees, "label_ids": [json.loads(body)["id"]]}
+        for t in range(DASHBOARD_TASKS):
+            status, body = http_request(
+                port, "POST", f"{project}/tasks", {**task, "title": f"D{p} task {t}"}, auth
+            )
+            _expect("create task", status, 201)
+            comments = f"/api/v1/teams/{team}/tasks/{json.loads(body)['id']}/comments"
+            for c in range(DASHBOARD_COMMENTS):
+                status, _ = http_request(port, "POST", comments, {"body": f"comment {c}"}, auth)
+                _expect("create comment", status, 201)
+    return team
+
+
+def _analyze(ctx: Context) -> None:
+    """Planner statistics for the tables the fixtures filled (as a live database has)."""
+    assert ctx.scratch_url is not None
+    with psycopg.connect(ctx.scratch_url, **ADMIN_CONNECT) as conn:
+        conn.execute("analyze")
 
 
 def _me(port: int, headers: dict[str, str]) -> bytes:
@@ -385,6 +431,16 @@ SERVERS: dict[str, ServerSpec] = {
             description="teamboard serve (migrates the scratch database first)",
             command=_teamboard_command,
             env=_teamboard_env,
+            cwd=_scratch_cwd,
+            ready_path="/health/live",
+            needs_database=True,
+            fixtures=_teamboard_fixtures,
+        ),
+        ServerSpec(
+            name="teamboard-engine",
+            description="teamboard serve with GRAPHQL_COMPILED=false (every query on Strawberry)",
+            command=_teamboard_command,
+            env=lambda ctx: {**_teamboard_env(ctx), "GRAPHQL_COMPILED": "false"},
             cwd=_scratch_cwd,
             ready_path="/health/live",
             needs_database=True,
@@ -452,6 +508,33 @@ SCENARIOS: list[Scenario] = [
         needs_big_project=True,
     ),
     Scenario("teamboard-live", "teamboard", "/health/live", "liveness: the framework's floor"),
+    *(
+        Scenario(
+            f"graphql-{kind}{suffix}",
+            server,
+            "/graphql",
+            f"the 15 x 10 dashboard in one GraphQL query, {how}"
+            + (", one request at a time" if suffix else ""),
+            method="POST",
+            body="{dashboard_body}",
+            headers={"Authorization": "Bearer {token}"},
+            connections=1 if suffix else None,
+            max_statements=4,
+        )
+        for kind, server, how in (
+            ("dashboard", "teamboard", "compiled path"),
+            ("engine", "teamboard-engine", "Strawberry's engine"),
+        )
+        for suffix in ("", "-c1")
+    ),
+    Scenario(
+        "teamboard-task-list-c1",
+        "teamboard",
+        "{project}/tasks?limit=50",
+        "the page of 50 tasks, one request at a time",
+        headers={"Authorization": "Bearer {token}"},
+        connections=1,
+    ),
 ]
 
 TARGETS: list[Target] = [
@@ -459,8 +542,11 @@ TARGETS: list[Target] = [
     Target("teamboard-task", "read_one"),
     Target("teamboard-task-list", "teamboard-task", 0.50),
     Target("teamboard-task-c1024", "teamboard-task", 0.90),
-    Target("teamboard-page-deep", "teamboard-page1", 1.20, latency="p95"),
+    Target("teamboard-page-deep", "teamboard-page1", max_latency_ratio=1.20, latency="p95"),
     Target("teamboard-live", "hello"),
+    Target("graphql-dashboard", "teamboard-task-list", max_latency_ratio=4.0),
+    Target("graphql-dashboard-c1", "teamboard-task-list-c1", max_latency_ratio=4.0),
+    Target("graphql-engine", "teamboard-task-list", max_latency_ratio=4.0),
 ]
 
 
@@ -478,6 +564,19 @@ def http_request(
     timeout: float = HTTP_TIMEOUT_SECONDS,
 ) -> tuple[int, bytes]:
     """One request to 127.0.0.1:port; a JSON payload is encoded when it is not a str."""
+    status, _, body = http_exchange(port, method, path, payload, headers, timeout)
+    return status, body
+
+
+def http_exchange(
+    port: int,
+    method: str,
+    path: str,
+    payload: Any = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = HTTP_TIMEOUT_SECONDS,
+) -> tuple[int, dict[str, str], bytes]:
+    """``http_request`` with the response headers (names in lower case)."""
     all_headers = dict(headers or {})
     body: bytes | None = None
     if payload is not None:
@@ -487,7 +586,8 @@ def http_request(
     try:
         conn.request(method, path, body=body, headers=all_headers)
         response = conn.getresponse()
-        return response.status, response.read()
+        received = {name.lower(): value for name, value in response.getheaders()}
+        return response.status, received, response.read()
     finally:
         conn.close()
 
@@ -817,6 +917,9 @@ class ScenarioResult:
     error: str | None = None
     rps_rounds: list[float] = field(default_factory=list)  # a summary's every round, in order
     wrk_output: str = ""
+    # What the check request reported in teamboard's debug headers (SQL statements, GraphQL
+    # fields resolved and executor).
+    checked: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -893,6 +996,10 @@ def _format_headers(scenario: Scenario, variables: Mapping[str, str]) -> dict[st
     return {k: fill(v, variables) for k, v in scenario.headers.items()}
 
 
+#: teamboard's debug headers (EXPOSE_SQL_COUNT), recorded from each check request.
+DEBUG_HEADERS = ("x-sql-statements", "x-graphql-resolved-fields", "x-graphql-executor")
+
+
 def run_scenario(
     ctx: Context, scenario: Scenario, port: int, result: ScenarioResult
 ) -> ScenarioResult:
@@ -901,8 +1008,15 @@ def run_scenario(
     path = fill(scenario.path, variables)
     headers = _format_headers(scenario, variables)
     body = None if scenario.body is None else fill(scenario.body, variables)
-    status, _ = http_request(port, scenario.method, path, body, headers=headers)
+    status, received, _ = http_exchange(port, scenario.method, path, body, headers=headers)
     _expect(f"{scenario.name} check request", status, scenario.expect_status)
+    result.checked = {k: v for k, v in received.items() if k in DEBUG_HEADERS}
+    if scenario.max_statements is not None:
+        counted = int(received.get("x-sql-statements", "-1"))
+        if not 0 <= counted <= scenario.max_statements:
+            raise BenchError(
+                f"{scenario.name}: {counted} SQL statements, at most {scenario.max_statements}"
+            )
     result.cpu_busy_before = busy = cpu_busy()
     if busy is not None and busy > BUSY_WARNING:
         print(
@@ -1029,9 +1143,10 @@ class TargetResult:
     scenario: str
     ceiling: str
     min_ratio: float
-    ratio: float | None
+    ratio: float | None  # req/s over the ceiling's, or (latency targets) latency over it
     verdict: str  # PASS, FAIL, or N/A (a side did not run cleanly)
-    latency: str | None = None
+    max_latency_ratio: float | None = None
+    latency: str = "p50"
 
 
 def evaluate(
@@ -1042,25 +1157,44 @@ def evaluate(
         measured, ceiling = results.get(target.scenario), results.get(target.ceiling)
         if measured is None or ceiling is None:
             continue  # not selected in this run
-        if not (measured.clean and ceiling.clean) or ceiling.rps <= 0:
-            evaluated.append(
-                TargetResult(
-                    target.scenario, target.ceiling, target.min_ratio, None, "N/A", target.latency
-                )
-            )
-            continue
-        if target.latency is None:
-            ratio = measured.rps / ceiling.rps
-            verdict = "PASS" if ratio >= target.min_ratio else "FAIL"
-        else:
-            ratio = measured.latency_us[target.latency] / ceiling.latency_us[target.latency]
-            verdict = "PASS" if ratio <= target.min_ratio else "FAIL"
-        evaluated.append(
-            TargetResult(
-                target.scenario, target.ceiling, target.min_ratio, ratio, verdict, target.latency
-            )
+        result = TargetResult(
+            target.scenario,
+            target.ceiling,
+            target.min_ratio,
+            None,
+            "N/A",
+            target.max_latency_ratio,
+            target.latency,
         )
+        evaluated.append(result)
+        if not (measured.clean and ceiling.clean) or ceiling.rps <= 0:
+            continue
+        if target.max_latency_ratio is None:
+            result.ratio = measured.rps / ceiling.rps
+            result.verdict = "PASS" if result.ratio >= target.min_ratio else "FAIL"
+        else:
+            key = target.latency
+            result.ratio = measured.latency_us[key] / ceiling.latency_us[key]
+            result.verdict = "PASS" if result.ratio <= target.max_latency_ratio else "FAIL"
     return evaluated
+
+
+def engine_cost(results: Mapping[str, ScenarioResult]) -> str | None:
+    """The GraphQL engine's cost per resolved field: the same dashboard answered through
+    Strawberry and through the compiled path, one request at a time (no queueing), with the
+    same SQL; the difference of their median latencies over the fields resolved."""
+    engine, fast = results.get("graphql-engine-c1"), results.get("graphql-dashboard-c1")
+    if engine is None or fast is None or not (engine.clean and fast.clean):
+        return None
+    fields = int(engine.checked.get("x-graphql-resolved-fields", "0"))
+    if fields <= 0:
+        return None
+    extra = engine.latency_us["p50"] - fast.latency_us["p50"]
+    return (
+        f"GraphQL engine cost: {fields} fields resolved; p50 {_ms(engine.latency_us['p50'])}"
+        f" through Strawberry, {_ms(fast.latency_us['p50'])} compiled (same SQL):"
+        f" {extra / fields:.2f} us per resolved field"
+    )
 
 
 def _ms(us: float | None) -> str:
@@ -1069,33 +1203,39 @@ def _ms(us: float | None) -> str:
 
 def format_table(results: Sequence[ScenarioResult], targets: Sequence[TargetResult]) -> str:
     head = (
-        f"{'scenario':<22} {'conns':>5} {'req/s':>10} {'p50':>9} {'p95':>9} {'p99':>9} "
-        f"{'errors':>7} {'bg cpu':>7} {'db conns':>8}"
+        f"{'scenario':<24} {'conns':>5} {'req/s':>10} {'p50':>9} {'p95':>9} {'p99':>9} "
+        f"{'errors':>7} {'bg cpu':>7} {'sql':>4} {'db conns':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         if not r.ok:
-            lines.append(f"{r.scenario:<22} {r.connections:>5} {'FAILED':>10}  {r.error}")
+            lines.append(f"{r.scenario:<24} {r.connections:>5} {'FAILED':>10}  {r.error}")
             continue
         errors = sum(r.errors.values()) - r.errors.get("status", 0) + r.non_2xx_3xx
         lat = r.latency_us
         busy = "-" if r.cpu_busy_before is None else f"{r.cpu_busy_before:.0%}"
+        sql = r.checked.get("x-sql-statements", "-")
         conns = "-" if r.max_db_connections is None else str(r.max_db_connections)
         lines.append(
-            f"{r.scenario:<22} {r.connections:>5} {r.rps:>10,.0f} {_ms(lat.get('p50')):>9} "
-            f"{_ms(lat.get('p95')):>9} {_ms(lat.get('p99')):>9} {errors:>7} {busy:>7} {conns:>8}"
+            f"{r.scenario:<24} {r.connections:>5} {r.rps:>10,.0f} {_ms(lat.get('p50')):>9} "
+            f"{_ms(lat.get('p95')):>9} {_ms(lat.get('p99')):>9} {errors:>7} {busy:>7} {sql:>4}"
+            f" {conns:>8}"
         )
     if any(len(r.rps_rounds) > 1 for r in results):
         lines += ["", "req/s per round (the median round is shown above)"]
         for r in results:
-            lines.append(f"  {r.scenario:<22} " + " ".join(f"{v:,.0f}" for v in r.rps_rounds))
+            lines.append(f"  {r.scenario:<24} " + " ".join(f"{v:,.0f}" for v in r.rps_rounds))
     if targets:
-        lines += ["", f"{'target':<44} {'ratio':>7} {'bound':>7}  result", "-" * 68]
+        lines += ["", f"{'target':<48} {'ratio':>7} {'bound':>7}  result", "-" * 72]
         for t in targets:
-            ratio = "-" if t.ratio is None else f"{t.ratio:.1%}"
-            what = t.scenario + " / " + t.ceiling + (f" ({t.latency})" if t.latency else "")
-            bound = ("≤" if t.latency else "≥") + f"{t.min_ratio:.0%}"
-            lines.append(f"{what:<44} {ratio:>7} {bound:>7}  {t.verdict}")
+            if t.max_latency_ratio is None:
+                name, bound = f"{t.scenario} / {t.ceiling} req/s", f">={t.min_ratio:.0%}"
+                ratio = "-" if t.ratio is None else f"{t.ratio:.1%}"
+            else:
+                name = f"{t.scenario} / {t.ceiling} {t.latency}"
+                bound = f"<={t.max_latency_ratio:g}x"
+                ratio = "-" if t.ratio is None else f"{t.ratio:.2f}x"
+            lines.append(f"{name:<48} {ratio:>7} {bound:>7}  {t.verdict}")
     return "\n".join(lines)
 
 
@@ -1305,8 +1445,12 @@ def run(options: Options, scenarios: Sequence[Scenario]) -> int:
                 runs += run_server(ctx, SERVERS[name], server_scenarios, round_no)
 
     results = [summarize([r for r in runs if r.scenario == s.name]) for s in scenarios]
-    targets = evaluate(TARGETS, {r.scenario: r for r in results})
+    by_name = {r.scenario: r for r in results}
+    targets = evaluate(TARGETS, by_name)
     print("\n" + format_table(results, targets))
+    cost = engine_cost(by_name)
+    if cost is not None:
+        print("\n" + cost)
     if options.write_json:
         path = write_results(options, started, results, runs, targets, pg_version)
         print(f"\nresults written to {path}")

@@ -1,5 +1,5 @@
 """The ``teamboard`` command: serve, worker, migrate, seed, db audit, db partitions,
-attachments sweep."""
+attachments sweep, graphql-schema."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
@@ -194,6 +195,27 @@ def partitions(
                 await db.close()
 
         typer.echo(asyncio.run(run()))
+
+
+@app.command("graphql-schema")
+def graphql_schema(
+    output: Annotated[Path, typer.Option(help="Where to write the SDL")] = Path("schema.graphql"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 when the file is not current")
+    ] = False,
+) -> None:
+    """Export the GraphQL schema (SDL) to schema.graphql, the reviewed contract of /graphql."""
+    from teamboard.graphql.schema import sdl
+
+    current = sdl()
+    if check:
+        if not output.exists() or output.read_text(encoding="utf-8") != current:
+            typer.echo(f"{output} is not current: run `teamboard graphql-schema`", err=True)
+            raise typer.Exit(code=1)
+        typer.echo(f"{output} is current")
+        return
+    output.write_text(current, encoding="utf-8")
+    typer.echo(f"wrote {output}")
 
 
 def main() -> None:

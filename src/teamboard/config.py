@@ -154,6 +154,27 @@ class Settings(BaseSettings):
         default=600, ge=1, description="Routes without a caller (registration, login, refresh)."
     )
 
+    # GraphQL (teamboard.graphql): limits checked before any resolver runs. Introspection
+    # and field suggestions are off in production, GraphiQL is served in development only.
+    graphql_max_depth: int = Field(default=6, ge=1, description="Nesting of fields.")
+    graphql_max_cost: int = Field(
+        default=20_000, ge=1, description="Static cost (see teamboard.graphql.limits)."
+    )
+    graphql_max_aliases: int = Field(default=15, ge=0)
+    graphql_max_tokens: int = Field(default=1000, ge=1)
+    graphql_max_batch: int = Field(default=5, ge=1, description="Operations per request.")
+    graphql_cost_per_rate_unit: int = Field(
+        default=100,
+        ge=1,
+        description="Query cost per rate-limit unit: a 50-item page of 10 fields spends ~5,"
+        " like a REST list.",
+    )
+    graphql_compiled: bool = Field(
+        default=True,
+        description="Run the query shapes teamboard.graphql.compiled knows without the"
+        " GraphQL engine (same SQL, same answer).",
+    )
+
     attachment_max_bytes: int = Field(
         default=25 * 1024 * 1024, ge=1, description="Largest attachment accepted (bytes)."
     )

@@ -26,7 +26,7 @@ from teamboard.config import Settings
 from teamboard.db import Database, RequestMetrics, Tx
 from teamboard.errors import Forbidden, NotFound, RateLimited, Unauthorized
 from teamboard.kit.pagination import CursorCodec
-from teamboard.kit.ratelimit import Budget, RateLimiter, route_cost
+from teamboard.kit.ratelimit import Budget, RateLimiter, Usage, route_cost
 from teamboard.unit_of_work import unit_of_work
 
 Role = Literal["owner", "admin", "member", "guest"]
@@ -139,31 +139,47 @@ class TeamContext:
         return role
 
 
-def _open(request: Request, *, user_id: UUID | None, team_id: UUID | None = None) -> Tx:
-    """The request's transaction: a write unless the method is safe. The unit-of-work
-    middleware commits it as the response starts (or rolls it back)."""
+def open_tx(
+    request: Request,
+    *,
+    user_id: UUID | None,
+    team_id: UUID | None = None,
+    write: bool | None = None,
+) -> Tx:
+    """The request's transaction: a write unless the method is safe (or as ``write`` says,
+    for GraphQL, whose operation decides). The unit-of-work middleware commits it as the
+    response starts (or rolls it back)."""
     tx = get_services(request).db.unit(
         user_id=user_id,
         team_id=team_id,
-        write=request.method not in SAFE_METHODS,
+        write=request.method not in SAFE_METHODS if write is None else write,
         metrics=_metrics(request),
     )
     return unit_of_work(request).add(tx)
 
 
 async def _limit(request: Request, caller: str, team_id: UUID | None = None) -> None:
-    """Spend the request's cost from the caller's budget, and check the team's.
+    """Spend the route's cost (see ``route_cost``) from the caller's and the team's budgets."""
+    await spend(request, caller, team_id, route_cost(request.scope))
+
+
+async def spend(request: Request, caller: str | None, team_id: UUID | None, cost: int) -> None:
+    """Spend ``cost`` from the caller's budget (none when ``caller`` is None), and check the
+    team's.
 
     The team's budget is charged only once the request has succeeded: a request from
     outside the team is answered 404 before it, so nobody can exhaust another team's
     budget by naming its id. ``caller`` is an authenticated identity (never a claimed one).
+    GraphQL spends a query's computed cost: the caller's before execution, each team's as
+    the query reaches it.
     """
     services = get_services(request)
     settings, limiter = services.settings, services.rate_limiter
-    cost = route_cost(request.scope)
-    ip = caller.startswith("ip:")
-    per_caller = settings.rate_limit_per_ip if ip else settings.rate_limit_per_caller
-    usages = await limiter.charge([Budget("caller", caller, per_caller)], cost)
+    usages: list[Usage] = []
+    if caller is not None:
+        ip = caller.startswith("ip:")
+        per_caller = settings.rate_limit_per_ip if ip else settings.rate_limit_per_caller
+        usages = await limiter.charge([Budget("caller", caller, per_caller)], cost)
     exhausted = [u for u in usages if u.used > u.budget.limit]
     unit = unit_of_work(request)
     if team_id is not None:
@@ -172,22 +188,22 @@ async def _limit(request: Request, caller: str, team_id: UUID | None = None) -> 
         usages.append(usage)
         if usage.used + cost > team.limit:
             exhausted.append(usage)
+    unit.response_headers.extend(limiter.headers(usages))
+    if exhausted:
+        raise RateLimited(max(u.reset_after for u in exhausted))
+    if team_id is not None:
 
         async def charge_team() -> None:
             await limiter.charge([team], cost)
 
         unit.on_success.append(charge_team)
-    unit.response_headers.extend(limiter.headers(usages))
-    if exhausted:
-        unit.on_success.clear()
-        raise RateLimited(max(u.reset_after for u in exhausted))
 
 
 async def public_tx(request: Request) -> Tx:
     """A transaction with no user (registration, login, token refresh), limited per client
     address."""
     await _limit(request, f"ip:{request.client.host if request.client else 'unknown'}")
-    return _open(request, user_id=None)
+    return open_tx(request, user_id=None)
 
 
 async def user_tx(
@@ -198,7 +214,7 @@ async def user_tx(
             "API keys can only be used on their team's routes", code="api_key_not_allowed"
         )
     await _limit(request, f"user:{caller.user_id}")
-    tx = _open(request, user_id=caller.user_id)
+    tx = open_tx(request, user_id=caller.user_id)
     await idempotency.claim(request, tx, caller=f"user:{caller.user_id}", team_id=None)
     return UserContext(tx, caller.user_id, caller.session_id)
 
@@ -223,7 +239,7 @@ async def _act_in_team(
 async def team_tx(
     request: Request, team_id: UUID, caller: Annotated[Caller, Depends(authenticate)]
 ) -> TeamContext:
-    tx = _open(request, user_id=caller.user_id, team_id=team_id)
+    tx = open_tx(request, user_id=caller.user_id, team_id=team_id)
     user_id, scopes, identity = await _act_in_team(request, tx, team_id, caller)
     await idempotency.claim(request, tx, caller=identity, team_id=team_id)
     return TeamContext(tx, team_id, user_id, scopes)

@@ -19,12 +19,17 @@ header: credential exchanges (``/auth/*``, routes without a user), because a rep
 keep tokens in the database, and attachment uploads (``TeamGrant`` routes), which stream
 their body between two short transactions of their own; an upload's SHA-256 identifies a
 duplicate instead.
+
+GraphQL keys one mutation field with :func:`reserve` and :func:`store` (fingerprinted by the
+field and its arguments; see ``teamboard.graphql.mutations``), and honours the header for a
+whole mutating request through :func:`claim`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -70,13 +75,56 @@ async def claim(request: Request, tx: Tx, *, caller: str, team_id: UUID | None) 
     key = request.headers.get(HEADER)
     if key is None:
         return
+    check_key(key)
+    fingerprint = await _fingerprint(request)
+    record = Record(caller, team_id, key, fingerprint)
+    stored = await reserve(tx, record)
+    if stored is not None:
+        raise IdempotentReplay(stored.status, stored.headers, stored.body)
+
+    async def keep(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        await store(tx, record, Stored(status, _storable(headers), body))
+
+    unit_of_work(request).before_commit = keep
+
+
+@dataclass(frozen=True)
+class Record:
+    """What names one idempotent request: who sent it, in which team, with which key, and
+    the fingerprint of the request itself."""
+
+    caller: str
+    team_id: UUID | None
+    key: str
+    fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A kept response."""
+
+    status: int
+    headers: list[list[str]]
+    body: bytes
+
+
+def check_key(key: str) -> None:
+    """400 unless ``key`` is 1 to 255 visible ASCII characters."""
     if not _KEY.match(key):
         raise BadRequest(
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
             code="invalid_idempotency_key",
         )
-    fingerprint = await _fingerprint(request)
-    scope = {"caller": caller, "team": team_id, "key": key}
+
+
+async def reserve(tx: Tx, record: Record) -> Stored | None:
+    """Take the key for the rest of the transaction and return its kept response, if any.
+
+    409 while another transaction holds the key (still in flight); 422 when the key was
+    used with a different request. A write transaction must then do the work and
+    :func:`store` its response, or do nothing.
+    """
+    scope = {"caller": record.caller, "team": record.team_id, "key": record.key}
     locked = await tx.fetch_value(
         "select pg_try_advisory_xact_lock(hashtextextended(%(user)s::uuid::text || '|'"
         " || %(caller)s || '|' || coalesce(%(team)s::uuid::text, '') || '|' || %(key)s,"
@@ -95,38 +143,41 @@ async def claim(request: Request, tx: Tx, *, caller: str, team_id: UUID | None) 
         " and key = %(key)s and expires_at > now()",
         scope,
     )
-    if stored is not None:
-        if bytes(stored["fingerprint"]) != fingerprint:
-            raise Unprocessable(
-                "This Idempotency-Key was used with a different request",
-                code="idempotency_key_reused",
-            )
-        raise IdempotentReplay(stored["status"], stored["headers"], bytes(stored["body"]))
-
-    async def keep(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        await tx.execute(
-            "insert into idempotency_record (user_id, id, caller, team_scope, key, fingerprint,"
-            " status, headers, body, expires_at)"
-            " values (%(user)s, %(id)s, %(caller)s, %(team)s, %(key)s, %(fingerprint)s,"
-            " %(status)s, %(headers)s, %(body)s, now() + %(retention)s)"
-            " on conflict (user_id, caller, team_scope, key) do update set"
-            " id = excluded.id, fingerprint = excluded.fingerprint, status = excluded.status,"
-            " headers = excluded.headers, body = excluded.body, created_at = now(),"
-            " expires_at = excluded.expires_at"
-            " where idempotency_record.expires_at <= now()",
-            {
-                **scope,
-                "user": tx.user_id,
-                "id": new_id(),
-                "fingerprint": fingerprint,
-                "status": status,
-                "headers": _storable(headers),
-                "body": body,
-                "retention": RETENTION,
-            },
+    if stored is None:
+        return None
+    if bytes(stored["fingerprint"]) != record.fingerprint:
+        raise Unprocessable(
+            "This Idempotency-Key was used with a different request",
+            code="idempotency_key_reused",
         )
+    return Stored(stored["status"], stored["headers"], bytes(stored["body"]))
 
-    unit_of_work(request).before_commit = keep
+
+async def store(tx: Tx, record: Record, response: Stored) -> None:
+    """Keep ``response`` for the key, in the transaction of the work it answers."""
+    await tx.execute(
+        "insert into idempotency_record (user_id, id, caller, team_scope, key, fingerprint,"
+        " status, headers, body, expires_at)"
+        " values (%(user)s, %(id)s, %(caller)s, %(team)s, %(key)s, %(fingerprint)s,"
+        " %(status)s, %(headers)s, %(body)s, now() + %(retention)s)"
+        " on conflict (user_id, caller, team_scope, key) do update set"
+        " id = excluded.id, fingerprint = excluded.fingerprint, status = excluded.status,"
+        " headers = excluded.headers, body = excluded.body, created_at = now(),"
+        " expires_at = excluded.expires_at"
+        " where idempotency_record.expires_at <= now()",
+        {
+            "caller": record.caller,
+            "team": record.team_id,
+            "key": record.key,
+            "user": tx.user_id,
+            "id": new_id(),
+            "fingerprint": record.fingerprint,
+            "status": response.status,
+            "headers": response.headers,
+            "body": response.body,
+            "retention": RETENTION,
+        },
+    )
 
 
 async def _fingerprint(request: Request) -> bytes:

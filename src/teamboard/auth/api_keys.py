@@ -34,6 +34,7 @@ class ApiKeyGrant:
     key_id: UUID
     user_id: UUID
     scopes: frozenset[str]
+    team_id: UUID
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,13 @@ def parse_api_key(token: str) -> ApiKeyCredential:
     return ApiKeyCredential(match.group(1), match.group(2))
 
 
-async def resolve_api_key(tx: Tx, credential: ApiKeyCredential, team_id: UUID) -> ApiKeyGrant:
-    """Authenticate the key and switch the transaction's context to its creator.
+async def resolve_api_key(
+    tx: Tx, credential: ApiKeyCredential, team_id: UUID | None
+) -> ApiKeyGrant:
+    """Authenticate the key and switch the transaction's context to its creator and team.
 
-    A valid key for another team answers 404, like any team the caller cannot see.
+    A valid key for another team answers 404, like any team the caller cannot see;
+    ``team_id=None`` accepts the key's own team (GraphQL requests name no team up front).
     """
     secret_hash = hash_token(credential.secret)
     await tx.set_lookup("app.api_key_prefix", credential.prefix)
@@ -77,10 +81,10 @@ async def resolve_api_key(tx: Tx, credential: ApiKeyCredential, team_id: UUID) -
         or (row["expires_at"] is not None and row["expires_at"] <= now)
     ):
         raise Unauthorized("The API key is invalid, expired or revoked", code="invalid_api_key")
-    if row["team_id"] != team_id:
+    if team_id is not None and row["team_id"] != team_id:
         raise NotFound()
     await tx.execute("select tb_touch_api_key(%s, %s)", (credential.prefix, secret_hash))
     await tx.set_lookup("app.api_key_prefix", "")
     await tx.set_lookup("app.api_key_secret_hash", "")
-    await tx.set_context(user_id=row["created_by"], team_id=team_id)
-    return ApiKeyGrant(row["id"], row["created_by"], frozenset(row["scopes"]))
+    await tx.set_context(user_id=row["created_by"], team_id=row["team_id"])
+    return ApiKeyGrant(row["id"], row["created_by"], frozenset(row["scopes"]), row["team_id"])

@@ -187,7 +187,9 @@ _RANGES = (
 )
 
 
-def _conditions(filters: TaskFilters, params: dict[str, Any]) -> list[str]:
+def filter_conditions(filters: TaskFilters, params: dict[str, Any]) -> list[str]:
+    """The SQL conditions of ``filters`` on ``task t`` (their values added to ``params``;
+    ``%(team)s`` must be the team). Shared with GraphQL's task connections."""
     conditions: list[str] = []
     if len(filters.status_id) == 1:  # "=" keeps an ordered index scan possible
         conditions.append("t.status_id = %(status)s")
@@ -248,7 +250,7 @@ def list_query(
     if project_id is not None:
         conditions.append("t.project_id = %(project)s")
         params["project"] = project_id
-    conditions += _conditions(filters, params)
+    conditions += filter_conditions(filters, params)
     comparison = "<" if descending else ">"
     direction = "desc" if descending else "asc"
     if key.unique:

@@ -55,14 +55,20 @@ async def get_task(ctx: TeamContext, task_id: UUID) -> dict[str, Any]:
     return task
 
 
-async def get_task_by_key(ctx: TeamContext, key: str) -> dict[str, Any]:
-    """The live task ``ENG-42`` (project key, dash, number)."""
+def parse_key(key: str) -> tuple[str, int] | None:
+    """``ENG-42`` as ``("ENG", 42)``; None when it cannot name a task."""
     match = _KEY.match(key)
     if match is None or int(match.group(2)) > _MAX_NUMBER:
+        return None
+    return match.group(1), int(match.group(2))
+
+
+async def get_task_by_key(ctx: TeamContext, key: str) -> dict[str, Any]:
+    """The live task ``ENG-42`` (project key, dash, number)."""
+    parsed = parse_key(key)
+    if parsed is None:
         raise NotFound()
-    task = await repository.get_task_by_key(
-        ctx.tx, ctx.team_id, match.group(1), int(match.group(2))
-    )
+    task = await repository.get_task_by_key(ctx.tx, ctx.team_id, *parsed)
     if task is None:
         raise NotFound()
     return task
