@@ -125,7 +125,7 @@ class RedisSignals:
             finally:
                 self.connected.clear()
                 with suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await _pause(stop, backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
 
