@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from teamboard.ops.database import DatabaseUrls
+from tests.analytics import fold_past
 
 Row = dict[str, Any]
 ROLES = ("owner", "admin", "member", "guest")
@@ -116,7 +117,6 @@ def _project(
         author_id=creator,
         body=f"{key} comment",
     )
-    _task_children(owner, team, project_id, task_id, creator)
     _insert(
         owner, "label", team_id=team, id=label_id, project_id=project_id, name=key, color="#aabbcc"
     )
@@ -131,17 +131,45 @@ def _project(
         task_id=task_id,
         user_id=creator,
     )
+    _task_children(owner, team, project_id, task_id, creator)
+    _analytics_events(owner, team, project_id, task_id, status_id, creator)
+    return project_id
+
+
+def _analytics_events(
+    owner: psycopg.Connection[Row],
+    team: uuid.UUID,
+    project_id: uuid.UUID,
+    task_id: uuid.UUID,
+    status_id: uuid.UUID,
+    creator: uuid.UUID,
+) -> None:
+    """The task's creation (assigned) and completion: once folded, a row in every rollup."""
+    done = uuid.uuid4()
     _insert(
         owner,
-        "event",
+        "status",
         team_id=team,
-        id=uuid.uuid4(),
-        actor_id=creator,
-        kind="task.created",
+        id=done,
         project_id=project_id,
-        payload={"key": key},
+        name="Done",
+        category="completed",
+        position=2,
     )
-    return project_id
+    created = {"status_id": str(status_id), "assignee_ids": [str(creator)]}
+    moved = {"from_status_id": str(status_id), "to_status_id": str(done)}
+    for kind, payload in (("task.created", created), ("task.moved", moved)):
+        _insert(
+            owner,
+            "event",
+            team_id=team,
+            id=uuid.uuid4(),
+            actor_id=creator,
+            kind=kind,
+            subject_id=task_id,
+            project_id=project_id,
+            payload=payload,
+        )
 
 
 def _task_children(
@@ -295,7 +323,11 @@ def _webhook(owner: psycopg.Connection[Row], team_id: uuid.UUID, creator: uuid.U
 
 @pytest.fixture(scope="module")
 def teams(owner: psycopg.Connection[Row]) -> dict[str, Team]:
-    return {label: _make_team(owner, label) for label in "ABC"}
+    made = {label: _make_team(owner, label) for label in "ABC"}
+    last = owner.execute("select max(tx_id::text::bigint) as x from event").fetchone()
+    assert last is not None
+    fold_past(owner, last["x"])  # the analytics rollups of the events above
+    return made
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +372,18 @@ def _rejected(conn: psycopg.Connection[Row], statement: sql.Composable, params: 
     return False
 
 
+ROLLUP_TABLES = (
+    "analytics_daily",
+    "analytics_actor_daily",
+    "analytics_flow_total",
+    "analytics_task",
+    "analytics_completion",
+    "analytics_task_link",
+)
 EXPECTED_TENANT_TABLES = {
+    *ROLLUP_TABLES,
+    "analytics_state",
+    "analytics_team_daily",
     "api_key",
     "comment",
     "attachment",
@@ -376,8 +419,12 @@ PROJECT_TABLES = (
     "label",
     "task_label",
     "task_assignee",
+    *ROLLUP_TABLES,
 )
 ADMIN_ONLY = {"api_key", "invitation", "webhook", "webhook_attempt", "webhook_delivery"}
+#: Per-team sums over every project: for callers who see every project (here, the owner,
+#: the only member of the private project besides being able to see the team one).
+WHOLE_TEAM_ONLY = {"analytics_team_daily"}
 
 
 def test_every_tenant_table_is_in_the_matrix(tenant_tables: list[str]) -> None:
@@ -394,7 +441,9 @@ def test_members_see_only_their_team(
     for table in tenant_tables:
         rows = visible(app_conn, table)
         assert {row["team_id"] for row in rows} <= {team.id}, f"{table} leaked for {role}"
-        expect_rows = not (table in ADMIN_ONLY and role in ("member", "guest"))
+        expect_rows = not (table in ADMIN_ONLY and role in ("member", "guest")) and not (
+            table in WHOLE_TEAM_ONLY and role != "owner"
+        )
         assert bool(rows) == expect_rows, f"{table} as {role}: {len(rows)} rows"
 
 

@@ -177,6 +177,15 @@ ROUTES = [
     ("POST", "/api/v1/teams/{own}/webhooks/{webhook}/deliveries/{delivery}/redeliver", None),
     ("GET", "/api/v1/teams/{own}/webhooks/{own_webhook}/deliveries/{delivery}", None),
     ("POST", "/api/v1/teams/{own}/webhooks/{own_webhook}/deliveries/{delivery}/redeliver", None),
+    ("GET", "/api/v1/teams/{team}/analytics/events?window=90d", None),
+    ("GET", "/api/v1/teams/{team}/analytics/actors?kind=custom.*", None),
+    ("GET", "/api/v1/teams/{team}/analytics/tasks?bucket=week", None),
+    ("GET", "/api/v1/teams/{team}/analytics/throughput", None),
+    ("GET", "/api/v1/teams/{team}/analytics/cycle-time?window=365d", None),
+    ("GET", "/api/v1/teams/{team}/analytics/flow", None),
+    ("GET", "/api/v1/teams/{team}/analytics/time?group_by=label", None),
+    ("GET", "/api/v1/teams/{team}/analytics/drilldown", None),
+    ("POST", "/api/v1/teams/{team}/events", {"events": [{"kind": "custom.probe"}]}),
 ]
 
 

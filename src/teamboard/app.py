@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from teamboard import __version__
 from teamboard.activity.router import router as activity_router
+from teamboard.analytics.router import router as analytics_router
 from teamboard.attachments.router import router as attachments_router
 from teamboard.auth.api_keys_router import router as api_keys_router
 from teamboard.auth.passwords import PasswordHasher
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         labels_router,
         realtime_router,
         webhooks_router,
+        analytics_router,
     )
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)

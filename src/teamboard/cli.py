@@ -7,10 +7,11 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from uuid import UUID
 
 import psycopg
 import typer
@@ -25,6 +26,8 @@ db_app = typer.Typer(help="Database checks.")
 app.add_typer(db_app, name="db")
 attachments_app = typer.Typer(help="Attachment storage upkeep.")
 app.add_typer(attachments_app, name="attachments")
+analytics_app = typer.Typer(help="Analytics rollups.")
+app.add_typer(analytics_app, name="analytics")
 
 
 @contextmanager
@@ -134,12 +137,103 @@ def migrate(
 @app.command()
 def seed(
     tasks_per_project: Annotated[int, typer.Option(min=0, max=10_000)] = 20,
+    events: Annotated[
+        int | None,
+        typer.Option(min=1, help="Generate a data set of about this many events instead"),
+    ] = None,
+    teams: Annotated[int, typer.Option(min=1, max=100_000, help="Teams of the data set")] = 50,
+    years: Annotated[float, typer.Option(min=0.25, max=20, help="History of the data set")] = 3,
+    random_seed: Annotated[int, typer.Option(help="Seed of the data set")] = 7,
+    rollups: Annotated[bool, typer.Option(help="Rebuild the rollups after the load")] = True,
 ) -> None:
-    """Load demo teams, users, projects and tasks (idempotent: existing demo users are kept)."""
+    """Load demo teams, users, projects and tasks (idempotent: existing demo users are
+    kept); with ``--events``, generate a large realistic data set with COPY instead."""
     settings = get_settings()
     with owner_database(settings) as owner_url:
         urls = database.prepare(settings, owner_url)
-        _seed(settings, urls.app, tasks_per_project)
+        if events is None:
+            _seed(settings, urls.app, tasks_per_project)
+            return
+        from teamboard.ops import generate
+
+        config = generate.GeneratorConfig(events, teams, years, random_seed)
+        with _progress("generating events", config.events) as advance:
+            summary = generate.generate(urls.owner, config, advance)
+        typer.echo(
+            f"loaded {summary.events} events, {summary.tasks} tasks, {summary.comments}"
+            f" comments, {summary.time_entries} time entries, {summary.users} users in"
+            f" {summary.teams} teams"
+        )
+        typer.echo("vacuum analyze ...")
+        generate.analyze(urls.owner)
+        if rollups:
+            _rebuild(settings, urls.owner, None)
+
+
+@contextmanager
+def _progress(description: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar, and the ``(done, total)`` callback that moves it."""
+    from rich.progress import Progress
+
+    with Progress() as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(done: int, new_total: int) -> None:
+            bar.update(task, completed=done, total=new_total)
+
+        yield advance
+
+
+def _rebuild(settings: Settings, owner_url: str, team: UUID | None) -> None:
+    from teamboard.analytics.rollups import rebuild
+    from teamboard.db import Database
+
+    async def run() -> None:
+        db = Database(owner_url, settings.model_copy(update={"pool_min_size": 1}))
+        await db.open()
+        try:
+            with _progress("rebuilding rollups (partitions)", 1) as advance:
+                result = await rebuild(db, team_id=team, progress=advance)
+        finally:
+            await db.close()
+        typer.echo(f"folded {result.folded} events; watermark {result.watermark}")
+
+    asyncio.run(run())
+
+
+@analytics_app.command("rebuild")
+def analytics_rebuild(
+    team: Annotated[UUID | None, typer.Option(help="Only this team")] = None,
+) -> None:
+    """Fold every event into the rollups again, from scratch (backfills, a changed time zone
+    set outside the API). Dashboards keep answering, exactly, meanwhile."""
+    settings = get_settings()
+    with owner_database(settings) as owner_url:
+        urls = database.prepare(settings, owner_url)
+        _rebuild(settings, urls.owner, team)
+
+
+@analytics_app.command("refresh")
+def analytics_refresh() -> None:
+    """Fold the events committed since the last fold (what the worker does continuously)."""
+    from teamboard.analytics.rollups import RollupConsumer
+    from teamboard.db import Database
+
+    settings = get_settings()
+    with owner_database(settings) as owner_url:
+        urls = database.prepare(settings, owner_url)
+
+        async def run() -> None:
+            db = Database(urls.app, settings.model_copy(update={"pool_min_size": 1}))
+            await db.open()
+            try:
+                result = await RollupConsumer(db).fold()
+            finally:
+                await db.close()
+            state = "another fold is running" if result.skipped else f"folded {result.folded}"
+            typer.echo(f"{state}; watermark {result.watermark}")
+
+        asyncio.run(run())
 
 
 @db_app.command("audit")
@@ -153,6 +247,46 @@ def audit() -> None:
     typer.echo(audit_ops.format_report(findings))
     if findings:
         raise typer.Exit(code=1)
+
+
+@db_app.command("explain")
+def explain(
+    max_seq_rows: Annotated[
+        int, typer.Option(min=0, help="Largest table (rows) a plan may scan sequentially")
+    ] = 10_000,
+) -> None:
+    """Fail (exit 1) when a registered hot query scans a large table sequentially or reads
+    event partitions outside its window. Run it on realistic data (``teamboard seed
+    --events N``), as the app role, with the busiest team as context."""
+    from teamboard.db import Database
+    from teamboard.ops import explain as explain_ops
+
+    settings = get_settings()
+    with owner_database(settings) as owner_url:
+        urls = database.prepare(settings, owner_url)
+
+        async def run() -> bool:
+            small = settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 2})
+            owner_db, app_db = Database(urls.owner, small), Database(urls.app, small)
+            await owner_db.open()
+            await app_db.open()
+            try:
+                found = await explain_ops.catalog(owner_db)
+                sample = await explain_ops.sample(owner_db)
+                if sample is None:
+                    typer.echo("db explain: no data to explain on (teamboard seed --events N)")
+                    return False
+                reports = await explain_ops.explain(
+                    app_db, found, sample, explain_ops.registered(), max_seq_rows
+                )
+            finally:
+                await app_db.close()
+                await owner_db.close()
+            typer.echo(explain_ops.format_report(reports))
+            return all(report.ok for report in reports)
+
+        if not asyncio.run(run()):
+            raise typer.Exit(code=1)
 
 
 @attachments_app.command("sweep")

@@ -9,15 +9,18 @@ from uuid import UUID
 from teamboard.db import Tx
 
 _TEAM_WITH_ROLE = (
-    "select t.id, t.name, t.created_at, t.updated_at, m.role from team t"
+    "select t.id, t.name, t.time_zone, t.created_at, t.updated_at, m.role from team t"
     " join team_member m on m.team_id = t.id and m.user_id = %(user)s"
 )
 
 
-async def insert_team(tx: Tx, team_id: UUID, name: str, owner_id: UUID) -> None:
+async def insert_team(
+    tx: Tx, team_id: UUID, name: str, owner_id: UUID, time_zone: str = "UTC"
+) -> None:
     """Insert the team and its first owner (the context must already name the team)."""
     await tx.execute(
-        "insert into team (id, name, created_by) values (%s, %s, %s)", (team_id, name, owner_id)
+        "insert into team (id, name, created_by, time_zone) values (%s, %s, %s, %s)",
+        (team_id, name, owner_id, time_zone),
     )
     await tx.execute(
         "insert into team_member (team_id, user_id, role) values (%s, %s, 'owner')",
@@ -40,8 +43,23 @@ async def list_teams(tx: Tx, user_id: UUID, limit: int, after: UUID | None) -> l
     )
 
 
-async def rename_team(tx: Tx, team_id: UUID, name: str) -> None:
-    await tx.execute("update team set name = %s where id = %s", (name, team_id))
+async def update_team(tx: Tx, team_id: UUID, name: str | None, time_zone: str | None) -> None:
+    """Set the given fields (None: unchanged)."""
+    await tx.execute(
+        "update team set name = coalesce(%s, name), time_zone = coalesce(%s, time_zone)"
+        " where id = %s",
+        (name, time_zone, team_id),
+    )
+
+
+async def is_time_zone(tx: Tx, name: str) -> bool:
+    """Whether PostgreSQL knows the zone by this name (``pg_timezone_names`` reads the zone
+    files: tens of milliseconds, fine for the rare change of a team's zone)."""
+    return bool(
+        await tx.fetch_value(
+            "select exists (select 1 from pg_timezone_names where name = %s)", (name,)
+        )
+    )
 
 
 async def delete_team(tx: Tx, team_id: UUID) -> bool:

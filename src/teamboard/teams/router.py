@@ -32,7 +32,7 @@ router = ApiRouter(tags=["teams"])
 
 @router.post("/teams", status_code=201, response_model=TeamOut)
 async def create_team(body: TeamIn, ctx: UserTx) -> Response:
-    team = await service.create_team(ctx.tx, ctx.user_id, body.name)
+    team = await service.create_team(ctx.tx, ctx.user_id, body.name, body.time_zone)
     return ORJSONResponse(team, status_code=201)
 
 
@@ -55,8 +55,9 @@ async def get_team(ctx: TeamCtx) -> Response:
 
 
 @router.patch("/teams/{team_id}", response_model=TeamOut)
-async def rename_team(body: TeamPatch, ctx: TeamCtx) -> Response:
-    return ORJSONResponse(await service.rename_team(ctx, body.name))
+async def update_team(body: TeamPatch, ctx: TeamCtx) -> Response:
+    """Rename the team and/or change its time zone (admins)."""
+    return ORJSONResponse(await service.update_team(ctx, body))
 
 
 @router.delete("/teams/{team_id}", status_code=204)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, EmailStr, StringConstraints
+from pydantic import BaseModel, EmailStr, Field, StringConstraints, model_validator
 
 from teamboard.auth.schemas import Strict
 
@@ -15,17 +15,34 @@ MemberRole = Literal["owner", "admin", "member", "guest"]
 InvitedRole = Literal["admin", "member", "guest"]
 
 
+#: An IANA time zone name listed by PostgreSQL's ``pg_timezone_names`` (checked there).
+TimeZone = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-/]+$")
+]
+
+
 class TeamIn(Strict):
     name: Name
+    time_zone: TimeZone = Field(default="UTC", description="Days of the team's dashboards")
 
 
 class TeamPatch(Strict):
-    name: Name
+    """The fields to change; left out means unchanged."""
+
+    name: Name | None = None
+    time_zone: TimeZone | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> TeamPatch:
+        if self.name is None and self.time_zone is None:
+            raise ValueError("give name, time_zone or both")
+        return self
 
 
 class TeamOut(BaseModel):
     id: UUID
     name: str
+    time_zone: str
     role: MemberRole
     created_at: datetime
     updated_at: datetime

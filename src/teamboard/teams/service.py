@@ -10,18 +10,30 @@ from uuid import UUID
 from teamboard.auth.service import normalize_email
 from teamboard.db import Tx
 from teamboard.deps import ROLE_RANK, Services, TeamContext
-from teamboard.errors import Conflict, Forbidden, NotFound
+from teamboard.errors import Conflict, Forbidden, NotFound, Unprocessable
 from teamboard.events.repository import append
 from teamboard.kit.ids import new_id
 from teamboard.kit.secrets import hash_token
 from teamboard.teams import repository
-from teamboard.teams.schemas import InvitationIn
+from teamboard.teams.schemas import InvitationIn, TeamPatch
 
 
-async def create_team(tx: Tx, user_id: UUID, name: str) -> dict[str, Any]:
+async def _check_time_zone(tx: Tx, time_zone: str | None) -> None:
+    if (
+        time_zone is not None
+        and time_zone != "UTC"
+        and not await repository.is_time_zone(tx, time_zone)
+    ):
+        raise Unprocessable(
+            "Unknown time zone: use an IANA name such as Europe/Paris", code="invalid_time_zone"
+        )
+
+
+async def create_team(tx: Tx, user_id: UUID, name: str, time_zone: str = "UTC") -> dict[str, Any]:
+    await _check_time_zone(tx, time_zone)
     team_id = new_id()
     await tx.set_context(user_id=user_id, team_id=team_id)
-    await repository.insert_team(tx, team_id, name, user_id)
+    await repository.insert_team(tx, team_id, name, user_id, time_zone)
     await append(tx, "team.created", subject_id=team_id, payload={"name": name})
     team = await repository.get_team(tx, team_id, user_id)
     assert team is not None
@@ -35,10 +47,14 @@ async def get_team(ctx: TeamContext) -> dict[str, Any]:
     return team
 
 
-async def rename_team(ctx: TeamContext, name: str) -> dict[str, Any]:
+async def update_team(ctx: TeamContext, body: TeamPatch) -> dict[str, Any]:
+    """Rename the team or change its time zone (admins). A new zone re-buckets the
+    analytics rollups; dashboards stay exact meanwhile (they read raw events)."""
     await ctx.require("admin")
-    await repository.rename_team(ctx.tx, ctx.team_id, name)
-    await append(ctx.tx, "team.updated", subject_id=ctx.team_id, payload={"name": name})
+    await _check_time_zone(ctx.tx, body.time_zone)
+    await repository.update_team(ctx.tx, ctx.team_id, body.name, body.time_zone)
+    changes = body.model_dump(exclude_none=True)
+    await append(ctx.tx, "team.updated", subject_id=ctx.team_id, payload=changes)
     return await get_team(ctx)
 
 

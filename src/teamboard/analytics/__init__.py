@@ -1,0 +1,2 @@
+"""Analytics: dashboards over rollups kept current from the event log, custom events, and the
+rollup consumer (see ``rollups.RollupConsumer``)."""

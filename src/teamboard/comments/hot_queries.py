@@ -1,0 +1,15 @@
+"""Hot queries of comments (``teamboard db explain``)."""
+
+from __future__ import annotations
+
+from teamboard.comments import service
+from teamboard.deps import TeamContext
+from teamboard.kit.hot_queries import HotQuery, Sample
+from teamboard.kit.pagination import CursorCodec
+
+
+async def _list(ctx: TeamContext, sample: Sample, cursors: CursorCodec) -> object:
+    return await service.list_comments(ctx, cursors, sample.task_id, 50, None)
+
+
+QUERIES = [HotQuery("comments of a task", _list)]
