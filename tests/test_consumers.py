@@ -251,12 +251,13 @@ def _worker_env(settings: Settings, db_urls: DatabaseUrls) -> dict[str, str]:
         SECRET_KEY=settings.secret_key.get_secret_value(),
         ENVIRONMENT="test",
         WORKER_IDLE_SECONDS="0.2",
+        ANALYTICS_FOLD_SECONDS="0.2",
         LOG_LEVEL="WARNING",
     )
     return env
 
 
-async def test_the_worker_process_notifies_and_stops_gracefully(
+async def test_the_worker_process_notifies_folds_and_stops_gracefully(
     client: httpx.AsyncClient,
     app: Any,
     owner: Owner,
@@ -282,6 +283,16 @@ async def test_the_worker_process_notifies_and_stops_gracefully(
             return row is not None and row["n"] == 1
 
         await until(notified, within=60)
+
+        def folded() -> bool:
+            row = owner.execute(
+                "select coalesce(sum(value), 0) as n from analytics_daily"
+                " where team_id = %s and metric = 'events' and dim = 'comment.created'",
+                (team,),
+            ).fetchone()
+            return row is not None and row["n"] == 1
+
+        await until(folded, within=60)
         held = owner.execute(
             "select count(*) as n from pg_locks l join pg_stat_activity a on a.pid = l.pid"
             " where l.locktype = 'advisory' and a.usename = %s",

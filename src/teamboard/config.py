@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     worker_upkeep_seconds: float = Field(
         default=3600.0, gt=0, description="Interval of partition upkeep and log retention."
     )
+    analytics_fold_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="Interval of the analytics fold (events into the rollups). Dashboards are"
+        " exact whatever it is: they add the events not folded yet, which a longer interval"
+        " makes more numerous.",
+    )
     event_partitions_ahead: int = Field(default=3, ge=2, le=24)
     event_retention_months: int = Field(
         default=24, ge=0, description="Drop event partitions older than this; 0 keeps all."

@@ -8,6 +8,8 @@ It runs, in one asyncio process:
 * the webhook deliverer (``teamboard.webhooks.delivery``), whose queue all worker
   processes share;
 * partition upkeep and log retention, at start and every ``WORKER_UPKEEP_SECONDS``;
+* the analytics fold (``teamboard.analytics.rollups``), every ``ANALYTICS_FOLD_SECONDS``:
+  it keeps its own watermark and several workers may run it (one fold at a time);
 * the wake-up listener (``LISTEN tb_event``), which wakes the consumers and, with Redis,
   republishes the signals for the API instances' realtime feed.
 
@@ -32,6 +34,7 @@ from contextlib import suppress
 
 import redis.asyncio as aioredis
 
+from teamboard.analytics.rollups import RollupConsumer
 from teamboard.config import Settings
 from teamboard.db import Database
 from teamboard.events.signals import PostgresSignals, RedisRelay
@@ -68,6 +71,7 @@ class Worker:
         self._worker_url = worker_url
         self.deliverer = Deliverer(settings, worker_db, app_db)
         self.consumers: list[Consumer] = [NotificationsConsumer(app_db), WebhooksConsumer()]
+        self.rollups = RollupConsumer(app_db)
         self.stop = asyncio.Event()
 
     async def run(self, redis: aioredis.Redis | None = None) -> None:
@@ -93,6 +97,7 @@ class Worker:
                 lambda: upkeep(self.worker_db, settings),
                 "upkeep",
             ),
+            self.rollups.run(stop, interval=settings.analytics_fold_seconds),
             *(
                 consumers.run(
                     ConsumerRunner(self.worker_db, consumer, settings.worker_batch_size),
