@@ -8,7 +8,7 @@ once (see the analytics migration). Its parts:
   time-zone-dependent rollups are bucketed in the zone asked for.
 * The tail of alias ``x``: the team's events with ``w <= tx_id < xmax`` (the upper bound
   holds for every visible row; it turns the condition into a range the planner estimates as
-  small, so it takes the ``(team_id, tx_id)`` index), then those of the period. For
+  small, so it takes the ``(team_id, tx_id, seq)`` index), then those of the period. For
   time-zone-dependent rollups that are not usable the lower bound is 0: raw events only.
 * Raw mode (``raw=True``, for tests and the benchmark) reads events only: no rollup branch
   and no transaction-id bounds, the same answer computed the slow way.
@@ -50,7 +50,7 @@ def tail(source: str, alias: str, *, raw: bool, zoned: bool, window: Window = "p
     The tail is scanned on its own (``offset 0`` fences it) by team and transaction id only,
     in every partition: nothing else in its scan, so that even a generic plan (prepared
     statements switch to one after five runs, estimating every parameterized range at half
-    a percent) takes the ``(team_id, tx_id)`` index instead of combining the primary key's
+    a percent) takes the ``(team_id, tx_id, seq)`` index instead of combining the primary key's
     period range (a whole month of the team's events) with another index. The window and
     the filters apply to the few rows it returns. Raw mode scans the period's partitions.
     """
