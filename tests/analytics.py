@@ -19,6 +19,7 @@ from teamboard.config import Settings
 from teamboard.deps import Services, TeamContext
 from teamboard.kit.responses import dumps
 from teamboard.ops import generate
+from tests.gql import Credentials
 
 Owner = psycopg.Connection[dict[str, Any]]
 API = "/api/v1"
@@ -113,7 +114,7 @@ def fold_past(owner: Owner, xid: int, timeout: float = 60.0) -> None:
 
 
 async def dashboard(
-    client: httpx.AsyncClient, who: Caller, team: uuid.UUID, name: str, **query: Any
+    client: httpx.AsyncClient, who: Credentials, team: uuid.UUID, name: str, **query: Any
 ) -> dict[str, Any]:
     response = await client.get(
         f"{API}/teams/{team}/analytics/{name}", params=query, headers=who.headers

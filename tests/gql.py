@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -45,6 +45,13 @@ query Dashboard($team: UUID!, $projects: Int!, $tasks: Int!) {
 """
 
 
+class Credentials(Protocol):
+    """Who calls: an :class:`Actor`, or a caller of a generated data set."""
+
+    @property
+    def headers(self) -> dict[str, str]: ...
+
+
 @contextmanager
 def executor(app: Any, *, compiled: bool) -> Iterator[None]:
     """Run the block's queries through the compiled path or the engine only."""
@@ -58,7 +65,7 @@ def executor(app: Any, *, compiled: bool) -> Iterator[None]:
 
 
 async def both(
-    app: Any, client: httpx.AsyncClient, actor: Actor, query: str, variables: dict[str, Any]
+    app: Any, client: httpx.AsyncClient, actor: Credentials, query: str, variables: dict[str, Any]
 ) -> httpx.Response:
     """The engine's response, after checking that the compiled path answers the same bytes
     with the same statements."""
@@ -75,7 +82,7 @@ async def both(
 
 async def gql(
     client: httpx.AsyncClient,
-    actor: Actor | None,
+    actor: Credentials | None,
     query: str,
     variables: dict[str, Any] | None = None,
     **headers: str,

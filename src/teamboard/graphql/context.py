@@ -26,6 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from starlette.requests import Request
+from strawberry import Info
 
 from teamboard.db import Tx
 from teamboard.deps import Services, TeamContext, spend
@@ -135,3 +136,7 @@ class RequestScope:
     def context_set(self, team_id: UUID | None) -> None:
         """Record a context the transaction already has (set by API-key resolution)."""
         self._context = team_id
+
+
+#: What resolvers receive as ``info`` (the compiled path passes the same ``context``).
+Ctx = Info[RequestScope, None]

@@ -15,8 +15,11 @@ other cannot blow the walk up.
   selects; a connection 5 plus ``first``/``last`` times what one item selects (without
   either it is priced at the largest page, 200: unpaginated lists are penalised, and the
   error says how to paginate); a plain list of objects (assignees, labels, mentions:
-  short lists embedded in their parent) 5 plus 10 times what one item selects.
-  Introspection fields cost 1 each (static data; production refuses them anyway).
+  short lists embedded in their parent) 5 plus 10 times what one item selects. A field
+  heavier than that declares its own cost where it is defined (``resolved(..., cost=)``,
+  read here from the field's metadata), which takes the place of the 1 or the 5: an
+  analytics dashboard costs what its REST route spends. Introspection fields cost 1 each
+  (static data; production refuses them anyway).
 
 A request spends its cost from the same rate-limit budgets as REST, at
 ``GRAPHQL_COST_PER_RATE_UNIT`` cost per unit (see ``teamboard.graphql.endpoint``).
@@ -45,6 +48,8 @@ from graphql import (
     type_from_ast,
 )
 from graphql.execution.values import VariableValues, get_argument_values
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.field import StrawberryField
 
 from teamboard.errors import BadRequest
 from teamboard.graphql.pagination import PageArgs
@@ -57,6 +62,8 @@ UNPAGINATED_FACTOR = MAX_LIMIT
 #: Introspection is static data; its queries nest deeply (``ofType`` chains).
 INTROSPECTION_DEPTH = 15
 INTROSPECTION = frozenset({"__schema", "__type"})
+#: The metadata key of a field's declared cost (see :func:`own_cost`).
+COST = "teamboard.cost"
 
 
 class LimitExceeded(Exception):
@@ -71,6 +78,15 @@ def is_plumbing(parent: GraphQLNamedType) -> bool:
     """Fields of connection and edge types (``edges``, ``nodes``, ``node``, ``pageInfo``,
     ``cursor``) only wrap what a connection returns."""
     return parent.name.endswith(("Connection", "Edge"))
+
+
+def own_cost(definition: GraphQLField, default: int) -> int:
+    """The cost the field declares for itself (its Strawberry field's metadata), else
+    ``default``; what it selects is added to either."""
+    field = definition.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    if isinstance(field, StrawberryField):
+        return int(field.metadata.get(COST, default))
+    return default
 
 
 def fields_of(
@@ -190,10 +206,11 @@ class Walk:
                 return FIELD_COST
             return items * child.cost if listed else child.cost
         if not isinstance(returned, GraphQLObjectType):
-            return FIELD_COST
+            return own_cost(definition, FIELD_COST)
+        base = own_cost(definition, RELATION_COST)
         if returned.name.endswith("Connection"):
-            return RELATION_COST + child.cost  # its edges/nodes multiply the items
-        return RELATION_COST + (LIST_FACTOR if listed else 1) * child.cost
+            return base + child.cost  # its edges/nodes multiply the items
+        return base + (LIST_FACTOR if listed else 1) * child.cost
 
     def _introspection_depth(self, selection_set: SelectionSetNode) -> int:
         deepest = 0

@@ -37,6 +37,7 @@ from teamboard.comments.schemas import CommentIn
 from teamboard.deps import TeamContext
 from teamboard.errors import NotFound
 from teamboard.graphql import repository
+from teamboard.graphql.context import Ctx
 from teamboard.graphql.inputs import (
     CreateLabelInput,
     CreateProjectInput,
@@ -48,7 +49,7 @@ from teamboard.graphql.inputs import (
     sent,
     validated,
 )
-from teamboard.graphql.objects import Ctx, Project, Task
+from teamboard.graphql.objects import Project, Task
 from teamboard.graphql.pagination import Row
 from teamboard.graphql.types import Comment, Label, parse_datetime, resolved
 from teamboard.kit.etag import etag

@@ -15,11 +15,12 @@ from typing import Any
 from uuid import UUID
 
 import strawberry
-from strawberry import Info, Parent
+from strawberry import Parent
 
 from teamboard.errors import Forbidden, NotFound
 from teamboard.graphql import keyset, lists, repository
-from teamboard.graphql.context import RequestScope, TeamScope
+from teamboard.graphql.analytics import TeamAnalytics, team_analytics
+from teamboard.graphql.context import Ctx, RequestScope, TeamScope
 from teamboard.graphql.inputs import TaskFilter, filter_query, validated
 from teamboard.graphql.lists import ListDef
 from teamboard.graphql.pagination import ConnectionValue, Page, PageArgs, Row, bounds
@@ -46,7 +47,6 @@ from teamboard.notifications import service as notifications
 from teamboard.tasks.listing import TaskFilters, TaskQuery
 from teamboard.tasks.service import parse_key
 
-Ctx = Info[RequestScope, None]
 NO_FILTERS = TaskFilters()
 ParentKey = Callable[[Row], tuple[Any, ...]]
 
@@ -286,6 +286,12 @@ class Team:
         team_notifications, description="The caller's notifications, newest first."
     )
     unread_notification_count: int = resolved(unread_notification_count)
+    analytics: TeamAnalytics | None = resolved(
+        team_analytics,
+        description="Dashboards over a period of the team's local days: a `window` (7d, 30d,"
+        " 90d or 365d, default 30d, ending today) or `start` and `end` (at most 731 days)."
+        " Null, with an error, when the period is invalid.",
+    )
 
 
 def _no_api_key(scope: RequestScope) -> None:

@@ -18,7 +18,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from teamboard.graphql.mutations import Mutation
 from teamboard.graphql.objects import Query
-from teamboard.graphql.types import DateTime
+from teamboard.graphql.types import BIG_INT, BigInt, DateTime
 
 
 @functools.cache
@@ -28,7 +28,7 @@ def build_schema() -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(default_resolver=operator.getitem),
-        scalar_overrides={datetime: DateTime},
+        scalar_overrides={datetime: DateTime, BigInt: BIG_INT},
     )
 
 

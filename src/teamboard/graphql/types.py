@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NewType, TypeVar
 from uuid import UUID
 
 import strawberry
 from strawberry.scalars import JSON
+
+from teamboard.graphql.limits import COST
 
 T = TypeVar("T")
 
@@ -25,12 +27,15 @@ def resolved(
     *,
     description: str | None = None,
     mutation: bool = False,
+    cost: int | None = None,
 ) -> Any:
     """A field with a resolver. The class attribute's annotation is the field's schema type
     (Strawberry takes it over the resolver's, which returns rows); typed ``Any`` so that
-    the attribute keeps that annotation."""
+    the attribute keeps that annotation. ``cost``: the field's own static cost, for a field
+    heavier than a relation (see ``teamboard.graphql.limits``)."""
     make = strawberry.mutation if mutation else strawberry.field
-    return make(resolver=resolver, description=description)
+    metadata = None if cost is None else {COST: cost}
+    return make(resolver=resolver, description=description, metadata=metadata)
 
 
 def serialize_datetime(value: datetime) -> str:
@@ -54,6 +59,26 @@ DateTime = strawberry.scalar(
     description="An ISO 8601 date-time with its offset (UTC is written `Z`).",
     serialize=serialize_datetime,
     parse_value=parse_datetime,
+)
+
+
+#: An integer that may exceed 32 bits, which GraphQL's ``Int`` refuses: seconds summed over a
+#: team and a year can. Its scalar is ``BIG_INT`` (registered by the schema).
+BigInt = NewType("BigInt", int)
+
+
+def parse_big_int(value: Any) -> int:
+    """An integer (not a float, a string or a boolean)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError("BigInt must be an integer")
+    return value
+
+
+BIG_INT = strawberry.scalar(
+    name="BigInt",
+    description="An integer that may exceed 32 bits (a JSON number, exact up to 2^53).",
+    serialize=int,
+    parse_value=parse_big_int,
 )
 
 
