@@ -315,3 +315,94 @@ async def test_time_zone_change_rebuckets_and_stays_exact(
     assert state == {"time_zone": "Pacific/Chatham"}
     await _check_against_sql(client, db_urls.app, moved, team.owner)
     await _assert_rollups_equal_raw(client, app, moved, team.owner, Filters(), QUERIES[:2])
+
+
+async def _check_completions(client: httpx.AsyncClient, app_url: str, team: GeneratedTeam) -> None:
+    """Throughput and lead and cycle times over a year equal plain SQL over the events (the
+    other dashboards' plain SQL assumes histories the events of the test below do not
+    make: a start dated before states the task was in)."""
+    cycle = await dashboard(client, team.owner, team.id, "cycle-time", window="365d")
+    done = await dashboard(client, team.owner, team.id, "throughput", window="365d")
+    with raw.as_caller(app_url, team.owner.id, team.id) as conn:
+        rows = raw.transitions(conn, team.id)
+        expected = raw.durations(conn, rows, cycle["period"])
+        for name in ("lead_time", "cycle_time"):
+            assert cycle[name]["count"] == expected[name]["count"]
+            for p in ("p50", "p85", "p95"):
+                assert cycle[name][p] == pytest.approx(expected[name][p], abs=1e-3)
+        by_assignee = {r["assignee_id"]: r["completed"] for r in done["by_assignee"]}
+        assert by_assignee == raw.throughput(conn, team.id, rows, done["period"])
+
+
+async def test_stored_completion_facts_give_way_to_the_tail(
+    client: httpx.AsyncClient,
+    app: Any,
+    owner: Owner,
+    db_urls: DatabaseUrls,
+    dataset: list[GeneratedTeam],
+) -> None:
+    """A completion in the rollups keeps its task's lead and cycle time and assignees; when
+    the tail changes them (a reassignment, a start dated before the completion), the
+    dashboards use the tail's facts, and the next fold refreshes the stored ones."""
+    team = dataset[0]
+    done = owner.execute(
+        "select c.task_id, c.project_id, c.completed_at, c.assignee_ids, c.cycle_seconds"
+        " from analytics_completion c where c.team_id = %s"
+        " and c.completed_at > now() - interval '300 days'"
+        " and not (%s = any(c.assignee_ids))"
+        " order by c.completed_at desc limit 1",
+        (team.id, team.owner.id),
+    ).fetchone()
+    assert done is not None
+    statuses = {
+        row["category"]: row["id"]
+        for row in owner.execute(
+            "select distinct on (category) category, id from status where project_id = %s"
+            " order by category, position",
+            (done["project_id"],),
+        )
+    }
+    early = done["completed_at"] - timedelta(days=400)  # before any start it had
+    with psycopg.connect(db_urls.owner, row_factory=dict_row) as conn:
+        for kind, payload, at in (
+            ("task.assigned", {"user_ids": [str(team.owner.id)]}, datetime.now(UTC)),
+            (
+                "task.moved",
+                {
+                    "from_status_id": str(statuses["unstarted"]),
+                    "to_status_id": str(statuses["started"]),
+                },
+                early,
+            ),
+        ):
+            conn.execute(
+                "insert into event (team_id, id, occurred_at, actor_id, kind, subject_id,"
+                " project_id, payload) values (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    team.id,
+                    uuid.uuid4(),
+                    at,
+                    team.owner.id,
+                    kind,
+                    done["task_id"],
+                    done["project_id"],
+                    Jsonb(payload),
+                ),
+            )
+        xid = conn.execute("select pg_current_xact_id()::text::bigint as x").fetchone()
+        assert xid is not None
+    check = [{"window": "365d"}]
+    await _check_completions(client, db_urls.app, team)
+    await _assert_rollups_equal_raw(client, app, team, team.owner, Filters(), check)
+    fold_past(owner, xid["x"])
+    stored = owner.execute(
+        "select assignee_ids, cycle_seconds from analytics_completion"
+        " where team_id = %s and task_id = %s and completed_at = %s",
+        (team.id, done["task_id"], done["completed_at"]),
+    ).fetchone()
+    assert stored is not None
+    assert team.owner.id in stored["assignee_ids"]
+    expected_cycle = (done["completed_at"] - early).total_seconds()
+    assert stored["cycle_seconds"] == pytest.approx(expected_cycle)
+    await _check_completions(client, db_urls.app, team)
+    await _assert_rollups_equal_raw(client, app, team, team.owner, Filters(), check)

@@ -372,6 +372,9 @@ def _rejected(conn: psycopg.Connection[Row], statement: sql.Composable, params: 
     return False
 
 
+#: Per-team sums and sets over every project: for callers who see every project (here, the
+#: owner, the only member of the private project besides being able to see the team one).
+WHOLE_TEAM_ONLY = {"analytics_team_daily", "analytics_team_actor", "analytics_actor_last"}
 ROLLUP_TABLES = (
     "analytics_daily",
     "analytics_actor_daily",
@@ -383,7 +386,7 @@ ROLLUP_TABLES = (
 EXPECTED_TENANT_TABLES = {
     *ROLLUP_TABLES,
     "analytics_state",
-    "analytics_team_daily",
+    *WHOLE_TEAM_ONLY,
     "api_key",
     "comment",
     "attachment",
@@ -422,9 +425,6 @@ PROJECT_TABLES = (
     *ROLLUP_TABLES,
 )
 ADMIN_ONLY = {"api_key", "invitation", "webhook", "webhook_attempt", "webhook_delivery"}
-#: Per-team sums over every project: for callers who see every project (here, the owner,
-#: the only member of the private project besides being able to see the team one).
-WHOLE_TEAM_ONLY = {"analytics_team_daily"}
 
 
 def test_every_tenant_table_is_in_the_matrix(tenant_tables: list[str]) -> None:

@@ -17,6 +17,7 @@ from teamboard.analytics.sql import (
     STATE,
     USABLE,
     bucket,
+    completed_tasks,
     completions,
     daily,
     kind_clause,
@@ -75,10 +76,9 @@ async def event_counts(
     return await tx.fetch_all(sql, params(team_id, period, filters))
 
 
-async def unique_actors(
-    tx: Tx, team_id: UUID, period: Period, filters: Filters, *, raw: bool = False
-) -> list[dict[str, Any]]:
-    """``(bucket, actors)`` per bucket, and the period's total (``bucket`` null)."""
+def _actor_pairs(filters: Filters, period: Period, *, raw: bool, gate: str) -> str:
+    """CTE ``pairs``: the distinct (bucket, actor) of the period, from the per-project actor
+    rollups and the tail, when ``gate`` holds (else none)."""
     rollup = (
         "select r.day, r.actor from analytics_actor_daily r"
         f" where r.team_id = %(team)s and r.day between %(d0)s and %(d1)s and {USABLE}"
@@ -92,13 +92,67 @@ async def unique_actors(
     )
     # Distinct (bucket, actor) pairs first, by hashing: far cheaper than count(distinct),
     # which sorts every group.
-    sql = (
-        f"with {STATE}, facts (day, actor) as ({merged(rollup, tail_part, raw=raw)}),"
+    return (
+        f"facts (day, actor) as ({merged(rollup, tail_part, raw=raw)}),"
         f" pairs as materialized (select distinct {bucket('day', period)} as b, actor"
-        "  from facts where day between %(d0)s and %(d1)s)"
-        " select b as bucket, count(*) as actors from pairs group by b"
-        " union all select null, count(*) from (select distinct actor from pairs) x"
+        f"  from facts where day between %(d0)s and %(d1)s and {gate})"
     )
+
+
+#: Daily buckets of the whole team, for a period ending on or after every actor's last day:
+#: the per-day counters plus the tail's new (day, actor) pairs, and the period's total from
+#: the last-seen counters plus the tail's actors not seen since the period began (see
+#: analytics_team_actor). Cost: a row per day and per tail event.
+WHOLE_TEAM_ACTORS = (
+    " counted as materialized (select (select usable and whole from st) and not exists ("
+    "  select 1 from analytics_team_daily r where r.team_id = %(team)s"
+    "  and r.metric = 'last_seen' and r.day > %(d1)s and r.value <> 0) as ok),"
+    " recent as materialized (select distinct {day} as day, f.actor"
+    "  from {tail} and f.actor is not null and (select ok from counted)),"
+    " {pairs}"
+    " select day as bucket, sum(n)::bigint as actors from ("
+    "  select r.day, r.value as n from analytics_team_daily r where r.team_id = %(team)s"
+    "  and r.metric = 'actors' and r.day between %(d0)s and %(d1)s and (select ok from counted)"
+    "  union all"
+    "  select t.day, 1 from recent t where t.day between %(d0)s and %(d1)s and not exists ("
+    "   select 1 from analytics_team_actor a"
+    "   where a.team_id = %(team)s and a.day = t.day and a.actor = t.actor)"
+    " ) x group by day having sum(n) <> 0"
+    " union all"
+    " select null, (select coalesce(sum(r.value), 0)::bigint from analytics_team_daily r"
+    "  where r.team_id = %(team)s and r.metric = 'last_seen' and r.day >= %(d0)s)"
+    "  + (select count(distinct t.actor) from recent t"
+    "   where t.day between %(d0)s and %(d1)s and not exists ("
+    "    select 1 from analytics_actor_last l"
+    "    where l.team_id = %(team)s and l.actor = t.actor and l.day >= %(d0)s))"
+    " where (select ok from counted)"
+    " union all select b, count(*) from pairs group by b"
+    " union all select null, count(*) from (select distinct actor from pairs) x"
+    " having not (select ok from counted)"
+)
+
+
+async def unique_actors(
+    tx: Tx, team_id: UUID, period: Period, filters: Filters, *, raw: bool = False
+) -> list[dict[str, Any]]:
+    """``(bucket, actors)`` per bucket, and the period's total (``bucket`` null).
+
+    Daily buckets of the whole team (no filter, a caller who sees every project, a period
+    ending on or after every actor's last day: the usual windows) read per-day counters;
+    anything else counts the distinct (bucket, actor) pairs of the period.
+    """
+    if raw or filters.projects or filters.kinds or period.bucket != "day":
+        sql = (
+            f"with {STATE}, {_actor_pairs(filters, period, raw=raw, gate='true')}"
+            " select b as bucket, count(*) as actors from pairs group by b"
+            " union all select null, count(*) from (select distinct actor from pairs) x"
+        )
+    else:
+        sql = f"with {STATE}," + WHOLE_TEAM_ACTORS.format(
+            day=local_day("f"),
+            tail=tail("analytics_event_fact", "f", raw=False, zoned=True),
+            pairs=_actor_pairs(filters, period, raw=False, gate="not (select ok from counted)"),
+        )
     return await tx.fetch_all(sql, params(team_id, period, filters))
 
 
@@ -147,29 +201,27 @@ async def task_counts(
     return await tx.fetch_all(sql, params(team_id, period, filters))
 
 
-def _completed_tasks(filters: Filters, *, raw: bool) -> str:
-    """CTEs ``co`` (completions in the period) and ``cof`` (those passing the filters)."""
-    return (
-        f"{matching_tasks(filters, raw=raw)}"
-        f" co (task_id, completed_at) as ({completions(filters, raw=raw)}),"
-        " cof as (select task_id, completed_at from co where true"
-        f"{only_matching(filters, 'co.task_id')})"
-    )
-
-
 async def throughput(
     tx: Tx, team_id: UUID, period: Period, filters: Filters, *, raw: bool = False
 ) -> list[dict[str, Any]]:
     """``(assignee_id, completed, total)``: completions per current assignee (null: none),
     and one row with ``total`` true counting every completion once."""
-    assignees = links_of("cof", "assignee", raw=raw)
+    touched = (
+        "select l.task_id"
+        f" from {tail('analytics_link_fact', 'l', raw=False, zoned=False, window='all')}"
+        " and l.kind = 'assignee'"
+    )
     sql = (
-        f"with {STATE}, {_completed_tasks(filters, raw=raw)}, asg as ({assignees})"
+        f"with {STATE}, {completed_tasks(filters, touched, raw=raw)},"
+        f" asg as ({links_of('redo', 'assignee', raw=raw)})"
         " select null::uuid as assignee_id, count(*) as completed, true as total from cof"
         " union all"
-        " select a.target_id, count(*), false from cof"
-        " left join asg a on a.task_id = cof.task_id and a.active"
-        " group by a.target_id"
+        " select x.assignee_id, count(*), false from ("
+        "  select a.id from cof left join lateral unnest(cof.assignee_ids) a (id) on true"
+        "  where cof.stored"
+        "  union all"
+        "  select a.target_id from redo left join asg a on a.task_id = redo.task_id and a.active"
+        " ) x (assignee_id) group by x.assignee_id"
     )
     return await tx.fetch_all(sql, params(team_id, period, filters))
 
@@ -179,30 +231,36 @@ async def durations(
 ) -> dict[str, Any]:
     """Lead time (completion - creation) and cycle time (completion - first start before
     it) of the period's completions, in seconds: counts and p50/p85/p95."""
+    task_facts = "(f.kind = 'task.created' or f.to_category = 'started')"
+    touched = (
+        "select f.subject_id"
+        f" from {tail('analytics_event_fact', 'f', raw=False, zoned=False, window='all')}"
+        f" and f.subject_id is not null and {task_facts}"
+    )
     facts = merged(
         "select t.task_id, r.created_at, r.started_at"
-        " from (select distinct task_id from cof) t cross join lateral ("
+        " from (select distinct task_id from redo) t cross join lateral ("
         "  select r.created_at, r.started_at from analytics_task r"
         "  where r.team_id = %(team)s and r.task_id = t.task_id offset 0) r",
         "select f.subject_id,"
         " case when f.kind = 'task.created' then f.occurred_at end,"
         " case when f.to_category = 'started' then f.occurred_at end"
         f" from {tail('analytics_event_fact', 'f', raw=raw, zoned=False, window='all')}"
-        " and f.subject_id in (select task_id from cof)"
-        " and (f.kind = 'task.created' or f.to_category = 'started')",
+        f" and f.subject_id in (select task_id from redo) and {task_facts}",
         raw=raw,
     )
     quantiles = "percentile_cont(array[0.5, 0.85, 0.95]::float8[]) within group (order by {})"
     sql = (
-        f"with {STATE}, {_completed_tasks(filters, raw=raw)},"
+        f"with {STATE}, {completed_tasks(filters, touched, raw=raw)},"
         " tf as (select task_id, min(created_at) as created_at, min(started_at) as started_at"
         f"  from ({facts}) x (task_id, created_at, started_at) group by task_id),"
-        " d as (select"
-        "  case when tf.created_at <= cof.completed_at"
-        "   then extract(epoch from cof.completed_at - tf.created_at)::float8 end as lead,"
-        "  case when tf.started_at <= cof.completed_at"
-        "   then extract(epoch from cof.completed_at - tf.started_at)::float8 end as cycle"
-        "  from cof left join tf on tf.task_id = cof.task_id)"
+        " d as (select lead, cycle from cof where stored"
+        "  union all select"
+        "  case when tf.created_at <= redo.completed_at"
+        "   then extract(epoch from redo.completed_at - tf.created_at)::float8 end,"
+        "  case when tf.started_at <= redo.completed_at"
+        "   then extract(epoch from redo.completed_at - tf.started_at)::float8 end"
+        "  from redo left join tf on tf.task_id = redo.task_id)"
         " select count(*) as completed, count(lead) as lead_count,"
         f" {quantiles.format('lead')} as lead, count(cycle) as cycle_count,"
         f" {quantiles.format('cycle')} as cycle from d"

@@ -223,20 +223,53 @@ def only_matching(filters: Filters, column: str) -> str:
     return f" and {column} in (select task_id from matching)"
 
 
-def completions(filters: Filters, *, raw: bool) -> str:
-    """Completions in the period: ``(task_id, completed_at)``."""
+def completed(filters: Filters, *, raw: bool) -> str:
+    """Completions in the period with the facts the rollups hold of their task: ``(task_id,
+    completed_at, lead, cycle, assignee_ids, stored)``. The tail's completions (all of them
+    in raw mode) have ``stored`` false and no facts: the caller computes those."""
     rollup = (
-        "select c.task_id, c.completed_at from analytics_completion c"
+        "select c.task_id, c.completed_at, c.lead_seconds, c.cycle_seconds, c.assignee_ids,"
+        " true from analytics_completion c"
         " where c.team_id = %(team)s and c.completed_at >= %(lo)s and c.completed_at < %(hi)s"
         + projects(filters, "c.project_id")
     )
     tail_part = (
-        "select f.subject_id, f.occurred_at"
+        "select f.subject_id, f.occurred_at, null::float8, null::float8, null::uuid[], false"
         f" from {tail('analytics_event_fact', 'f', raw=raw, zoned=False)}"
         " and f.subject_id is not null"
         f" and {COMPLETION.format(a='f')}" + projects(filters, "f.project_id")
     )
     return merged(rollup, tail_part, raw=raw)
+
+
+def completions(filters: Filters, *, raw: bool) -> str:
+    """Completions in the period: ``(task_id, completed_at)``."""
+    return (
+        f"select task_id, completed_at from ({completed(filters, raw=raw)})"
+        " c (task_id, completed_at, lead, cycle, assignee_ids, stored)"
+    )
+
+
+def completed_tasks(filters: Filters, touched: str, *, raw: bool) -> str:
+    """CTEs ``touched`` (the tasks whose facts the tail changes, from query ``touched``; none
+    in raw mode), ``cof`` (the period's completions passing the filters: ``task_id,
+    completed_at, lead, cycle, assignee_ids, stored``) and ``redo`` (those whose stored
+    facts cannot be used: the tail's, and the touched tasks'), after ``matching_tasks``.
+
+    The rollups keep each completion's facts current as of the watermark (the fold
+    refreshes them for every task it touches), so only ``redo`` needs its task's facts
+    computed: a few rows, whatever the period holds.
+    """
+    return (
+        f"{matching_tasks(filters, raw=raw)}"
+        f" touched (task_id) as ({'select null::uuid where false' if raw else touched}),"
+        f" co (task_id, completed_at, lead, cycle, assignee_ids, stored) as"
+        f" ({completed(filters, raw=raw)}),"
+        " cof as (select co.task_id, co.completed_at, co.lead, co.cycle, co.assignee_ids,"
+        "  co.stored and not exists (select 1 from touched t where t.task_id = co.task_id)"
+        f"  as stored from co where true{only_matching(filters, 'co.task_id')}),"
+        " redo as (select task_id, completed_at from cof where not stored)"
+    )
 
 
 def params(team_id: UUID, period: Period, filters: Filters, **extra: Any) -> dict[str, Any]:

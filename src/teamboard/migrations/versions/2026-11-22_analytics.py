@@ -184,7 +184,28 @@ create table analytics_team_daily (
     updated_at timestamptz not null default now(),
     constraint pk_analytics_team_daily primary key (team_id, metric, day, dim) include (value),
     constraint ck_analytics_team_daily_metric
-        check (metric in ('events', 'created', 'completed', 'flow'))
+        check (metric in ('events', 'created', 'completed', 'flow', 'actors', 'last_seen'))
+);
+
+-- Distinct actors of the whole team: each (local day, actor) once, behind the per-day
+-- 'actors' counters of analytics_team_daily, and each actor's last local day with an
+-- event, behind its 'last_seen' counters (how many actors were last seen that day). A
+-- period ending on or after every actor's last day has as many distinct actors as the
+-- 'last_seen' counters of its days add up to: the actors dashboard of a window ending
+-- today reads a counter per day, however many actors and events the period holds.
+create table analytics_team_actor (
+    team_id uuid not null,
+    day date not null,
+    actor text not null,
+    updated_at timestamptz not null default now(),
+    constraint pk_analytics_team_actor primary key (team_id, day, actor)
+);
+create table analytics_actor_last (
+    team_id uuid not null,
+    actor text not null,
+    day date not null,
+    updated_at timestamptz not null default now(),
+    constraint pk_analytics_actor_last primary key (team_id, actor)
 );
 
 create table analytics_actor_daily (
@@ -219,17 +240,25 @@ create table analytics_task (
 create index ix_analytics_task_team_id_created_at
     on analytics_task (team_id, created_at) include (task_id, project_id);
 
+-- One row per completion, with what the lead time, cycle time and throughput dashboards
+-- need of its task (kept current by the fold for every task an event of the fold touches):
+-- those dashboards read one index range, with no lookup per completion.
 create table analytics_completion (
     team_id uuid not null,
     event_id uuid not null,
     task_id uuid not null,
     project_id uuid not null,
     completed_at timestamptz not null,
+    lead_seconds float8,
+    cycle_seconds float8,
+    assignee_ids uuid[] not null default '{}',
     updated_at timestamptz not null default now(),
     constraint pk_analytics_completion primary key (team_id, event_id)
 );
 create index ix_analytics_completion_team_id_completed_at
-    on analytics_completion (team_id, completed_at) include (task_id, project_id);
+    on analytics_completion (team_id, completed_at)
+    include (task_id, project_id, lead_seconds, cycle_seconds, assignee_ids);
+create index ix_analytics_completion_team_id_task_id on analytics_completion (team_id, task_id);
 
 create table analytics_task_link (
     team_id uuid not null,
@@ -351,6 +380,26 @@ where e.kind in ('task.created', 'task.assigned', 'task.unassigned', 'task.updat
 # call is planned with its actual bounds. $1/$2: transaction ids from/to, $3: team,
 # $4/$5: occurred_at from/to.
 FOLD = """
+-- What a completion keeps of its task, as the rollups hold it: lead time (from the task's
+-- creation), cycle time (from its first start, when that came before the completion) and
+-- the current assignees.
+create function tb_analytics_completion_facts(
+    p_team uuid, p_task uuid, p_completed_at timestamptz,
+    out lead float8, out cycle float8, out assignees uuid[]
+)
+    language sql stable set search_path = pg_catalog, public as $$
+select case when t.created_at <= p_completed_at
+            then extract(epoch from p_completed_at - t.created_at)::float8 end,
+       case when t.started_at <= p_completed_at
+            then extract(epoch from p_completed_at - t.started_at)::float8 end,
+       coalesce((select array_agg(l.target_id order by l.target_id)
+                 from analytics_task_link l
+                 where l.team_id = p_team and l.task_id = p_task and l.kind = 'assignee'
+                   and l.active), '{}')
+from (select 1) one
+left join analytics_task t on t.team_id = p_team and t.task_id = p_task
+$$;
+
 create function tb_analytics_fold(
     p_from xid8, p_to xid8, p_team uuid, p_lo timestamptz, p_hi timestamptz
 ) returns bigint
@@ -409,6 +458,41 @@ with ev as materialized (
     group by team_id, day, kind, project_id, actor
     on conflict (team_id, day, kind, project_id, actor)
     do update set events = r.events + excluded.events, updated_at = now()
+), team_actors as (
+    insert into analytics_team_actor (team_id, day, actor)
+    select distinct team_id, day, actor from ev where actor is not null
+    on conflict (team_id, day, actor) do nothing
+    returning team_id, day
+), actor_days as (
+    insert into analytics_team_daily as r (team_id, metric, day, dim, value)
+    select team_id, 'actors', day, '', count(*) from team_actors group by team_id, day
+    on conflict (team_id, metric, day, dim)
+    do update set value = r.value + excluded.value, updated_at = now()
+), last_new as materialized (
+    select team_id, actor, max(day) as day from ev where actor is not null
+    group by team_id, actor
+), last_old as materialized (
+    select l.team_id, l.actor, l.day from analytics_actor_last l
+    join last_new n on n.team_id = l.team_id and n.actor = l.actor
+), last_seen as (
+    insert into analytics_actor_last as r (team_id, actor, day)
+    select team_id, actor, day from last_new
+    on conflict (team_id, actor) do update set day = excluded.day, updated_at = now()
+    where excluded.day > r.day
+), last_moves as (
+    insert into analytics_team_daily as r (team_id, metric, day, dim, value)
+    select team_id, 'last_seen', day, '', sum(delta) from (
+        select n.team_id, n.day, 1 as delta
+        from last_new n left join last_old o on o.team_id = n.team_id and o.actor = n.actor
+        where o.day is null or n.day > o.day
+        union all
+        select o.team_id, o.day, -1
+        from last_new n join last_old o on o.team_id = n.team_id and o.actor = n.actor
+        where n.day > o.day
+    ) m
+    group by team_id, day
+    on conflict (team_id, metric, day, dim)
+    do update set value = r.value + excluded.value, updated_at = now()
 ), totals as (
     insert into analytics_flow_total as r (team_id, project_id, category, tasks)
     select team_id, project_id, category, sum(delta) from fl
@@ -426,12 +510,6 @@ with ev as materialized (
     on conflict (team_id, task_id) do update
     set created_at = least(r.created_at, excluded.created_at),
         started_at = least(r.started_at, excluded.started_at), updated_at = now()
-), completions as (
-    insert into analytics_completion (team_id, event_id, task_id, project_id, completed_at)
-    select team_id, id, subject_id, project_id, occurred_at from ev
-    where subject_id is not null
-      and to_category = 'completed' and from_category is distinct from 'completed'
-    on conflict (team_id, event_id) do nothing
 ), links as (
     insert into analytics_task_link as r
         (team_id, task_id, kind, target_id, project_id, active, changed_at, event_id)
@@ -445,6 +523,36 @@ select count(*) from ev
 $sql$
         into folded
         using p_from, p_to, p_team, p_lo, p_hi;
+    -- Completions, with their task's lead and cycle time and current assignees as the
+    -- statement above left them; and the completions folded earlier of every task whose
+    -- creation, workflow or assignees an event of this fold changed take its new facts (the
+    -- update does not see the rows this statement inserts: they are current already).
+    execute $sql$
+with touched as materialized (
+    select f.team_id, f.subject_id as task_id, f.id, f.occurred_at, f.project_id,
+           f.to_category = 'completed' and f.from_category is distinct from 'completed' as done
+    from analytics_event_fact f
+    where $sql$ || source || $sql$ and f.subject_id is not null
+      and f.kind in ('task.created', 'task.updated', 'task.moved', 'task.assigned',
+                     'task.unassigned')
+), added as (
+    insert into analytics_completion (team_id, event_id, task_id, project_id, completed_at,
+                                      lead_seconds, cycle_seconds, assignee_ids)
+    select x.team_id, x.id, x.task_id, x.project_id, x.occurred_at, f.lead, f.cycle, f.assignees
+    from touched x
+    cross join lateral tb_analytics_completion_facts(x.team_id, x.task_id, x.occurred_at) f
+    where x.done
+    on conflict (team_id, event_id) do nothing
+)
+update analytics_completion c
+set (lead_seconds, cycle_seconds, assignee_ids) = (
+        select f.lead, f.cycle, f.assignees
+        from tb_analytics_completion_facts(c.team_id, c.task_id, c.completed_at) f),
+    updated_at = now()
+from (select distinct team_id, task_id from touched) x
+where c.team_id = x.team_id and c.task_id = x.task_id
+$sql$
+        using p_from, p_to, p_team, p_lo, p_hi;
     return folded;
 end $fold$;
 
@@ -456,6 +564,8 @@ begin
     delete from analytics_daily where p_team is null or team_id = p_team;
     delete from analytics_team_daily where p_team is null or team_id = p_team;
     delete from analytics_actor_daily where p_team is null or team_id = p_team;
+    delete from analytics_team_actor where p_team is null or team_id = p_team;
+    delete from analytics_actor_last where p_team is null or team_id = p_team;
     delete from analytics_flow_total where p_team is null or team_id = p_team;
     delete from analytics_task where p_team is null or team_id = p_team;
     delete from analytics_completion where p_team is null or team_id = p_team;
@@ -537,6 +647,7 @@ FUNCTIONS = (
     "tb_analytics_refresh()",
     "tb_analytics_reset(uuid)",
     "tb_analytics_fold(xid8, xid8, uuid, timestamptz, timestamptz)",
+    "tb_analytics_completion_facts(uuid, uuid, timestamptz)",
     "tb_json_array(jsonb)",
     "tb_uuid(text)",
     "tb_uuid7()",
@@ -547,6 +658,8 @@ ROLLUP_TABLES = (
     "analytics_daily",
     "analytics_team_daily",
     "analytics_actor_daily",
+    "analytics_team_actor",
+    "analytics_actor_last",
     "analytics_flow_total",
     "analytics_task",
     "analytics_completion",
@@ -574,7 +687,10 @@ def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
         for table in ("analytics_task", "analytics_completion", "analytics_task_link")
     ]
     whole_team = f"{IN_TEAM} and (select tb_analytics_sees_all())"
-    secured.append(("analytics_team_daily", Policies(whole_team, DENY, DENY, DENY), read_only))
+    secured += [
+        (table, Policies(whole_team, DENY, DENY, DENY), read_only)
+        for table in ("analytics_team_daily", "analytics_team_actor", "analytics_actor_last")
+    ]
     secured.append(("analytics_state", Policies(IN_TEAM, DENY, DENY, DENY), read_only))
     # One global row, a transaction id: readable with any user context.
     secured.append(
@@ -630,7 +746,8 @@ def downgrade() -> None:
         " tb_analytics_reset(uuid)"
     )
     op.execute(
-        "drop function if exists tb_analytics_fold(xid8, xid8, uuid, timestamptz, timestamptz)"
+        "drop function if exists tb_analytics_fold(xid8, xid8, uuid, timestamptz, timestamptz),"
+        " tb_analytics_completion_facts(uuid, uuid, timestamptz)"
     )
     op.execute(f"drop view if exists {', '.join(VIEW_NAMES)}")
     op.execute(
