@@ -75,14 +75,7 @@ async def _check_against_sql(
         assert actors["unique_actors"] == raw.unique_actors(
             conn, team.id, actors["period"], "custom."
         )
-        expected = raw.durations(conn, rows, cycle["period"])
-        assert cycle["completed"] == expected["completed"]
-        for name in ("lead_time", "cycle_time"):
-            assert cycle[name]["count"] == expected[name]["count"]
-            for p in ("p50", "p85", "p95"):
-                assert cycle[name][p] == pytest.approx(expected[name][p], abs=1e-3)
-        by_assignee = {r["assignee_id"]: r["completed"] for r in done["by_assignee"]}
-        assert by_assignee == raw.throughput(conn, team.id, rows, done["period"])
+        _assert_completions(conn, team, rows, cycle, done)
         ends = [b["as_of"] for b in cfd["series"]]
         expected_flow = raw.flow(conn, rows, cfd["period"], ends)
         for bucket in cfd["series"]:
@@ -92,6 +85,24 @@ async def _check_against_sql(
         assert groups == raw.time_by_project(conn, team.id, spent["period"])
     assert events["total"] > 0
     assert tasks["created"] + tasks["completed"] > 0
+
+
+def _assert_completions(
+    conn: psycopg.Connection[Any],
+    team: GeneratedTeam,
+    rows: list[dict[str, Any]],
+    cycle: dict[str, Any],
+    done: dict[str, Any],
+) -> None:
+    """The cycle-time and throughput answers equal plain SQL over the caller's events."""
+    expected = raw.durations(conn, rows, cycle["period"])
+    assert cycle["completed"] == expected["completed"]
+    for name in ("lead_time", "cycle_time"):
+        assert cycle[name]["count"] == expected[name]["count"]
+        for p in ("p50", "p85", "p95"):
+            assert cycle[name][p] == pytest.approx(expected[name][p], abs=1e-3)
+    by_assignee = {r["assignee_id"]: r["completed"] for r in done["by_assignee"]}
+    assert by_assignee == raw.throughput(conn, team.id, rows, done["period"])
 
 
 async def test_dashboards_equal_raw_sql_for_every_caller(
@@ -324,14 +335,7 @@ async def _check_completions(client: httpx.AsyncClient, app_url: str, team: Gene
     cycle = await dashboard(client, team.owner, team.id, "cycle-time", window="365d")
     done = await dashboard(client, team.owner, team.id, "throughput", window="365d")
     with raw.as_caller(app_url, team.owner.id, team.id) as conn:
-        rows = raw.transitions(conn, team.id)
-        expected = raw.durations(conn, rows, cycle["period"])
-        for name in ("lead_time", "cycle_time"):
-            assert cycle[name]["count"] == expected[name]["count"]
-            for p in ("p50", "p85", "p95"):
-                assert cycle[name][p] == pytest.approx(expected[name][p], abs=1e-3)
-        by_assignee = {r["assignee_id"]: r["completed"] for r in done["by_assignee"]}
-        assert by_assignee == raw.throughput(conn, team.id, rows, done["period"])
+        _assert_completions(conn, team, raw.transitions(conn, team.id), cycle, done)
 
 
 async def test_stored_completion_facts_give_way_to_the_tail(
