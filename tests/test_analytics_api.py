@@ -353,7 +353,7 @@ async def test_the_consumer_folds_as_the_app_role_one_at_a_time(
     assert after == before
 
 
-async def test_deleting_a_team_forgets_its_rollups(
+async def test_deleting_a_team_forgets_its_events_and_rollups(
     client: httpx.AsyncClient, owner: Owner, make_user: MakeUser, make_team: MakeTeam
 ) -> None:
     alice = make_user("alice")
@@ -364,9 +364,12 @@ async def test_deleting_a_team_forgets_its_rollups(
     )
     fold_past(owner, (last.fetchone() or {})["x"])
     tables = [
+        "event",  # no foreign key: the team's deletion removes them (tb_event_forget_teams)
         "analytics_daily",
         "analytics_team_daily",
         "analytics_actor_daily",
+        "analytics_team_actor",
+        "analytics_actor_last",
         "analytics_state",
     ]
 
@@ -382,3 +385,29 @@ async def test_deleting_a_team_forgets_its_rollups(
     assert rows() >= 4
     assert (await client.delete(f"{API}/teams/{team}", headers=alice.headers)).status_code == 204
     assert rows() == 0
+
+
+async def test_appended_events_hold_their_team_like_a_foreign_key(
+    owner: Owner, db_urls: DatabaseUrls, make_user: MakeUser, make_team: MakeTeam
+) -> None:
+    """The statement trigger that replaced event's foreign key to team: an event for a team
+    that does not exist is refused, and a team cannot be deleted under a transaction that
+    appended to it (the same FOR KEY SHARE lock); once it is, its events go with it."""
+    insert = "insert into event (team_id, id, kind) values (%s, %s, 'custom.held')"
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        owner.execute(insert, (uuid.uuid4(), uuid.uuid4()))
+    team = await make_team(make_user("alice"))
+    with (
+        psycopg.connect(db_urls.owner) as appending,
+        psycopg.connect(db_urls.owner) as deleting,
+    ):
+        appending.execute(insert, (team, uuid.uuid4()))  # open: holds the team
+        deleting.execute("set lock_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            deleting.execute("delete from team where id = %s", (team,))
+        deleting.rollback()
+        appending.commit()
+        deleting.execute("delete from team where id = %s", (team,))
+        deleting.commit()
+    left = owner.execute("select count(*) as n from event where team_id = %s", (team,))
+    assert left.fetchone() == {"n": 0}
