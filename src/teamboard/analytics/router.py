@@ -40,9 +40,9 @@ from teamboard.kit.responses import ORJSONResponse
 
 router = APIRouter(prefix="/teams/{team_id}", tags=["analytics"])
 
-#: Rate-limit units of a dashboard (a list costs 5) and of a batch of custom events.
-DASHBOARD_COST = 10
+#: Rate-limit units of a batch of custom events (a list costs 5).
 BATCH_COST = 10
+DASHBOARD_COST = service.DASHBOARD_COST
 
 
 def _span(

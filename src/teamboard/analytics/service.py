@@ -20,6 +20,8 @@ from teamboard.deps import TeamContext
 from teamboard.errors import NotFound
 
 CATEGORIES = ("backlog", "unstarted", "started", "completed", "canceled")
+#: Rate-limit units a dashboard spends, in REST and GraphQL alike (a list costs 5).
+DASHBOARD_COST = 10
 
 
 async def period(ctx: TeamContext, query: DashboardQuery) -> Period:

@@ -28,7 +28,7 @@ import strawberry
 from strawberry import Parent
 from strawberry.scalars import JSON
 
-from teamboard.analytics import router, service
+from teamboard.analytics import service
 from teamboard.analytics.period import (
     MAX_FILTER_VALUES,
     DashboardQuery,
@@ -44,7 +44,7 @@ from teamboard.graphql.types import BigInt, resolved
 #: A dashboard's query cost: what its REST route spends, in rate units, times the default
 #: cost of a unit (10 x 100), so that one dashboard spends about the same in both APIs.
 DASHBOARD_COST: int = (
-    router.DASHBOARD_COST * Settings.model_fields["graphql_cost_per_rate_unit"].default
+    service.DASHBOARD_COST * Settings.model_fields["graphql_cost_per_rate_unit"].default
 )
 
 Dashboard = Callable[[TeamContext, DashboardQuery], Awaitable[Row]]
