@@ -932,10 +932,11 @@ async def test_api_key_malformed_or_forged(
         f"tb_{prefix}_short",
         token[:-1],
         token + "x",
-        f"tb_{prefix.upper()}_{token.split('_', 2)[2]}",
         f"tb_{prefix}_{secrets.token_urlsafe(32)}",  # right prefix, wrong secret
         f"tb_{secrets.token_hex(6)}_{token.split('_', 2)[2]}",  # wrong prefix, right secret
     ]
+    if prefix.upper() != prefix:  # a prefix of digits only has no other case
+        forged.append(f"tb_{prefix.upper()}_{token.split('_', 2)[2]}")
     for candidate in forged:
         assert candidate != token
         response = await client.get(f"{API}/teams/{team_id}", headers=bearer(candidate))
