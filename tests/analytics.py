@@ -150,3 +150,17 @@ async def raw_dashboard(
         if name == "time":
             return plain(await service.time_tracked(ctx, query, "project", raw=True))
         return plain(await RAW[name](ctx, query, raw=True))
+
+
+def linked_task(owner: Owner, team: uuid.UUID) -> dict[str, Any]:
+    """The project, an assignee and a label of a generated task created with both."""
+    row = owner.execute(
+        "select e.project_id, e.payload -> 'assignee_ids' ->> 0 as assignee,"
+        " e.payload -> 'label_ids' ->> 0 as label from event e"
+        " where e.team_id = %s and e.kind = 'task.created'"
+        " and jsonb_array_length(e.payload -> 'assignee_ids') > 0"
+        " and jsonb_array_length(e.payload -> 'label_ids') > 0 limit 1",
+        (team,),
+    ).fetchone()
+    assert row is not None
+    return row

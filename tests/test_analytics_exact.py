@@ -27,6 +27,7 @@ from tests.analytics import (
     GeneratedTeam,
     dashboard,
     fold_past,
+    linked_task,
     load,
     raw_dashboard,
     refresh,
@@ -183,15 +184,7 @@ async def _assert_rollups_equal_raw(
 
 def _filters(owner: Owner, team: GeneratedTeam) -> list[Filters]:
     """No filter; a project and a kind prefix; an assignee; a label and a project."""
-    row = owner.execute(
-        "select e.project_id, e.payload -> 'assignee_ids' ->> 0 as assignee,"
-        " e.payload -> 'label_ids' ->> 0 as label from event e"
-        " where e.team_id = %s and e.kind = 'task.created'"
-        " and jsonb_array_length(e.payload -> 'assignee_ids') > 0"
-        " and jsonb_array_length(e.payload -> 'label_ids') > 0 limit 1",
-        (team.id,),
-    ).fetchone()
-    assert row is not None
+    row = linked_task(owner, team.id)
     return [
         Filters(),
         Filters(projects=(row["project_id"],), kinds=("task.*", "custom.page_view")),

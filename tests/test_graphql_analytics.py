@@ -18,7 +18,7 @@ import pytest
 from teamboard.config import Settings
 from teamboard.graphql.analytics import DASHBOARD_COST
 from teamboard.ops.database import DatabaseUrls
-from tests.analytics import GeneratedTeam, dashboard, load, refresh
+from tests.analytics import GeneratedTeam, dashboard, linked_task, load, refresh
 from tests.collab import create_project
 from tests.conftest import Actor
 from tests.gql import Credentials, both, data, error_codes, executor, gql, statements
@@ -158,15 +158,7 @@ def dataset(owner: Owner, db_urls: DatabaseUrls, settings: Settings) -> Generate
 
 def _filters(owner: Owner, team: GeneratedTeam) -> dict[str, Any]:
     """A project, an assignee and a label of one task, kinds (prefix and exact), users."""
-    row = owner.execute(
-        "select e.project_id, e.payload -> 'assignee_ids' ->> 0 as assignee,"
-        " e.payload -> 'label_ids' ->> 0 as label from event e"
-        " where e.team_id = %s and e.kind = 'task.created'"
-        " and jsonb_array_length(e.payload -> 'assignee_ids') > 0"
-        " and jsonb_array_length(e.payload -> 'label_ids') > 0 limit 1",
-        (team.id,),
-    ).fetchone()
-    assert row is not None
+    row = linked_task(owner, team.id)
     return {
         "projects": [str(row["project_id"]), str(team.projects[-1])],
         "kinds": ["task.*", "custom.page_view"],
