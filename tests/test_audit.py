@@ -273,6 +273,14 @@ def test_app_role_bypassrls(ctx: Ctx) -> None:
     assert ctx.checks(None) == ["app_role_bypassrls"]
 
 
+def test_app_role_temporary_tables(ctx: Ctx) -> None:
+    """A temporary table would shadow the tables SECURITY DEFINER functions read."""
+    database = ctx.conn.execute("select current_database()").fetchone()
+    assert database is not None
+    ctx.run("grant temporary on database {} to {}", database[0], ctx.role)
+    assert ctx.checks(None) == ["app_role_temporary"]
+
+
 def test_app_role_superuser(ctx: Ctx) -> None:
     ctx.run("alter role {} superuser", ctx.role)
     assert "app_role_superuser" in ctx.checks(None)

@@ -33,6 +33,8 @@ The app role (``table`` is the object concerned, or ``None``):
 
 * ``app_role_missing``: the role does not exist (the role rules below are then skipped).
 * ``app_role_superuser`` / ``app_role_bypassrls``: it has SUPERUSER / BYPASSRLS.
+* ``app_role_temporary``: it may create temporary tables (they would shadow, for a SECURITY
+  DEFINER function whose search_path does not name ``pg_temp``, the tables it reads).
 * ``app_role_member``: it is a member of a role that is a superuser, has BYPASSRLS, or owns
   objects (it could ``SET ROLE`` to it, or inherits its privileges).
 * ``app_role_owns``: it owns a relation, function or schema outside the system schemas
@@ -406,6 +408,19 @@ def check_app_role(cur: Cursor, app_role: str) -> list[Finding]:
                 "security_definer_search_path",
                 f"{app_role} may execute SECURITY DEFINER {row['function']}, "
                 "which does not set search_path",
+            )
+        )
+    temporary = cur.execute(
+        "select has_database_privilege(%(role)s, current_database(), 'TEMPORARY') as temp",
+        {"role": app_role},
+    ).fetchone()
+    if temporary is not None and temporary["temp"]:
+        findings.append(
+            Finding(
+                None,
+                "app_role_temporary",
+                f"{app_role} may create temporary tables, which come first in the search_path"
+                " of SECURITY DEFINER functions that do not name pg_temp",
             )
         )
     findings += _check_privileges(cur, app_role, role_oid)

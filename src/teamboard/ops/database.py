@@ -120,6 +120,12 @@ def _ensure_role(
     )
     connect = sql.SQL("grant connect on database {} to {}")
     conn.execute(connect.format(sql.Identifier(database), ident))
+    # No temporary tables: pg_temp comes first in every search_path that does not name it,
+    # so a temporary table could stand in for a table a SECURITY DEFINER function reads
+    # (a watermark, a team, the event log). PUBLIC has TEMPORARY on a new database.
+    no_temp = sql.SQL("revoke temporary on database {} from {}")
+    for grantee in (sql.SQL("public"), ident):
+        conn.execute(no_temp.format(sql.Identifier(database), grantee))
     conn.execute(sql.SQL("grant usage on schema public to {}").format(ident))
 
 

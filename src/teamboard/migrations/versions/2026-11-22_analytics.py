@@ -127,12 +127,16 @@ alter table event drop constraint fk_event_team_id_team;
 create function tb_event_appended() returns trigger
     language plpgsql security definer set search_path = pg_catalog, public as $$
 declare
+    locked uuid[];
     missing uuid;
 begin
-    perform 1 from team t where t.id in (select distinct a.team_id from appended a)
-    for key share of t;
+    -- Locked and checked in one statement (one snapshot), as the key's check did.
+    select coalesce(array_agg(l.id), '{}') into locked from (
+        select t.id from team t where t.id in (select distinct a.team_id from appended a)
+        for key share of t
+    ) l;
     select a.team_id into missing from (select distinct team_id from appended) a
-    where not exists (select 1 from team t where t.id = a.team_id) limit 1;
+    where a.team_id <> all(locked) limit 1;
     if found then
         raise foreign_key_violation using
             message = 'insert on table "event" violates foreign key constraint'
