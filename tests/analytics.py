@@ -125,16 +125,6 @@ async def dashboard(
     return body
 
 
-RAW = {
-    "events": service.events,
-    "actors": service.actors,
-    "tasks": service.tasks,
-    "throughput": service.throughput,
-    "cycle-time": service.durations,
-    "flow": service.flow,
-}
-
-
 def plain(value: dict[str, Any]) -> dict[str, Any]:
     """A service answer as the API serializes it (dates and ids as strings)."""
     decoded: dict[str, Any] = orjson.loads(dumps(value))
@@ -149,7 +139,7 @@ async def raw_dashboard(
         ctx = TeamContext(tx, team, who.id, None)
         if name == "time":
             return plain(await service.time_tracked(ctx, query, "project", raw=True))
-        return plain(await RAW[name](ctx, query, raw=True))
+        return plain(await service.BY_ROUTE[name](ctx, query, raw=True))
 
 
 def linked_task(owner: Owner, team: uuid.UUID) -> dict[str, Any]:

@@ -22,15 +22,7 @@ def _dashboard(name: str, days: int, **filters: object) -> Run:
         query = DashboardQuery(Span(days=days), "day", chosen)
         if name == "time":
             return await service.time_tracked(ctx, query, "label")
-        dashboards = {
-            "events": service.events,
-            "actors": service.actors,
-            "tasks": service.tasks,
-            "throughput": service.throughput,
-            "cycle-time": service.durations,
-            "flow": service.flow,
-        }
-        return await dashboards[name](ctx, query)
+        return await service.BY_ROUTE[name](ctx, query)
 
     return run
 

@@ -125,31 +125,27 @@ async def task_counts(
     return ORJSONResponse(await service.tasks(ctx, query))
 
 
+def _completions_query(
+    span: SpanDep, project_id: Ids = None, assignee_id: Ids = None, label_id: Ids = None
+) -> DashboardQuery:
+    """The period and filters of the dashboards over completions (no buckets)."""
+    return _query(span, project_id=project_id, assignee_id=assignee_id, label_id=label_id)
+
+
+CompletionsQuery = Annotated[DashboardQuery, Depends(_completions_query)]
+
+
 @router.get("/analytics/throughput", response_model=ThroughputDashboard)
 @costs(DASHBOARD_COST)
-async def throughput(
-    ctx: TeamCtx,
-    span: SpanDep,
-    project_id: Ids = None,
-    assignee_id: Ids = None,
-    label_id: Ids = None,
-) -> Response:
+async def throughput(ctx: TeamCtx, query: CompletionsQuery) -> Response:
     """Completions per current assignee of the task (a task counts for each)."""
-    query = _query(span, project_id=project_id, assignee_id=assignee_id, label_id=label_id)
     return ORJSONResponse(await service.throughput(ctx, query))
 
 
 @router.get("/analytics/cycle-time", response_model=DurationDashboard)
 @costs(DASHBOARD_COST)
-async def cycle_time(
-    ctx: TeamCtx,
-    span: SpanDep,
-    project_id: Ids = None,
-    assignee_id: Ids = None,
-    label_id: Ids = None,
-) -> Response:
+async def cycle_time(ctx: TeamCtx, query: CompletionsQuery) -> Response:
     """Lead time and cycle time percentiles (p50, p85, p95, in seconds) of completions."""
-    query = _query(span, project_id=project_id, assignee_id=assignee_id, label_id=label_id)
     return ORJSONResponse(await service.durations(ctx, query))
 
 

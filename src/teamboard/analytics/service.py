@@ -170,6 +170,17 @@ async def time_tracked(
     }
 
 
+#: The dashboards by their REST route name (``time`` also takes a grouping: not here).
+BY_ROUTE = {
+    "events": events,
+    "actors": actors,
+    "tasks": tasks,
+    "throughput": throughput,
+    "cycle-time": durations,
+    "flow": flow,
+}
+
+
 async def drilldown(
     ctx: TeamContext,
     query: DashboardQuery,
