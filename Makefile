@@ -1,4 +1,4 @@
-.PHONY: install check fmt test audit bench
+.PHONY: install check fmt test audit bench reliability-long
 
 install:
 	pip install -e '.[test]'
@@ -20,3 +20,7 @@ audit:
 
 bench:
 	python -m bench.harness --workers 2 --duration 10 --connections 64
+
+# The reliability suites' long profile (fuzzing, role matrix, faults): minutes to hours.
+reliability-long:
+	TEAMBOARD_TEST_PROFILE=long pytest tests/reliability -p no:cacheprovider

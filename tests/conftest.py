@@ -26,6 +26,7 @@ from teamboard.notifications.consumer import NotificationsConsumer
 from teamboard.ops import database
 from teamboard.ops.database import DatabaseUrls
 from teamboard.worker.consumers import ConsumerRunner, drain
+from tests import profile  # noqa: F401  # loads the Hypothesis profile (short or long)
 from tests.dbsetup import fresh_database, server_owner_url, test_settings
 
 PASSWORD = "correct horse battery staple"

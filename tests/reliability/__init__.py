@@ -1,0 +1,1 @@
+"""Reliability and security suites: fuzzing, role matrix, resource limits, faults."""
