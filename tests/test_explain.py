@@ -40,12 +40,24 @@ class Explainer:
         return await explain.explain(self.app, catalog, self.sample, queries, MAX_SEQ_ROWS)
 
 
+OTHER_USERS = 20_000
+
+
 @pytest.fixture(scope="module")
 def busy_team(
     owner: psycopg.Connection[dict[str, Any]], db_urls: DatabaseUrls, settings: Settings
 ) -> GeneratedTeam:
     teams = load(owner, db_urls.owner, settings, events=40_000, teams=3, seed=23)
     refresh(owner)
+    # Users of other teams, as any real deployment has (and as the rest of the suite creates,
+    # more or fewer depending on what ran before): with a few hundred, a hash join over all of
+    # app_user is the cheapest plan; with this many, the per-row lookups a deployment gets.
+    owner.execute(
+        "insert into app_user (id, email, display_name, password_hash)"
+        " select gen_random_uuid(), 'explain-' || n || '-' || gen_random_uuid() || '@example.com',"
+        " 'Someone', 'x' from generate_series(1, %s) n",
+        (OTHER_USERS,),
+    )
     # As autovacuum would after a load: statistics, and the visibility map that lets the
     # rollups' covering indexes answer without visiting the table.
     owner.execute("vacuum analyze")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -117,3 +118,72 @@ async def test_redis_budgets_are_spent_atomically_and_expire() -> None:
         assert all(1 <= c.reset_after <= 60 for c in second)
     finally:
         await client.aclose()
+
+
+async def _exhaust(client: httpx.AsyncClient, team: Any, members: list[Any]) -> None:
+    """Spend the team's whole budget, spread over ``members`` (each caller has less)."""
+    for n in range(TEAM):
+        actor = members[n % len(members)]
+        assert (await client.get(f"{API}/teams/{team}", headers=actor.headers)).is_success
+
+
+async def test_a_teams_budget_is_hidden_from_outsiders(
+    limited: httpx.AsyncClient, make_user: Any, make_team: Any
+) -> None:
+    """An outsider naming a team learns nothing of its budget: not its use (no ``team``
+    field), not its exhaustion (404, as for a team that does not exist, never 429)."""
+    members = [make_user(f"rl-hidden-{n}") for n in range(2)]
+    outsider = make_user("rl-hidden-outsider")
+    team = await make_team(members[0], members=[(members[1], "member")])
+    await _exhaust(limited, team, members)
+    assert (await limited.get(f"{API}/teams/{team}", headers=members[0].headers)).status_code == 429
+    foreign = await limited.get(f"{API}/teams/{team}", headers=outsider.headers)
+    missing = await limited.get(f"{API}/teams/{uuid.uuid4()}", headers=outsider.headers)
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.json()["code"] == missing.json()["code"]
+    for response in (foreign, missing):
+        assert response.headers["ratelimit-policy"] == f'"caller";q={CALLER};w=60'
+        assert set(_remaining(response)) == {"caller"}
+
+
+async def test_a_throttled_credential_is_refused_before_the_app(
+    limited: httpx.AsyncClient, make_user: Any, make_team: Any
+) -> None:
+    """After a 429 the same credential is refused without SQL until the window resets, on
+    that team's routes only; another member's credential is refused once by the budget."""
+    first, helper, second = (make_user(f"rl-edge-{n}") for n in range(3))
+    team = await make_team(first, members=[(helper, "member"), (second, "member")])
+    other = await make_team(first)
+    await _exhaust(limited, team, [first, helper])
+    refused = await limited.get(f"{API}/teams/{team}", headers=first.headers)
+    assert refused.status_code == 429
+    assert int(refused.headers["x-sql-statements"]) == 1  # the membership check
+    again = await limited.get(f"{API}/teams/{team}/projects", headers=first.headers)
+    assert again.status_code == 429
+    assert again.headers["content-type"] == "application/problem+json"
+    assert again.json()["code"] == "rate_limited"
+    assert again.json()["instance"] == f"{API}/teams/{team}/projects"
+    assert 1 <= int(again.headers["retry-after"]) <= 60
+    assert again.headers["ratelimit"].startswith('"team";r=0;t=')
+    assert again.headers["x-sql-statements"] == "0"  # not even the membership check
+    elsewhere = await limited.get(f"{API}/teams/{other}", headers=first.headers)
+    assert elsewhere.status_code == 200  # the team's budget, not the caller's
+    assert (await limited.get(f"{API}/teams/{team}", headers=second.headers)).status_code == 429
+    edge = await limited.get(f"{API}/teams/{team}", headers=second.headers)
+    assert edge.status_code == 429
+    assert edge.headers["x-sql-statements"] == "0"
+
+
+async def test_a_caller_throttled_everywhere_is_refused_everywhere_at_the_edge(
+    limited: httpx.AsyncClient, make_user: Any, make_team: Any
+) -> None:
+    actor = make_user("rl-edge-caller")
+    teams = [await make_team(actor) for _ in range(2)]
+    for _ in range(CALLER):
+        assert (await limited.get(f"{API}/teams/{teams[0]}", headers=actor.headers)).is_success
+    assert (await limited.get(f"{API}/teams/{teams[0]}", headers=actor.headers)).status_code == 429
+    for path in (f"{API}/teams/{teams[1]}", f"{API}/me", f"{API}/teams"):
+        response = await limited.get(path, headers=actor.headers)
+        assert response.status_code == 429, path
+        assert response.headers["ratelimit"].startswith('"caller";r=0;t=')
+        assert response.headers["x-sql-statements"] == "0"

@@ -6,7 +6,6 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from teamboard import __version__
@@ -26,15 +25,20 @@ from teamboard.errors import install_error_handlers
 from teamboard.graphql.endpoint import router as graphql_router
 from teamboard.graphql.engine import Engine
 from teamboard.health.router import router as health_router
+from teamboard.kit.body_limit import BodyLimitMiddleware
 from teamboard.kit.hot_reads import install_hot_reads
+from teamboard.kit.openapi import install_openapi
 from teamboard.kit.pagination import CursorCodec
 from teamboard.kit.ratelimit import (
     CounterStore,
+    FallbackCounterStore,
     MemoryCounterStore,
     RateLimiter,
     RedisCounterStore,
 )
+from teamboard.kit.redis_client import redis_client
 from teamboard.kit.responses import ORJSONResponse
+from teamboard.kit.throttled import ThrottledCallersMiddleware
 from teamboard.logging import RequestMiddleware, configure_logging
 from teamboard.notifications.router import followers_router
 from teamboard.notifications.router import router as notifications_router
@@ -58,15 +62,22 @@ def build_services(settings: Settings) -> Services:
     """Construct the per-process services (the database pool is opened by the lifespan)."""
     if not settings.database_app_url:
         raise RuntimeError("DATABASE_APP_URL is not set: start teamboard with `teamboard serve`")
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
-    store: CounterStore = RedisCounterStore(redis) if redis else MemoryCounterStore()
+    redis = redis_client(settings)
+    # Login throttling fails closed without Redis; API rate limits degrade to per-process
+    # counters while it is down (see FallbackCounterStore).
+    throttle_store: CounterStore = RedisCounterStore(redis) if redis else MemoryCounterStore()
+    limits_store: CounterStore = (
+        FallbackCounterStore(throttle_store, MemoryCounterStore()) if redis else throttle_store
+    )
     return Services(
         settings=settings,
-        db=Database(settings.database_app_url, settings),
+        db=Database(
+            settings.database_app_url, settings, answer_timeout=settings.database_answer_timeout
+        ),
         tokens=TokenService(settings),
         hasher=PasswordHasher(settings),
-        throttle=LoginThrottle(store, settings),
-        rate_limiter=RateLimiter(store, settings.rate_limit_window_seconds),
+        throttle=LoginThrottle(throttle_store, settings),
+        rate_limiter=RateLimiter(limits_store, settings.rate_limit_window_seconds),
         cursors=CursorCodec(settings.derived_key("cursor")),
         head_revision=head_revision(),
         redis=redis,
@@ -114,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(graphql_router)  # first: one path, matched before the REST routes
     routers = (
         tasks_router,  # first: FastAPI matches routes in order, tasks are the hottest
@@ -140,5 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         install_hot_reads(app, API_PREFIX, routers, TeamCtx, ServicesDep)
     app.include_router(health_router)
     app.add_middleware(UnitOfWorkMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.request_max_bytes)
+    app.add_middleware(ThrottledCallersMiddleware)  # a throttled credential stops here
     app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)
     return app

@@ -62,8 +62,29 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(default=16, ge=1)
     pool_timeout_seconds: float = Field(default=5.0, gt=0)
     statement_timeout_ms: int = Field(default=15_000, ge=0)
+    database_connect_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait to open a database connection (TCP, TLS, authentication):"
+        " a server that accepts but never answers is a 503, not a hung request.",
+    )
+    database_answer_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest wait of the API for the server's answer to one statement (a lost"
+        " server, a network black hole); the connection is then dropped and the request gets"
+        " a 503. Unset: STATEMENT_TIMEOUT_MS plus 5 s, so the server's own cancellation comes"
+        " first; no limit when STATEMENT_TIMEOUT_MS is 0.",
+    )
 
     redis_url: str | None = None
+    redis_timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="Longest wait to connect to Redis or for one answer (a command is retried"
+        " once, on a fresh connection): rate limits then fall back to per-process counters and"
+        " login fails closed, instead of requests hanging on a Redis that is gone.",
+    )
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("teamboard")))
 
     host: str = "127.0.0.1"
@@ -183,6 +204,12 @@ class Settings(BaseSettings):
         " GraphQL engine (same SQL, same answer).",
     )
 
+    request_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body (bytes), refused with 413 before it is buffered"
+        " (teamboard.kit.body_limit); attachment uploads have their own ATTACHMENT_MAX_BYTES.",
+    )
     attachment_max_bytes: int = Field(
         default=25 * 1024 * 1024, ge=1, description="Largest attachment accepted (bytes)."
     )
@@ -224,6 +251,13 @@ class Settings(BaseSettings):
         if self.attachment_storage == "s3" and not self.s3_bucket:
             raise ValueError("ATTACHMENT_STORAGE=s3 needs S3_BUCKET")
         return self
+
+    @property
+    def database_answer_timeout(self) -> float | None:
+        """DATABASE_ANSWER_TIMEOUT_SECONDS, or its default (see the field)."""
+        if self.database_answer_timeout_seconds is not None:
+            return self.database_answer_timeout_seconds
+        return self.statement_timeout_ms / 1000 + 5 if self.statement_timeout_ms else None
 
     @property
     def worker_role(self) -> str:

@@ -52,6 +52,9 @@ CheckViolation = asyncpg.CheckViolationError
 InsufficientPrivilege = asyncpg.InsufficientPrivilegeError
 SerializationFailure = asyncpg.SerializationError
 DeadlockDetected = asyncpg.DeadlockDetectedError
+#: A statement cancelled by the server: the app role's ``statement_timeout`` (set by
+#: ``teamboard migrate``) or an operator's ``pg_cancel_backend``. Answered 503.
+QueryCanceled = asyncpg.QueryCanceledError
 #: The database cannot serve the request now: answered 503 with ``Retry-After``.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
@@ -272,6 +275,11 @@ class Tx:
     async def _run(
         self, method: Literal["fetchrow", "fetch", "fetchval", "execute"], sql: str, params: Params
     ) -> Any:
+        if not self._reusable:
+            # A statement of this unit was interrupted (an answer timeout, a lost server):
+            # its connection is unusable, so fail at once (503) instead of waiting again or
+            # raising asyncpg's InterfaceError (a 500) for each later statement.
+            raise asyncpg.ConnectionDoesNotExistError("the connection was lost in this unit")
         self.metrics.statements += 1
         text, args = self._statement(sql, params)
         conn = await self._connection()
@@ -333,9 +341,15 @@ def _begin_with_context(user_id: UUID | None, team_id: UUID | None) -> str:
 class Database:
     """The app-role connection pool plus the units of work used by requests and jobs."""
 
-    def __init__(self, app_url: str, settings: Settings) -> None:
+    def __init__(
+        self, app_url: str, settings: Settings, *, answer_timeout: float | None = None
+    ) -> None:
+        """``answer_timeout``: longest wait for the answer to any statement (the API sets
+        ``Settings.database_answer_timeout``; jobs that may run long statements do not).
+        Opening a connection always waits at most ``DATABASE_CONNECT_TIMEOUT_SECONDS``."""
         self._arguments = connect_arguments(app_url)
         self._settings = settings
+        self._answer_timeout = answer_timeout
         self._pool = ConnectionPool(
             self._connect,
             max_size=settings.pool_max_size,
@@ -343,7 +357,15 @@ class Database:
         )
 
     async def _connect(self) -> Connection:
-        conn: Connection = await asyncpg.connect(**self._arguments, statement_cache_size=1024)
+        # Both timeouts bound a server that is up but unreachable (a black hole): without
+        # them a request would wait 60 s to connect and forever for an answer. A timed-out
+        # connection is dropped (Tx marks it not reusable) and the request answers 503.
+        conn: Connection = await asyncpg.connect(
+            **self._arguments,
+            statement_cache_size=1024,
+            timeout=self._settings.database_connect_timeout_seconds,
+            command_timeout=self._answer_timeout,
+        )
         await _init_connection(conn)
         return conn
 

@@ -8,7 +8,8 @@ middleware commits it before the response is sent, or rolls it back (see
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -24,9 +25,10 @@ from teamboard.auth.throttle import LoginThrottle
 from teamboard.auth.tokens import TokenService
 from teamboard.config import Settings
 from teamboard.db import Database, RequestMetrics, Tx
-from teamboard.errors import Forbidden, NotFound, RateLimited, Unauthorized
+from teamboard.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
 from teamboard.kit.pagination import CursorCodec
 from teamboard.kit.ratelimit import Budget, RateLimiter, Usage, route_cost
+from teamboard.kit.throttled import Refusal, ThrottledCallers, team_of_path
 from teamboard.unit_of_work import unit_of_work
 
 Role = Literal["owner", "admin", "member", "guest"]
@@ -47,6 +49,7 @@ class Services:
     rate_limiter: RateLimiter
     head_revision: str
     redis: aioredis.Redis | None = None
+    throttled: ThrottledCallers = field(default_factory=ThrottledCallers)
 
 
 async def services_dependency(request: Request) -> Services:
@@ -97,6 +100,10 @@ class UserContext:
     session_id: UUID | None
 
 
+#: The caller's role in a team (no row: not a member). RLS shows a user only their teams.
+MEMBERSHIP_QUERY = "select role from team_member where team_id = %s and user_id = %s"
+
+
 @dataclass
 class TeamContext:
     """A transaction scoped to the team in the path, with the caller's membership.
@@ -114,16 +121,28 @@ class TeamContext:
 
     async def role(self) -> str | None:
         if not self._role_loaded:
-            self._role = await self.tx.fetch_value(
-                "select role from team_member where team_id = %s and user_id = %s",
-                (self.team_id, self.user_id),
-            )
+            self._role = await self.tx.fetch_value(MEMBERSHIP_QUERY, (self.team_id, self.user_id))
             self._role_loaded = True
         return self._role
 
     def know_role(self, role: str | None) -> None:
         """Record a membership the route already read (saves the membership query)."""
         self._role, self._role_loaded = role, True
+
+    @asynccontextmanager
+    async def cursor_for_members(self) -> AsyncIterator[None]:
+        """Decode a list's cursor within this block when the membership check comes later
+        (lists that prove access by the rows they find): a cursor refused as
+        ``invalid_cursor`` answers a non-member 404 like any request on a team they cannot
+        see. Otherwise a cursor signed for team B answers 404 on B's list but 400 on any
+        other team's, which tells an outsider which team it came from (found by
+        tests/reliability/test_isolation_fuzz.py). Members still get the 400."""
+        try:
+            yield
+        except BadRequest as exc:
+            if exc.code == "invalid_cursor":
+                await self.require("guest")
+            raise
 
     async def require(self, minimum: Role) -> str:
         """The caller's role, or 404 for non-members (the team's existence stays hidden)
@@ -158,45 +177,88 @@ def open_tx(
     return unit_of_work(request).add(tx)
 
 
-async def _limit(request: Request, caller: str, team_id: UUID | None = None) -> None:
+async def _limit(
+    request: Request,
+    caller: str,
+    team_id: UUID | None = None,
+    is_member: Callable[[], Awaitable[bool]] | None = None,
+) -> None:
     """Spend the route's cost (see ``route_cost``) from the caller's and the team's budgets."""
-    await spend(request, caller, team_id, route_cost(request.scope))
+    await spend(request, caller, team_id, route_cost(request.scope), is_member=is_member)
 
 
-async def spend(request: Request, caller: str | None, team_id: UUID | None, cost: int) -> None:
+async def spend(
+    request: Request,
+    caller: str | None,
+    team_id: UUID | None,
+    cost: int,
+    *,
+    is_member: Callable[[], Awaitable[bool]] | None = None,
+) -> None:
     """Spend ``cost`` from the caller's budget (none when ``caller`` is None), and check the
     team's.
 
-    The team's budget is charged only once the request has succeeded: a request from
-    outside the team is answered 404 before it, so nobody can exhaust another team's
-    budget by naming its id. ``caller`` is an authenticated identity (never a claimed one).
-    GraphQL spends a query's computed cost: the caller's before execution, each team's as
-    the query reaches it.
+    ``caller`` is an authenticated identity (never a claimed one). GraphQL spends a query's
+    computed cost: the caller's before execution, each team's as the query reaches it.
+
+    A team's budget is a member's business only. ``is_member`` says how to learn whether the
+    caller is one, for a caller not yet known to be (a user's token; an API key is proven by
+    its team). The team's budget is charged, and its ``RateLimit`` fields added, only once
+    the request has succeeded, so nobody exhausts or observes another team's budget by
+    naming its id; when it is exhausted, membership is checked before answering 429 (one
+    query, on that path only): a non-member gets the route's own 404, as for a team that
+    does not exist. A 429 is remembered by ``ThrottledCallers`` so that the credential's
+    next requests are refused before any of this.
     """
     services = get_services(request)
     settings, limiter = services.settings, services.rate_limiter
-    usages: list[Usage] = []
+    shown: list[Usage] = []
     if caller is not None:
         ip = caller.startswith("ip:")
         per_caller = settings.rate_limit_per_ip if ip else settings.rate_limit_per_caller
-        usages = await limiter.charge([Budget("caller", caller, per_caller)], cost)
-    exhausted = [u for u in usages if u.used > u.budget.limit]
+        shown = await limiter.charge([Budget("caller", caller, per_caller)], cost)
+    exhausted = [u for u in shown if u.used > u.budget.limit]
     unit = unit_of_work(request)
-    if team_id is not None:
-        team = Budget("team", f"team:{team_id}", settings.rate_limit_per_team)
+    team = (
+        None if team_id is None else Budget("team", f"team:{team_id}", settings.rate_limit_per_team)
+    )
+    if team is not None:
         usage = await limiter.peek(team)
-        usages.append(usage)
-        if usage.used + cost > team.limit:
+        if usage.used + cost > team.limit and (is_member is None or await is_member()):
             exhausted.append(usage)
-    unit.response_headers.extend(limiter.headers(usages))
+            shown.append(usage)
+    unit.response_headers.extend(limiter.headers(shown))
     if exhausted:
+        _remember_refusal(request, exhausted, limiter.window)
         raise RateLimited(max(u.reset_after for u in exhausted))
-    if team_id is not None:
+    if team is not None:
+        charged_team = team
 
         async def charge_team() -> None:
-            await limiter.charge([team], cost)
+            unit.response_headers.extend(limiter.headers([usage]))
+            await limiter.charge([charged_team], cost)
 
         unit.on_success.append(charge_team)
+
+
+def _remember_refusal(request: Request, exhausted: Sequence[Usage], window: int) -> None:
+    """Record the credential of a request refused 429, for the scope its refusal covers
+    (see ``teamboard.kit.throttled``): everywhere for the caller's own budget, the team's
+    routes for a team budget (not ``/graphql``, whose teams are not in the path), nothing
+    for a public route's per-address budget."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return
+    for usage in sorted(exhausted, key=lambda u: u.budget.name != "caller"):
+        if usage.budget.key.startswith("ip:"):
+            continue
+        scope = None if usage.budget.name == "caller" else team_of_path(request.url.path)
+        if usage.budget.name == "team" and scope != usage.budget.key.removeprefix("team:"):
+            continue
+        until = time.monotonic() + usage.reset_after
+        refusal = Refusal(until, usage.budget.name, usage.budget.limit, window)
+        get_services(request).throttled.record(authorization, scope, refusal)
+        return
 
 
 async def public_tx(request: Request) -> Tx:
@@ -224,16 +286,22 @@ async def _act_in_team(
 ) -> tuple[UUID, frozenset[str] | None, str]:
     """Who acts in the team: (user, API-key scopes or None, rate-limit identity). Resolves an
     API key (refusing a read-only key on a write) and spends the request's rate limit."""
-    if caller.api_key is None:
-        assert caller.user_id is not None
-        user_id, scopes, identity = caller.user_id, None, f"user:{caller.user_id}"
-    else:
+    if caller.api_key is not None:
         grant = await resolve_api_key(tx, caller.api_key, team_id)
         if request.method not in SAFE_METHODS and not grant.scopes & {"write", "admin"}:
             raise Forbidden("This API key is read-only", code="insufficient_scope")
-        user_id, scopes, identity = grant.user_id, grant.scopes, f"key:{grant.key_id}"
-    await _limit(request, identity, team_id)
-    return user_id, scopes, identity
+        identity = f"key:{grant.key_id}"
+        await _limit(request, identity, team_id)  # the key's team is its membership
+        return grant.user_id, grant.scopes, identity
+    user_id = caller.user_id
+    assert user_id is not None
+
+    async def is_member() -> bool:
+        return await tx.fetch_value(MEMBERSHIP_QUERY, (team_id, user_id)) is not None
+
+    identity = f"user:{user_id}"
+    await _limit(request, identity, team_id, is_member)
+    return user_id, None, identity
 
 
 async def team_tx(

@@ -20,6 +20,8 @@ from starlette.responses import Response
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 logger = logging.getLogger("teamboard.errors")
+#: The detail of ``503 statement_timeout`` (REST and GraphQL).
+STATEMENT_TIMEOUT_DETAIL = "The request took too long in the database and was cancelled; retry"
 
 
 class TeamboardError(Exception):
@@ -83,10 +85,13 @@ class Unprocessable(TeamboardError):
     status, code = 422, "unprocessable"
 
 
+RATE_LIMITED_DETAIL = "Too many requests"
+
+
 class RateLimited(TeamboardError):
     status, code = 429, "rate_limited"
 
-    def __init__(self, retry_after: int, detail: str = "Too many requests", **kw: Any) -> None:
+    def __init__(self, retry_after: int, detail: str = RATE_LIMITED_DETAIL, **kw: Any) -> None:
         headers = {"Retry-After": str(max(1, retry_after)), **kw.pop("headers", {})}
         super().__init__(detail, headers=headers, **kw)
 
@@ -212,6 +217,18 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "1"},
         )
 
+    async def on_statement_cancelled(request: Request, exc: Exception) -> Response:
+        # statement_timeout (or an operator) cancelled a statement: the request could not be
+        # served in time, which is the server's condition, not a bug (no 500, no SQL).
+        logger.warning("statement cancelled", extra={"path": request.url.path})
+        return problem_response(
+            503,
+            "statement_timeout",
+            STATEMENT_TIMEOUT_DETAIL,
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error", exc_info=exc)
         return problem_response(
@@ -228,6 +245,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(db.InsufficientPrivilege, on_rls_violation)
     app.add_exception_handler(db.UniqueViolation, on_unique_violation)
+    app.add_exception_handler(db.QueryCanceled, on_statement_cancelled)
     for unavailable in db.DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, on_database_unavailable)
     app.add_exception_handler(Exception, on_unexpected)

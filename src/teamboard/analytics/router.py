@@ -34,6 +34,7 @@ from teamboard.analytics.schemas import (
 )
 from teamboard.deps import ServicesDep, TeamCtx
 from teamboard.errors import BadRequest, Unprocessable
+from teamboard.kit.body_limit import body_limit
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.ratelimit import costs
 from teamboard.kit.responses import ORJSONResponse
@@ -201,8 +202,9 @@ async def drilldown(
     query = _query(span, project_id=project_id, kind=kind)
     scope = f"analytics-events:{ctx.team_id}"
     filters = {"span": span, "projects": query.filters.projects, "kinds": query.filters.kinds}
-    page = services.cursors.page(scope, filters, limit, cursor)
-    rows = await service.drilldown(ctx, query, limit, _after(page.after))
+    async with ctx.cursor_for_members():
+        after = _after(services.cursors.page(scope, filters, limit, cursor).after)
+    rows = await service.drilldown(ctx, query, limit, after)
     return ORJSONResponse(
         services.cursors.envelope(scope, filters, rows, limit, ["occurred_at", "id"])
     )
@@ -233,6 +235,11 @@ BATCH_BODY = {
 }
 
 
+#: A full batch (1,000 events with 4 KiB of properties each) is about 5 MiB of JSON: above
+#: REQUEST_MAX_BYTES, so the route declares its own body limit.
+BATCH_MAX_BYTES = 8 * 1024 * 1024
+
+
 async def _batch(request: Request) -> CustomEventBatch:
     """The body, parsed and validated in one pass by pydantic (a batch is large: this is
     about twice as fast as FastAPI's JSON decoding followed by validation)."""
@@ -247,6 +254,7 @@ async def _batch(request: Request) -> CustomEventBatch:
     "/events", status_code=201, response_model=CustomEventsAccepted, openapi_extra=BATCH_BODY
 )
 @costs(BATCH_COST)
+@body_limit(BATCH_MAX_BYTES)
 async def append_events(request: Request, ctx: TeamCtx) -> Response:
     """Append up to 1,000 ``custom.*`` events in one all-or-nothing write."""
     accepted = await ingest.append_batch(ctx, await _batch(request))

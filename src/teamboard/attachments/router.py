@@ -18,6 +18,7 @@ from teamboard.attachments.content import MAX_FILENAME_CHARS, content_dispositio
 from teamboard.attachments.schemas import AttachmentList, AttachmentOut
 from teamboard.attachments.storage import ObjectStorage, storage_dependency
 from teamboard.deps import ServicesDep, TeamCtx, TeamGrantDep
+from teamboard.kit.body_limit import body_limit
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 
@@ -53,6 +54,7 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     openapi_extra=_UPLOAD_BODY,
     responses={413: {"description": "Too large"}, 415: {"description": "Type refused"}},
 )
+@body_limit(None)  # streamed and cut off at ATTACHMENT_MAX_BYTES by the upload itself
 async def upload_attachment(
     task_id: UUID,
     request: Request,
@@ -75,12 +77,13 @@ async def list_attachments(
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> Response:
-    page = await services.cursors.id_page(
-        f"attachments:{ctx.team_id}:{task_id}",
-        limit,
-        cursor,
-        lambda n, after: service.list_attachments(ctx, task_id, n, after),
-    )
+    async with ctx.cursor_for_members():
+        page = await services.cursors.id_page(
+            f"attachments:{ctx.team_id}:{task_id}",
+            limit,
+            cursor,
+            lambda n, after: service.list_attachments(ctx, task_id, n, after),
+        )
     return ORJSONResponse(page)
 
 

@@ -20,7 +20,9 @@ A request (``POST`` with a JSON body, or ``GET`` with ``query``/``variables``/
    the whole response is kept with the writes and replayed byte for byte.
 6. **Execution**, then the response: 200 with ``data`` and, when fields failed, ``errors``
    (REST problem codes in ``extensions.code``). The unit-of-work middleware commits the
-   writes of the fields that succeeded as the response starts.
+   writes of the fields that succeeded as the response starts. A field that failed because
+   the database is unreachable fails the request: 503 problem+json ``database_unavailable``,
+   as in REST.
 
 GraphiQL is served on ``GET /graphql`` (a browser asking for HTML) in development only.
 """
@@ -40,7 +42,7 @@ from teamboard.auth.api_keys import resolve_api_key
 from teamboard.config import Settings
 from teamboard.db import Tx
 from teamboard.deps import Caller, authenticate, get_services, open_tx, spend
-from teamboard.errors import Forbidden, NotFound, TeamboardError
+from teamboard.errors import Forbidden, NotFound, TeamboardError, problem_response
 from teamboard.graphql.context import RequestScope
 from teamboard.graphql.document import Prepared, RequestError, request_error
 from teamboard.graphql.engine import Engine
@@ -66,6 +68,15 @@ def _refused(exc: TeamboardError, headers: dict[str, str]) -> Response:
     extensions = {"code": exc.code, "status": exc.status, **exc.extra}
     body = {"errors": [{"message": exc.detail, "extensions": extensions}]}
     return _json(body, exc.status, {**exc.headers, **headers})
+
+
+def _database_lost(results: list[dict[str, Any]]) -> bool:
+    """Whether a field failed because the database could not be reached."""
+    return any(
+        error.get("extensions", {}).get("code") == "database_unavailable"
+        for result in results
+        for error in result.get("errors") or ()
+    )
 
 
 def _debug_headers(settings: Settings, scope: RequestScope | None) -> dict[str, str]:
@@ -213,4 +224,14 @@ async def graphql(request: Request) -> Response:
             scope.replayed = []
         results.append(result)
     scope.closed = True
+    if _database_lost(results):
+        # The unit of work cannot commit anyway: answer like REST, so that clients and load
+        # balancers see the outage (and retry) rather than a 200 with null fields.
+        return problem_response(
+            503,
+            "database_unavailable",
+            "The database is unavailable; retry later",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
+        )
     return _json(results if batched else results[0], headers=_debug_headers(settings, scope))

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from strawberry.utils.str_converters import to_camel_case
 
 from teamboard import db
-from teamboard.errors import TeamboardError, Unprocessable
+from teamboard.errors import STATEMENT_TIMEOUT_DETAIL, TeamboardError, Unprocessable
 
 logger = logging.getLogger("teamboard.graphql")
 
@@ -32,6 +32,8 @@ def problem(error: BaseException | None) -> tuple[str, dict[str, Any]] | None:
     if isinstance(error, db.UniqueViolation):
         message = "A resource with these values already exists"
         return message, {"code": "already_exists", "status": 409}
+    if isinstance(error, db.QueryCanceled):  # statement_timeout, as REST answers it
+        return STATEMENT_TIMEOUT_DETAIL, {"code": "statement_timeout", "status": 503}
     if isinstance(error, db.DATABASE_UNAVAILABLE):
         message = "The database is unavailable; retry later"
         return message, {"code": "database_unavailable", "status": 503}

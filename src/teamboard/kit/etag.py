@@ -19,8 +19,14 @@ from teamboard.errors import BadRequest, TeamboardError
 
 _ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
 
+#: What ``_tags`` accepts, published in the OpenAPI document (the check stays in ``_tags``,
+#: which answers 400 ``invalid_if_match`` rather than a validation error).
+IF_MATCH_PATTERN = r'^\s*(\*|(W/)?"[!#-~\x80-\xff]*"\s*(,\s*(W/)?"[!#-~\x80-\xff]*"\s*)*)\s*$'
+
 #: The ``If-Match`` request header of conditional routes.
-IfMatch = Annotated[str | None, Header(alias="If-Match")]
+IfMatch = Annotated[
+    str | None, Header(alias="If-Match", json_schema_extra={"pattern": IF_MATCH_PATTERN})
+]
 
 
 class PreconditionFailed(TeamboardError):

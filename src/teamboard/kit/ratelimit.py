@@ -3,18 +3,24 @@ rate limits built on them.
 
 Used by login throttling and by :class:`RateLimiter`. A window's counter expires with the
 window, so a blocked caller learns exactly when to retry (``Retry-After``). Without Redis
-the counters are per process: with N workers a limit is effectively N times higher.
+the counters are per process: with N workers a limit is effectively N times higher; API
+rate limits also fall back to them while Redis is down (:class:`FallbackCounterStore`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import time
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger("teamboard.kit.ratelimit")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,52 @@ class RedisCounterStore:
 
     async def is_marked(self, key: str) -> bool:
         return bool(await self._redis.exists(self._prefix + key))
+
+
+class FallbackCounterStore:
+    """A shared store (Redis) that degrades to another (process memory) while it fails.
+
+    API rate limits must not turn a Redis outage into an API outage: while the primary
+    fails, counts go to the fallback (limits become per process, as without Redis), and the
+    primary is tried again ``retry_seconds`` after its last failure, so an unreachable Redis
+    costs one timeout per interval rather than one per request. Login throttling does not
+    use this: it fails closed (``teamboard.auth.throttle``).
+    """
+
+    def __init__(
+        self, primary: CounterStore, fallback: CounterStore, retry_seconds: float = 1.0
+    ) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._retry_seconds = retry_seconds
+        self._retry_at = 0.0  # monotonic time before which the primary is not tried
+
+    async def _use(self, call: Callable[[CounterStore], Awaitable[T]]) -> T:
+        if time.monotonic() >= self._retry_at:
+            try:
+                return await call(self._primary)
+            except (RedisError, OSError) as exc:
+                self._retry_at = time.monotonic() + self._retry_seconds
+                logger.warning("rate-limit store unavailable (%s); counting per process", exc)
+        return await call(self._fallback)
+
+    async def get(self, key: str) -> Count:
+        return await self._use(lambda store: store.get(key))
+
+    async def hit(self, key: str, window_seconds: int) -> Count:
+        return await self._use(lambda store: store.hit(key, window_seconds))
+
+    async def spend(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[Count]:
+        return await self._use(lambda store: store.spend(charges, window_seconds))
+
+    async def reset(self, key: str) -> None:
+        await self._use(lambda store: store.reset(key))
+
+    async def mark(self, key: str, ttl_seconds: int) -> None:
+        await self._use(lambda store: store.mark(key, ttl_seconds))
+
+    async def is_marked(self, key: str) -> bool:
+        return await self._use(lambda store: store.is_marked(key))
 
 
 # ------------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ The app role (``table`` is the object concerned, or ``None``):
 * ``app_role_superuser`` / ``app_role_bypassrls``: it has SUPERUSER / BYPASSRLS.
 * ``app_role_temporary``: it may create temporary tables (they would shadow, for a SECURITY
   DEFINER function whose search_path does not name ``pg_temp``, the tables it reads).
+* ``app_role_statement_timeout``: it has no ``statement_timeout`` (or 0) set for it, in this
+  database or in all of them (``teamboard migrate`` sets one): a runaway statement would hold
+  its connection and its locks without end.
 * ``app_role_member``: it is a member of a role that is a superuser, has BYPASSRLS, or owns
   objects (it could ``SET ROLE`` to it, or inherits its privileges).
 * ``app_role_owns``: it owns a relation, function or schema outside the system schemas
@@ -55,6 +58,7 @@ when given: the same role rules as the app role (each finding's detail names the
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -389,6 +393,29 @@ def check_foreign_keys(
 # -- app role rules -------------------------------------------------------------------------
 
 
+# The role's own statement_timeout: the setting for this database wins over the one for all.
+STATEMENT_TIMEOUT_SQL = """
+select split_part(setting, '=', 2) as value
+from pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) as setting
+where s.setrole = %(role_oid)s::oid
+  and s.setdatabase in (0, (select oid from pg_catalog.pg_database
+                            where datname = pg_catalog.current_database()))
+  and pg_catalog.starts_with(setting, 'statement_timeout=')
+order by s.setdatabase desc
+limit 1
+"""
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(us|ms|s|min|h|d)?\s*$")
+
+
+def _statement_timeout_finding(cur: Cursor, role: str, role_oid: int) -> list[Finding]:
+    row = cur.execute(STATEMENT_TIMEOUT_SQL, {"role_oid": role_oid}).fetchone()
+    value = None if row is None else _DURATION.match(row["value"])
+    if value is not None and float(value[1]) > 0:
+        return []
+    detail = f"{role} has no statement_timeout: a runaway statement would hold its locks"
+    return [Finding(None, "app_role_statement_timeout", detail)]
+
+
 def check_app_role(cur: Cursor, app_role: str) -> list[Finding]:
     """The app role cannot bypass RLS: attributes, memberships, ownership, functions, grants."""
     role = cur.execute(ROLE_SQL, {"role": app_role}).fetchone()
@@ -400,6 +427,7 @@ def check_app_role(cur: Cursor, app_role: str) -> list[Finding]:
         findings.append(Finding(None, "app_role_superuser", f"{app_role} is a superuser"))
     if role["rolbypassrls"]:
         findings.append(Finding(None, "app_role_bypassrls", f"{app_role} has BYPASSRLS"))
+    findings += _statement_timeout_finding(cur, app_role, role_oid)
     findings += _check_memberships_and_ownership(cur, app_role, role_oid)
     for row in cur.execute(SECURITY_DEFINER_SQL, {"role_oid": role_oid}):
         findings.append(

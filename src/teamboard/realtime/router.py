@@ -16,10 +16,23 @@ from teamboard.realtime.stream import EventStream, Subscriber
 
 router = APIRouter(prefix="/teams/{team_id}/events", tags=["realtime"])
 
+#: One message of the stream, as OpenAPI describes ``text/event-stream`` (its schema is per
+#: event; comments, the heartbeats, are not events). ``data`` is JSON: an event of the log
+#: (``id`` is then its offset, to resume from) or a control message named by ``event``.
+SSE_MESSAGE = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "event": {"type": "string", "description": "absent for events; ready, reset..."},
+        "id": {"type": "string", "description": "the event's offset"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 STREAM_DOC = {
     200: {
         "description": "The stream (see teamboard.realtime.stream for the protocol)",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": SSE_MESSAGE}},
     }
 }
 

@@ -87,8 +87,9 @@ async def list_tasks(
     key = listing.sort_key(sort, filters, project=project_id is not None)
     scope = f"tasks:{ctx.team_id}:{project_id or 'team'}"
     binding = {"sort": sort, **filters.binding()}
-    page = cursors.page(scope, binding, query.limit, query.cursor)
-    after = typed_key(page.after, listing.cursor_converters(sort))
+    async with ctx.cursor_for_members():
+        page = cursors.page(scope, binding, query.limit, query.cursor)
+        after = typed_key(page.after, listing.cursor_converters(sort))
     rows = await listing.fetch_page(
         ctx.tx, ctx.team_id, project_id, filters, sort, after, query.limit
     )

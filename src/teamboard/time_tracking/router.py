@@ -62,8 +62,9 @@ async def _page(
     ctx: TeamContext, services: Services, filters: dict[str, Any], limit: int, cursor: str | None
 ) -> Response:
     scope = f"time-entries:{ctx.team_id}"
-    page = services.cursors.page(scope, filters, limit, cursor)
-    rows = await service.list_entries(ctx, filters, limit, _after(page.after))
+    async with ctx.cursor_for_members():
+        after = _after(services.cursors.page(scope, filters, limit, cursor).after)
+    rows = await service.list_entries(ctx, filters, limit, after)
     return ORJSONResponse(services.cursors.envelope(scope, filters, rows, limit, _KEY))
 
 

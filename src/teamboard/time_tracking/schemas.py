@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from teamboard.auth.schemas import Strict
 
@@ -19,6 +19,19 @@ class TimerIn(Strict):
 
 class ManualEntryIn(Strict):
     """A finished entry: ``started_at`` and either ``ended_at`` or ``duration_seconds``."""
+
+    # The document says what ``_one_end`` enforces (found by Schemathesis).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["ended_at"], "properties": {"ended_at": {"type": "string"}}},
+                {
+                    "required": ["duration_seconds"],
+                    "properties": {"duration_seconds": {"type": "integer"}},
+                },
+            ]
+        }
+    )
 
     started_at: AwareDatetime
     ended_at: AwareDatetime | None = None

@@ -38,6 +38,7 @@ from teamboard.analytics.rollups import RollupConsumer
 from teamboard.config import Settings
 from teamboard.db import Database
 from teamboard.events.signals import PostgresSignals, RedisRelay
+from teamboard.kit.redis_client import redis_client
 from teamboard.notifications.consumer import NotificationsConsumer
 from teamboard.webhooks.delivery import Deliverer
 from teamboard.webhooks.fanout import WebhooksConsumer
@@ -118,7 +119,7 @@ class Worker:
 async def run_worker(settings: Settings, *, worker_url: str, app_url: str) -> None:
     """The whole worker process, until SIGTERM or SIGINT."""
     worker_db, app_db = Database(worker_url, settings), Database(app_url, settings)
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = redis_client(settings)
     await worker_db.open()
     await app_db.open()
     worker = Worker(settings, worker_url=worker_url, worker_db=worker_db, app_db=app_db)
