@@ -11,8 +11,10 @@ way. Two phases of ``--duration`` seconds each, after ``--warmup`` seconds of B 
 2. **flood**: the same, while team A reads its own tasks at ``--flood-rate`` per second,
    far above its budget: after its budget's worth of successes, A is answered 429.
 
-Both streams are open-loop (a request is sent at its scheduled time on one of
-``--connections`` keep-alive connections, whatever the previous answers), and latency runs
+A's stream runs in a process of its own (a neighbour is another client: its load must not
+delay B's measurements in the measuring process). Both streams are open-loop (a request
+is sent at its scheduled time on one of ``--connections`` keep-alive connections, whatever
+the previous answers), and latency runs
 from the scheduled time, so a stalled server shows up in the percentiles instead of
 slowing the load down. Printed: B's p50/p99 per phase, the ratio of the p99s (target
 ``--target-ratio``, 1.20), A's requests, 429 share and 429 p50, errors (B: anything but
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import multiprocessing
 import os
 import resource
 import sys
@@ -36,6 +39,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,16 +124,31 @@ class Phase:
     cpu_seconds: float
 
 
-async def phase(name: str, quiet: Load, noisy: Load | None, seconds: float) -> Phase:
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    streams = Stream(), (Stream() if noisy else None)
-    runs = [run_stream(quiet, seconds, streams[0])]
-    if noisy is not None and streams[1] is not None:
-        runs.append(run_stream(noisy, seconds, streams[1]))
-    await asyncio.gather(*runs)
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return Phase(name, streams[0], streams[1], cpu)
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def flood(load: Load, seconds: float) -> tuple[Stream, float]:
+    """Team A's stream, run in a process of its own: a neighbour is another client, and
+    its load must not delay B's measurements inside the measuring process."""
+    before = _cpu_seconds()
+    stream = Stream()
+    asyncio.run(run_stream(load, seconds, stream))
+    return stream, _cpu_seconds() - before
+
+
+async def phase(
+    name: str, quiet: Load, noisy: Load | None, seconds: float, pool: ProcessPoolExecutor
+) -> Phase:
+    before = _cpu_seconds()
+    stream = Stream()
+    noisy_run = None
+    if noisy is not None:
+        noisy_run = asyncio.get_running_loop().run_in_executor(pool, flood, noisy, seconds)
+    await run_stream(quiet, seconds, stream)
+    noisy_stream, noisy_cpu = (None, 0.0) if noisy_run is None else await noisy_run
+    return Phase(name, stream, noisy_stream, _cpu_seconds() - before + noisy_cpu)
 
 
 def report(phases: Sequence[Phase], args: argparse.Namespace) -> int:
@@ -176,11 +195,13 @@ async def measure(scratch: Scratch, port: int, args: argparse.Namespace) -> int:
         return Load(port, team, token, rate, args.connections)
 
     quiet, noisy = load(quiet_team, args.rate), load(noisy_team, args.flood_rate)
-    await phase("warm-up", quiet, None, args.warmup)
-    phases = [
-        await phase("alone", quiet, None, args.duration),
-        await phase("flood", quiet, noisy, args.duration),
-    ]
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        await asyncio.get_running_loop().run_in_executor(pool, _cpu_seconds)  # started
+        await phase("warm-up", quiet, None, args.warmup, pool)
+        phases = [
+            await phase("alone", quiet, None, args.duration, pool),
+            await phase("flood", quiet, noisy, args.duration, pool),
+        ]
     print(
         f"B: {args.rate:g}/s; A: {args.flood_rate:g}/s against a team budget of"
         f" {args.team_budget} per {args.window} s ({args.team_budget / args.window:g}/s);"
