@@ -16,6 +16,7 @@ from asgi_lifespan import LifespanManager
 
 from teamboard.app import create_app
 from teamboard.config import Settings
+from teamboard.kit import ratelimit
 from teamboard.kit.ratelimit import RedisCounterStore
 
 pytestmark = pytest.mark.asyncio
@@ -76,7 +77,7 @@ async def test_an_exhausted_caller_gets_429_with_retry_after(
     assert refused.status_code == 429
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["code"] == "rate_limited"
-    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert 1 <= int(refused.headers["retry-after"]) <= 2 * 60  # the window slides
     assert _remaining(refused)["caller"] == 0
 
 
@@ -163,7 +164,7 @@ async def test_a_throttled_credential_is_refused_before_the_app(
     assert again.headers["content-type"] == "application/problem+json"
     assert again.json()["code"] == "rate_limited"
     assert again.json()["instance"] == f"{API}/teams/{team}/projects"
-    assert 1 <= int(again.headers["retry-after"]) <= 60
+    assert 1 <= int(again.headers["retry-after"]) <= 2 * 60
     assert again.headers["ratelimit"].startswith('"team";r=0;t=')
     assert again.headers["x-sql-statements"] == "0"  # not even the membership check
     elsewhere = await limited.get(f"{API}/teams/{other}", headers=first.headers)
@@ -187,3 +188,23 @@ async def test_a_caller_throttled_everywhere_is_refused_everywhere_at_the_edge(
         assert response.status_code == 429, path
         assert response.headers["ratelimit"].startswith('"caller";r=0;t=')
         assert response.headers["x-sql-statements"] == "0"
+
+
+async def test_budgets_slide_instead_of_refilling_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The previous window's use fades over the current one: a budget spent at the end of a
+    window comes back gradually, not whole at the next window's start (a throttled client
+    is spread evenly over time, instead of hitting the server in bursts)."""
+    now = [60_000.0 + 59]  # the last second of a window
+    monkeypatch.setattr(ratelimit.time, "time", lambda: now[0])
+    limiter = ratelimit.RateLimiter(ratelimit.MemoryCounterStore(), window_seconds=60)
+    budget = ratelimit.Budget("team", f"team:{uuid.uuid4()}", 10)
+    assert (await limiter.charge([budget], 10))[0].used == 10
+    now[0] = 60_060.0  # the next window starts: all of the previous one still overlaps
+    spent = await limiter.peek(budget)
+    assert (spent.used, spent.remaining, spent.reset_after) == (10, 0, 6)  # 1 unit in 6 s
+    now[0] = 60_090.0  # half-way: half of it has faded
+    assert (await limiter.peek(budget)).remaining == 5
+    assert (await limiter.charge([budget], 5))[0].used == 10
+    assert (await limiter.peek(budget, room=5)).reset_after == 30  # 10 → 5 + 5 at 60_120
+    now[0] = 60_180.0  # two windows later, nothing is left
+    assert (await limiter.peek(budget)).used == 0

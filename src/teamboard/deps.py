@@ -223,7 +223,7 @@ async def spend(
         None if team_id is None else Budget("team", f"team:{team_id}", settings.rate_limit_per_team)
     )
     if team is not None:
-        usage = await limiter.peek(team)
+        usage = await limiter.peek(team, room=cost)
         if usage.used + cost > team.limit and (is_member is None or await is_member()):
             exhausted.append(usage)
             shown.append(usage)

@@ -350,10 +350,12 @@ async def login(client: httpx.AsyncClient, actor: Actor) -> httpx.Response:
 
 
 async def redis_counter(actor: Actor) -> int:
-    """The caller's rate-limit counter as Redis holds it (read directly, not via the proxy)."""
+    """The caller's rate-limit use as Redis holds it (read directly, not via the proxy): the
+    sum of its windows' counters (``RateLimiter`` keeps one per window)."""
     client = aioredis.from_url(os.environ["REDIS_URL"])
     try:
-        return int(await client.get(f"tb:user:{actor.id}") or 0)
+        keys = await client.keys(f"tb:user:{actor.id}@*")
+        return sum(int(value or 0) for value in await client.mget(keys)) if keys else 0
     finally:
         await client.aclose()
 

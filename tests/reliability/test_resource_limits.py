@@ -493,7 +493,8 @@ async def test_a_noisy_team_is_throttled_while_its_neighbour_is_served(
     settings: Settings, make_user: MakeUser, make_team: MakeTeam
 ) -> None:
     """Team A spends twice its budget; team B, in the same window, is never refused. A's
-    refusals cost no SQL statement: the throttled path does no database work."""
+    first refusal costs one statement (the membership check: outsiders never learn of a
+    team's budget), the next ones none: they are refused before the app."""
     noisy, quiet = make_user("noisy"), make_user("quiet")
     team_a, team_b = await make_team(noisy), await make_team(quiet)
     async with served(
@@ -507,7 +508,7 @@ async def test_a_noisy_team_is_throttled_while_its_neighbour_is_served(
                 problem(a, 429, "rate_limited")
                 assert 1 <= int(a.headers["retry-after"]) <= 3600
                 assert '"team";r=0' in a.headers["ratelimit"]
-                assert sql_count(a) == 0
+                assert sql_count(a) == (1 if noisy_statuses.count(429) == 1 else 0)
             if attempt % 4 == 0:
                 b = await limited.get(f"{API}/teams/{team_b}", headers=quiet.headers)
                 quiet_statuses.append(b.status_code)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -236,20 +237,58 @@ class Usage:
 
 
 class RateLimiter:
-    """Cost-weighted fixed windows, reported with the IETF ``RateLimit`` and
-    ``RateLimit-Policy`` fields (draft-ietf-httpapi-ratelimit-headers)."""
+    """Cost-weighted sliding windows, reported with the IETF ``RateLimit`` and
+    ``RateLimit-Policy`` fields (draft-ietf-httpapi-ratelimit-headers).
+
+    A budget's use is its current fixed window's count plus the previous window's, weighted
+    by how much of the previous window still overlaps the last ``window`` seconds (the
+    sliding-window counter). Unlike plain fixed windows, a client that keeps asking gets its
+    budget spread evenly over time instead of all of it at each window's start, which would
+    hit the server, and every other team on it, in bursts (``bench/noisy_neighbour.py``).
+    Windows are aligned on the wall clock, so every process and instance sharing a store
+    agrees on them; each window's counter lives two windows.
+    """
 
     def __init__(self, store: CounterStore, window_seconds: int) -> None:
         self._store = store
         self.window = window_seconds
 
     async def charge(self, budgets: Sequence[Budget], cost: int) -> list[Usage]:
-        counts = await self._store.spend([(b.key, cost) for b in budgets], self.window)
-        return [Usage(b, c.value, c.reset_after) for b, c in zip(budgets, counts, strict=True)]
+        """Add ``cost`` to each budget; their use afterwards (one store round trip)."""
+        return await self._counted(budgets, cost, room=1)
 
-    async def peek(self, budget: Budget) -> Usage:
-        count = await self._store.get(budget.key)
-        return Usage(budget, count.value, count.reset_after or self.window)
+    async def peek(self, budget: Budget, room: int = 1) -> Usage:
+        """The budget's use now, without spending (``reset_after``: when ``room`` fits)."""
+        return (await self._counted([budget], 0, room))[0]
+
+    async def _counted(self, budgets: Sequence[Budget], cost: int, room: int) -> list[Usage]:
+        now = time.time()
+        index = int(now // self.window)
+        elapsed = now - index * self.window
+        charges = [(f"{b.key}@{index}", cost) for b in budgets]
+        charges += [(f"{b.key}@{index - 1}", 0) for b in budgets]  # read with the same trip
+        counts = await self._store.spend(charges, 2 * self.window)
+        current, previous = counts[: len(budgets)], counts[len(budgets) :]
+        return [
+            self._usage(budget, before.value, now_.value, elapsed, room)
+            for budget, now_, before in zip(budgets, current, previous, strict=True)
+        ]
+
+    def _usage(
+        self, budget: Budget, previous: int, current: int, elapsed: float, room: int
+    ) -> Usage:
+        """``reset_after``: seconds until ``room`` more units fit when the budget is spent,
+        else until the current window ends."""
+        weight = 1 - elapsed / self.window
+        used = math.ceil(previous * weight + current - 1e-9)
+        allowed = budget.limit - room
+        if used <= allowed:
+            return Usage(budget, used, max(1, math.ceil(self.window - elapsed)))
+        if current <= allowed and previous > 0:  # the previous window's share fades first
+            wait = self.window * (1 - (allowed - current) / previous) - elapsed
+        else:  # then this window's count, once it has become the previous one
+            wait = self.window - elapsed + max(0.0, self.window * (1 - allowed / max(current, 1)))
+        return Usage(budget, used, max(1, math.ceil(wait)))
 
     def headers(self, usages: Sequence[Usage]) -> list[tuple[bytes, bytes]]:
         policy = self._policy(tuple((u.budget.name, u.budget.limit) for u in usages))
