@@ -11,14 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import psycopg
 
-from bench.harness import ADMIN_CONNECT, SCRATCH_PREFIX, drop_role, scratch_database
+from bench.harness import (
+    ADMIN_CONNECT,
+    SCRATCH_PREFIX,
+    ServerProcess,
+    drop_role,
+    free_port,
+    scratch_database,
+)
 from teamboard.config import Settings
 from teamboard.ops import database
 from teamboard.ops.database import DatabaseUrls
@@ -58,6 +68,30 @@ def scratch_teamboard(admin_url: str, **overrides: object) -> Iterator[Scratch]:
             }
         )
         yield Scratch(settings, urls, role, secret)
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], workers: int, *, worker: bool = False) -> Iterator[int]:
+    """``teamboard serve --workers N`` (and ``teamboard worker`` if asked) on a free
+    127.0.0.1 port, ready; yields the port. Their logs' tails are printed if the block
+    fails; both are stopped by their own pids on the way out."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        argv = ["teamboard", "serve", "--port", str(port), "--workers", str(workers)]
+        servers = [ServerProcess("teamboard", argv, env, Path(tmp), Path(tmp) / "server.log")]
+        if worker:
+            log = Path(tmp) / "worker.log"
+            servers.append(ServerProcess("worker", ["teamboard", "worker"], env, Path(tmp), log))
+        try:
+            servers[0].wait_ready(port, "/health/ready", 120)
+            yield port
+        except Exception:
+            for server in servers:
+                print(server.log_tail(), file=sys.stderr)
+            raise
+        finally:
+            for server in reversed(servers):
+                server.stop()
 
 
 @dataclass(frozen=True)

@@ -30,17 +30,22 @@ import os
 import random
 import resource
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import orjson
 
-from bench.eventdata import DEFAULT_DATABASE_URL, Scratch, Team, scratch_teamboard, seed
-from bench.harness import DASHBOARD, ServerProcess, free_port
+from bench.eventdata import (
+    DEFAULT_DATABASE_URL,
+    Scratch,
+    Team,
+    scratch_teamboard,
+    seed,
+    serving,
+)
+from bench.harness import DASHBOARD
 from bench.realtime_latency import percentile, server_env
 from teamboard.auth.tokens import TokenService
 
@@ -312,29 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--database-url", default=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     )
     args = parser.parse_args(argv)
-    with scratch_teamboard(args.database_url) as scratch, tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        env = server_env(scratch, args)
-        server = ServerProcess(
-            "teamboard",
-            ["teamboard", "serve", "--port", str(port), "--workers", str(args.workers)],
-            env,
-            Path(tmp),
-            Path(tmp) / "server.log",
-        )
-        worker = ServerProcess(
-            "worker", ["teamboard", "worker"], env, Path(tmp), Path(tmp) / "worker.log"
-        )
-        try:
-            server.wait_ready(port, "/health/ready", 120)
-            return asyncio.run(measure(scratch, port, args))
-        except Exception:
-            print(server.log_tail(), file=sys.stderr)
-            print(worker.log_tail(), file=sys.stderr)
-            raise
-        finally:
-            worker.stop()
-            server.stop()
+    with (
+        scratch_teamboard(args.database_url) as scratch,
+        serving(server_env(scratch, args), args.workers, worker=True) as port,
+    ):
+        return asyncio.run(measure(scratch, port, args))
 
 
 if __name__ == "__main__":

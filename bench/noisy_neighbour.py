@@ -34,17 +34,21 @@ import multiprocessing
 import os
 import resource
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from bench.eventdata import DEFAULT_DATABASE_URL, Scratch, Team, scratch_teamboard, seed
-from bench.harness import ServerProcess, free_port
+from bench.eventdata import (
+    DEFAULT_DATABASE_URL,
+    Scratch,
+    Team,
+    scratch_teamboard,
+    seed,
+    serving,
+)
 from bench.mixed_load import REQUEST_TIMEOUT_SECONDS, Connection
 from bench.realtime_latency import percentile, server_env
 from teamboard.auth.tokens import TokenService
@@ -239,8 +243,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with scratch_teamboard(args.database_url) as scratch, tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
+    with scratch_teamboard(args.database_url) as scratch:
         args.pool_size = 16  # server_env's pool size
         env = server_env(scratch, args)
         env.update(
@@ -248,21 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             RATE_LIMIT_WINDOW_SECONDS=str(args.window),
             **({"REDIS_URL": args.redis_url} if args.redis_url else {}),
         )
-        server = ServerProcess(
-            "teamboard",
-            ["teamboard", "serve", "--port", str(port), "--workers", str(args.workers)],
-            env,
-            Path(tmp),
-            Path(tmp) / "server.log",
-        )
-        try:
-            server.wait_ready(port, "/health/ready", 120)
+        with serving(env, args.workers) as port:
             return asyncio.run(measure(scratch, port, args))
-        except Exception:
-            print(server.log_tail(), file=sys.stderr)
-            raise
-        finally:
-            server.stop()
 
 
 if __name__ == "__main__":

@@ -24,12 +24,10 @@ import contextlib
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import asyncpg
 import orjson
@@ -41,8 +39,8 @@ from bench.eventdata import (
     longest_other_write,
     scratch_teamboard,
     seed,
+    serving,
 )
-from bench.harness import ServerProcess, free_port
 from teamboard.auth.tokens import TokenService
 from teamboard.db import connect_arguments
 
@@ -262,23 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.subscribers % args.teams:
         parser.error("--subscribers must be a multiple of --teams")
-    with scratch_teamboard(args.database_url) as scratch, tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        server = ServerProcess(
-            "teamboard",
-            ["teamboard", "serve", "--port", str(port), "--workers", "1"],
-            server_env(scratch, args),
-            Path(tmp),
-            Path(tmp) / "server.log",
-        )
-        try:
-            server.wait_ready(port, "/health/ready", 120)
-            return asyncio.run(measure(scratch, port, args))
-        except Exception:
-            print(server.log_tail(), file=sys.stderr)
-            raise
-        finally:
-            server.stop()
+    with (
+        scratch_teamboard(args.database_url) as scratch,
+        serving(server_env(scratch, args), 1) as port,
+    ):
+        return asyncio.run(measure(scratch, port, args))
 
 
 if __name__ == "__main__":

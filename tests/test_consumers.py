@@ -8,11 +8,9 @@ whose length the tests control.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -32,6 +30,7 @@ from teamboard.worker import consumers
 from teamboard.worker.consumers import ConsumerRunner
 from tests.collab import Owner, create_project, create_task, mention, post_comment
 from tests.conftest import Actor
+from tests.reliability.processes import COMMAND, process_env
 
 MakeUser = Callable[..., Actor]
 MakeTeam = Callable[..., Awaitable[uuid.UUID]]
@@ -242,21 +241,6 @@ async def test_a_worker_whose_session_dies_is_replaced_without_losing_events(
 # --------------------------------------------------------------------------- the process
 
 
-def _worker_env(settings: Settings, db_urls: DatabaseUrls) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
-    env.update(
-        DATABASE_URL=db_urls.owner,
-        DATABASE_APP_URL=db_urls.app,
-        DATABASE_WORKER_URL=db_urls.worker,
-        SECRET_KEY=settings.secret_key.get_secret_value(),
-        ENVIRONMENT="test",
-        WORKER_IDLE_SECONDS="0.2",
-        ANALYTICS_FOLD_SECONDS="0.2",
-        LOG_LEVEL="WARNING",
-    )
-    return env
-
-
 async def test_the_worker_process_notifies_folds_and_stops_gracefully(
     client: httpx.AsyncClient,
     app: Any,
@@ -269,9 +253,9 @@ async def test_the_worker_process_notifies_folds_and_stops_gracefully(
     alice, bob = make_user("alice"), make_user("bob")
     team = await make_team(alice, members=[(bob, "member")])
     task = await create_task(app, alice, team, await create_project(client, alice, team, "WRK"))
-    command = os.path.join(os.path.dirname(sys.executable), "teamboard")
     process = subprocess.Popen(  # noqa: S603, ASYNC220 - our own command, started once
-        [command, "worker"], env=_worker_env(settings, db_urls)
+        [COMMAND, "worker"],
+        env=process_env(settings, db_urls, WORKER_IDLE_SECONDS="0.2", ANALYTICS_FOLD_SECONDS="0.2"),
     )
     try:
         await post_comment(client, alice, team, task, f"{mention(bob)} over to you")
