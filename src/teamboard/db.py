@@ -52,6 +52,13 @@ CheckViolation = asyncpg.CheckViolationError
 InsufficientPrivilege = asyncpg.InsufficientPrivilegeError
 SerializationFailure = asyncpg.SerializationError
 DeadlockDetected = asyncpg.DeadlockDetectedError
+#: Text PostgreSQL cannot store (a NUL character, in a field no validator covers yet):
+#: answered 422 ``invalid_text``, never 500. Text fields refuse NUL at validation first
+#: (``teamboard.kit.text.NO_NUL``); this is the net under them.
+INVALID_TEXT: tuple[type[Exception], ...] = (
+    asyncpg.CharacterNotInRepertoireError,
+    asyncpg.UntranslatableCharacterError,
+)
 #: A statement cancelled by the server: the app role's ``statement_timeout`` (set by
 #: ``teamboard migrate``) or an operator's ``pg_cancel_backend``. Answered 503.
 QueryCanceled = asyncpg.QueryCanceledError

@@ -20,6 +20,8 @@ from starlette.responses import Response
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 logger = logging.getLogger("teamboard.errors")
+#: The detail of ``422 invalid_text`` (REST and GraphQL).
+INVALID_TEXT_DETAIL = "The request holds text that cannot be stored (NUL characters)"
 #: The detail of ``503 statement_timeout`` (REST and GraphQL).
 STATEMENT_TIMEOUT_DETAIL = "The request took too long in the database and was cancelled; retry"
 
@@ -229,6 +231,10 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "1"},
         )
 
+    async def on_invalid_text(request: Request, exc: Exception) -> Response:
+        logger.warning("text the database cannot store", extra={"path": request.url.path})
+        return problem_response(422, "invalid_text", INVALID_TEXT_DETAIL, instance=request.url.path)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error", exc_info=exc)
         return problem_response(
@@ -246,6 +252,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(db.InsufficientPrivilege, on_rls_violation)
     app.add_exception_handler(db.UniqueViolation, on_unique_violation)
     app.add_exception_handler(db.QueryCanceled, on_statement_cancelled)
+    for invalid in db.INVALID_TEXT:
+        app.add_exception_handler(invalid, on_invalid_text)
     for unavailable in db.DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, on_database_unavailable)
     app.add_exception_handler(Exception, on_unexpected)

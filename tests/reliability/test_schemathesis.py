@@ -109,14 +109,15 @@ def api_schema(asgi_app: Any) -> schemathesis.BaseSchema:
     # A schema-valid request may still break a business rule that JSON Schema cannot state
     # (a time zone that exists, an anchor task of the same project, every status listed
     # once, an opaque cursor): those refusals are 400/422 with their own problem code;
-    # attachment types are a setting (ATTACHMENT_ALLOWED_TYPES), refused with 415.
+    # attachment types are a setting (ATTACHMENT_ALLOWED_TYPES), refused with 415; a
+    # well-formed If-Match that matches no current version is 412 (RFC 9110).
     # ``schema_valid_is_valid`` keeps the part that makes sense: the request validator
     # never refuses what the document says is valid.
     # Unknown query parameters are ignored, as by most HTTP APIs (cache busters, tracing
     # parameters): they are not negative data here.
     schema.config.generation.allow_extra_parameters = False
     acceptance = schema.config.checks.positive_data_acceptance
-    acceptance.expected_statuses = [*acceptance.expected_statuses, "400", "415", "422"]
+    acceptance.expected_statuses = [*acceptance.expected_statuses, "400", "412", "415", "422"]
     return schema
 
 

@@ -18,6 +18,7 @@ from teamboard.events.repository import append
 from teamboard.kit.ids import new_id
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
+from teamboard.kit.text import NO_NUL
 
 router = APIRouter(prefix="/teams/{team_id}/api-keys", tags=["api-keys"])
 Scope = Literal["read", "write", "admin"]
@@ -28,7 +29,9 @@ def _read_only() -> list[Scope]:
 
 
 class ApiKeyIn(Strict):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NO_NUL
+    ]
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=3)] = Field(
         default_factory=_read_only
     )

@@ -9,9 +9,12 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from teamboard.auth.passwords import MAX_LENGTH
+from teamboard.kit.text import NO_NUL
 
 Password = Annotated[str, Field(min_length=1, max_length=MAX_LENGTH * 4)]
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+DisplayName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NO_NUL
+]
 
 
 class Strict(BaseModel):

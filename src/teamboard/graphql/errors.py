@@ -18,7 +18,12 @@ from pydantic import ValidationError
 from strawberry.utils.str_converters import to_camel_case
 
 from teamboard import db
-from teamboard.errors import STATEMENT_TIMEOUT_DETAIL, TeamboardError, Unprocessable
+from teamboard.errors import (
+    INVALID_TEXT_DETAIL,
+    STATEMENT_TIMEOUT_DETAIL,
+    TeamboardError,
+    Unprocessable,
+)
 
 logger = logging.getLogger("teamboard.graphql")
 
@@ -32,6 +37,8 @@ def problem(error: BaseException | None) -> tuple[str, dict[str, Any]] | None:
     if isinstance(error, db.UniqueViolation):
         message = "A resource with these values already exists"
         return message, {"code": "already_exists", "status": 409}
+    if isinstance(error, db.INVALID_TEXT):
+        return INVALID_TEXT_DETAIL, {"code": "invalid_text", "status": 422}
     if isinstance(error, db.QueryCanceled):  # statement_timeout, as REST answers it
         return STATEMENT_TIMEOUT_DETAIL, {"code": "statement_timeout", "status": 503}
     if isinstance(error, db.DATABASE_UNAVAILABLE):

@@ -1,7 +1,9 @@
-"""Response shapes shared by several features."""
+"""Response shapes and OpenAPI refinements shared by several features."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -12,3 +14,19 @@ class Person(BaseModel):
 
     id: UUID
     display_name: str | None
+
+
+def null_only_for(clearable: frozenset[str]) -> Callable[[dict[str, Any]], None]:
+    """A ``json_schema_extra`` for a patch body that refuses ``null`` except in the fields
+    that can be cleared: the document then says what its validator enforces (found by
+    Schemathesis: it sent ``null`` where the document allowed it and got a 422)."""
+
+    def refine(schema: dict[str, Any]) -> None:
+        for name, prop in schema.get("properties", {}).items():
+            options = prop.get("anyOf")
+            if name not in clearable and options:
+                kept = [option for option in options if option.get("type") != "null"]
+                prop.pop("anyOf")
+                prop.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
+
+    return refine

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from teamboard.auth.schemas import Strict
+from teamboard.kit.schemas import null_only_for
 from teamboard.kit.text import NO_NUL
 
 MAX_ASSIGNEES = 20
@@ -64,23 +65,12 @@ class TaskIn(Strict):
 NULLABLE = frozenset({"parent_id", "due_at", "estimate"})
 
 
-def _null_only_where_clearable_schema(schema: dict[str, Any]) -> None:
-    """The document says what ``TaskPatch._null_only_where_clearable`` enforces: ``null``
-    only for the fields in ``NULLABLE`` (found by Schemathesis)."""
-    for name, prop in schema.get("properties", {}).items():
-        options = prop.get("anyOf")
-        if name not in NULLABLE and options:
-            kept = [option for option in options if option.get("type") != "null"]
-            prop.pop("anyOf")
-            prop.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
-
-
 class TaskPatch(Strict):
     """Only the fields sent change; ``assignee_ids`` and ``label_ids`` replace the whole
     set; ``parent_id``, ``due_at`` and ``estimate`` can be cleared with ``null``. A status
     change puts the task at the end of its new status (the move route places it exactly)."""
 
-    model_config = ConfigDict(json_schema_extra=_null_only_where_clearable_schema)
+    model_config = ConfigDict(json_schema_extra=null_only_for(NULLABLE))
 
     title: Title | None = None
     description: Description | None = None
@@ -111,6 +101,8 @@ class MoveIn(Strict):
     status_id: UUID | None = None
     before_id: UUID | None = None
     after_id: UUID | None = None
+
+    model_config = ConfigDict(json_schema_extra={"not": {"required": ["before_id", "after_id"]}})
 
     @model_validator(mode="after")
     def _one_anchor(self) -> Self:

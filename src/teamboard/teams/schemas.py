@@ -9,8 +9,11 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
 from teamboard.auth.schemas import Strict
+from teamboard.kit.text import NO_NUL
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NO_NUL
+]
 MemberRole = Literal["owner", "admin", "member", "guest"]
 InvitedRole = Literal["admin", "member", "guest"]
 

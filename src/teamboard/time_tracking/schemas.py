@@ -9,8 +9,10 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from teamboard.auth.schemas import Strict
+from teamboard.kit.schemas import null_only_for
+from teamboard.kit.text import NO_NUL
 
-Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), NO_NUL]
 
 
 class TimerIn(Strict):
@@ -47,6 +49,8 @@ class ManualEntryIn(Strict):
 
 class TimeEntryPatch(Strict):
     """The fields to change; left out means unchanged (``null`` is refused)."""
+
+    model_config = ConfigDict(json_schema_extra=null_only_for(frozenset()))
 
     started_at: AwareDatetime | None = None
     ended_at: AwareDatetime | None = None

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, StringConstraints
 
 from teamboard.auth.schemas import Strict
+from teamboard.kit.text import NO_NUL
 
 #: An event kind (``task.created``), all kinds of a family (``task.*``), or everything (``*``).
 KindPattern = Annotated[
@@ -16,8 +17,10 @@ KindPattern = Annotated[
     StringConstraints(max_length=100, pattern=r"^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?)$"),
 ]
 Kinds = Annotated[list[KindPattern], Field(min_length=1, max_length=50)]
-Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=2048)]
-Description = Annotated[str, StringConstraints(max_length=500)]
+Url = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=10, max_length=2048), NO_NUL
+]
+Description = Annotated[str, StringConstraints(max_length=500), NO_NUL]
 DeliveryStatus = Literal["pending", "succeeded", "failed", "skipped"]
 
 
