@@ -143,13 +143,21 @@ def flood(load: Load, seconds: float) -> tuple[Stream, float]:
 
 
 async def phase(
-    name: str, quiet: Load, noisy: Load | None, seconds: float, pool: ProcessPoolExecutor
+    name: str,
+    quiet: Load,
+    noisy: Load | None,
+    seconds: float,
+    pool: ProcessPoolExecutor,
+    lead: float = 0.0,
 ) -> Phase:
+    """B's stream for ``seconds``; with ``noisy``, A's flood starts ``lead`` seconds earlier
+    (so that B is measured while A is being throttled, not while A spends its budget)."""
     before = _cpu_seconds()
     stream = Stream()
     noisy_run = None
     if noisy is not None:
-        noisy_run = asyncio.get_running_loop().run_in_executor(pool, flood, noisy, seconds)
+        noisy_run = asyncio.get_running_loop().run_in_executor(pool, flood, noisy, lead + seconds)
+        await asyncio.sleep(lead)
     await run_stream(quiet, seconds, stream)
     noisy_stream, noisy_cpu = (None, 0.0) if noisy_run is None else await noisy_run
     return Phase(name, stream, noisy_stream, _cpu_seconds() - before + noisy_cpu)
@@ -204,7 +212,7 @@ async def measure(scratch: Scratch, port: int, args: argparse.Namespace) -> int:
         await phase("warm-up", quiet, None, args.warmup, pool)
         phases = [
             await phase("alone", quiet, None, args.duration, pool),
-            await phase("flood", quiet, noisy, args.duration, pool),
+            await phase("flood", quiet, noisy, args.duration, pool, args.flood_lead),
         ]
     print(
         f"B: {args.rate:g}/s; A: {args.flood_rate:g}/s against a team budget of"
@@ -219,6 +227,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds, B alone, discarded")
+    parser.add_argument(
+        "--flood-lead",
+        type=float,
+        default=5.0,
+        help="seconds A floods before B is measured (A spends its budget, then is throttled)",
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="team B's requests per second")
     parser.add_argument("--flood-rate", type=float, default=500.0, help="team A's requests/s")
     parser.add_argument("--team-budget", type=int, default=600, help="units per window")
