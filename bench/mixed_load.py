@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import resource
@@ -46,7 +45,7 @@ from bench.eventdata import (
     serving,
 )
 from bench.harness import DASHBOARD
-from bench.realtime_latency import percentile, server_env
+from bench.realtime_latency import percentile, server_env, sse_lines
 from teamboard.auth.tokens import TokenService
 
 HOST = "127.0.0.1"
@@ -188,31 +187,15 @@ async def subscribe(port: int, member: Member, feed: Feed, stop: asyncio.Event) 
     ready = asyncio.Event()
     feed.arrivals.append((member.team.id, seen))
     feed.ready.append(ready)
-    reader, writer = await asyncio.open_connection(HOST, port)
-    writer.write(
-        f"GET /api/v1/teams/{member.team.id}/events/stream HTTP/1.1\r\nHost: {HOST}\r\n"
-        f"Authorization: Bearer {member.token}\r\nAccept: text/event-stream\r\n\r\n".encode()
-    )
-    try:
-        status = await reader.readline()
-        if b" 200 " not in status:
-            feed.errors.append(status.decode(errors="replace").strip())
+    async for line in sse_lines(port, member.team.id, member.token, feed.errors):
+        if stop.is_set():
             return
-        while (await reader.readline()) not in (b"\r\n", b""):
-            pass  # headers
-        while not stop.is_set():
-            line = await reader.readline()
-            if not line:
-                feed.errors.append("stream closed by the server")
-                break
-            if line.startswith(b"event: ready"):
-                ready.set()
-            elif line.startswith(b"data: {") and b'"task.created"' in line:
-                seen[orjson.loads(line[6:])["subject_id"]] = time.monotonic()
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+        if line.startswith(b"event: ready"):
+            ready.set()
+        elif line.startswith(b"data: {") and b'"task.created"' in line:
+            seen[orjson.loads(line[6:])["subject_id"]] = time.monotonic()
+    if not stop.is_set() and ready.is_set():
+        feed.errors.append("stream closed by the server")
 
 
 def report(stats: Stats, feed: Feed, duration: float, cpu_seconds: float) -> int:

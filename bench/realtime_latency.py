@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -57,36 +57,41 @@ class Subscriber:
     errors: list[str] = field(default_factory=list)
 
 
-async def listen(port: int, subscriber: Subscriber, stop: asyncio.Event) -> None:
-    """One SSE stream over a raw connection (cheap enough for a thousand of them)."""
+async def sse_lines(
+    port: int, team: uuid.UUID, token: str, errors: list[str]
+) -> AsyncIterator[bytes]:
+    """The lines of one team's SSE stream, over a raw connection (cheap enough for a
+    thousand of them), until the server closes it; a refusal is added to ``errors``."""
     reader, writer = await asyncio.open_connection(HOST, port)
     writer.write(
-        f"GET /api/v1/teams/{subscriber.team}/events/stream HTTP/1.1\r\nHost: {HOST}\r\n"
-        f"Authorization: Bearer {subscriber.token}\r\nAccept: text/event-stream\r\n\r\n".encode()
+        f"GET /api/v1/teams/{team}/events/stream HTTP/1.1\r\nHost: {HOST}\r\n"
+        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
     )
-    await writer.drain()
     try:
         status = await reader.readline()
         if b" 200 " not in status:
-            subscriber.errors.append(status.decode(errors="replace").strip())
+            errors.append(status.decode(errors="replace").strip())
             return
         while (await reader.readline()) not in (b"\r\n", b""):
             pass  # headers
-        while not stop.is_set():
-            line = await reader.readline()
-            if not line:
-                break
-            if line.startswith(b"event: ready"):
-                subscriber.ready.set()
-            elif line.startswith(b"data: {"):
-                now = time.monotonic()
-                if b'"bench.tick"' in line:
-                    payload = orjson.loads(line[6:])["payload"]
-                    subscriber.received[int(payload["n"])] = now
+        while line := await reader.readline():
+            yield line
     finally:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+
+
+async def listen(port: int, subscriber: Subscriber, stop: asyncio.Event) -> None:
+    """One subscriber's stream: when each ``bench.tick`` arrives."""
+    async for line in sse_lines(port, subscriber.team, subscriber.token, subscriber.errors):
+        if stop.is_set():
+            break
+        if line.startswith(b"event: ready"):
+            subscriber.ready.set()
+        elif line.startswith(b"data: {") and b'"bench.tick"' in line:
+            payload = orjson.loads(line[6:])["payload"]
+            subscriber.received[int(payload["n"])] = time.monotonic()
 
 
 async def write(

@@ -128,6 +128,18 @@ def problem_response(
     )
 
 
+def database_unavailable(instance: str) -> Response:
+    """``503 database_unavailable`` with ``Retry-After``: REST's and GraphQL's answer when
+    the database cannot be reached."""
+    return problem_response(
+        503,
+        "database_unavailable",
+        "The database is unavailable; retry later",
+        instance=instance,
+        headers={"Retry-After": "1"},
+    )
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     """Field errors without echoing input values (they may be secrets such as passwords).
 
@@ -211,13 +223,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_database_unavailable(request: Request, exc: Exception) -> Response:
         logger.error("database unavailable: %s", type(exc).__name__)
-        return problem_response(
-            503,
-            "database_unavailable",
-            "The database is unavailable; retry later",
-            instance=request.url.path,
-            headers={"Retry-After": "1"},
-        )
+        return database_unavailable(request.url.path)
 
     async def on_statement_cancelled(request: Request, exc: Exception) -> Response:
         # statement_timeout (or an operator) cancelled a statement: the request could not be

@@ -42,7 +42,7 @@ from teamboard.auth.api_keys import resolve_api_key
 from teamboard.config import Settings
 from teamboard.db import Tx
 from teamboard.deps import Caller, authenticate, get_services, open_tx, spend
-from teamboard.errors import Forbidden, NotFound, TeamboardError, problem_response
+from teamboard.errors import Forbidden, NotFound, TeamboardError, database_unavailable
 from teamboard.graphql.context import RequestScope
 from teamboard.graphql.document import Prepared, RequestError, request_error
 from teamboard.graphql.engine import Engine
@@ -227,11 +227,5 @@ async def graphql(request: Request) -> Response:
     if _database_lost(results):
         # The unit of work cannot commit anyway: answer like REST, so that clients and load
         # balancers see the outage (and retry) rather than a 200 with null fields.
-        return problem_response(
-            503,
-            "database_unavailable",
-            "The database is unavailable; retry later",
-            instance=request.url.path,
-            headers={"Retry-After": "1"},
-        )
+        return database_unavailable(request.url.path)
     return _json(results if batched else results[0], headers=_debug_headers(settings, scope))
