@@ -11,9 +11,10 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -22,6 +23,20 @@ import uvicorn
 
 from teamboard.app import create_app
 from teamboard.config import Settings
+
+
+@contextmanager
+def served_in_thread(server: ThreadingHTTPServer) -> Iterator[int]:
+    """Serve ``server`` (bound on 127.0.0.1) from a thread; yields its port, shuts it down
+    on the way out."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -32,6 +31,7 @@ from teamboard.webhooks.ssrf import Guard, RefusedUrl, parse_networks, system_re
 from teamboard.worker.consumers import ConsumerRunner, drain
 from tests.collab import API, Owner, create_project, create_task, events, post_comment
 from tests.conftest import Actor, add_member
+from tests.live import served_in_thread
 
 MakeUser = Callable[..., Actor]
 MakeTeam = Callable[..., Awaitable[uuid.UUID]]
@@ -79,16 +79,8 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served_in_thread(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as state.port:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def webhook_settings(settings: Settings, **overrides: Any) -> Settings:

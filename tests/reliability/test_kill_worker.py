@@ -43,6 +43,7 @@ import pytest
 from teamboard.webhooks import signing
 from tests.collab import API, Owner, create_project
 from tests.conftest import Actor
+from tests.live import served_in_thread
 from tests.profile import pick
 from tests.reliability.processes import (  # noqa: F401 - processes_fixture: a fixture
     Process,
@@ -132,16 +133,8 @@ def receiver() -> Iterator[Receiver]:
         def handle_error(self, request: Any, client_address: Any) -> None:
             pass  # the worker was killed while we answered: its connection is gone
 
-    server = Server(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served_in_thread(Server(("127.0.0.1", 0), Handler)) as state.port:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @dataclass

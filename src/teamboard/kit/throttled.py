@@ -80,10 +80,12 @@ class ThrottledCallers:
         while len(self._records) >= self._max:  # all still current: drop the oldest
             del self._records[next(iter(self._records))]
 
+    def __bool__(self) -> bool:
+        """Whether any credential is held (most of the time none: nothing to look up)."""
+        return bool(self._records)
+
     def find(self, authorization: bytes, team_id: str | None) -> Refusal | None:
         """The refusal that still applies to this credential on this team, if any."""
-        if not self._records:
-            return None
         digest, now = credential_digest(authorization), time.monotonic()
         for key in ((digest, None), (digest, team_id)) if team_id else ((digest, None),):
             refusal = self._records.get(key)
@@ -104,7 +106,8 @@ class ThrottledCallersMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             services = getattr(scope["app"].state, "services", None)  # set by the lifespan
-            refusal = services and self._applies(services.throttled, scope)
+            throttled: ThrottledCallers | None = getattr(services, "throttled", None)
+            refusal = self._applies(throttled, scope) if throttled else None
             if refusal:
                 await self._refuse(refusal, scope, receive, send)
                 return
