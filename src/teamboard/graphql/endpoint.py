@@ -48,7 +48,6 @@ from teamboard.graphql.document import Prepared, RequestError, request_error
 from teamboard.graphql.engine import Engine
 
 router = APIRouter(tags=["graphql"])
-MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
 _WRITE_SCOPES = frozenset({"write", "admin"})
 
@@ -120,12 +119,7 @@ async def _payload(request: Request) -> tuple[list[Any], bool]:
             "variables": variables,
         }
         return [item], False
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise request_error("payload_too_large", f"The body exceeds {MAX_BODY_BYTES} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise request_error("payload_too_large", f"The body exceeds {MAX_BODY_BYTES} bytes")
+    body = await request.body()  # bounded by REQUEST_MAX_BYTES (kit/body_limit.py): 413
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
