@@ -31,9 +31,9 @@ class Key:
 
 @dataclass(frozen=True)
 class Decoration:
-    """Columns worked out for a whole page at once: ``columns`` and ``joins`` read the
-    page's rows as ``tb_page`` (a join and a grouped aggregate over the page cost less than
-    a correlated subquery per row)."""
+    """Columns added to a page's rows once the page is cut: ``columns`` and ``joins`` read
+    the page's rows as ``tb_page``, so they run for the rows returned, not for the rows
+    scanned."""
 
     columns: str
     joins: str

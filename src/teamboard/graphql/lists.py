@@ -85,23 +85,23 @@ _LABEL = (
     "json_build_object('id', l.id, 'project_id', l.project_id, 'name', l.name, 'color', l.color)"
 )
 #: The same key, assignees (by user id) and labels (by name) as the REST task, for every
-#: task of ``tb_page`` with one join and two grouped aggregates.
+#: task of ``tb_page``: a correlated subquery per task, each an index range scan on the
+#: task's ``(team_id, project_id, task_id)`` key. Not grouped aggregates joined to the page:
+#: their row estimates are guesses, and the generic plan the statement gets after five runs
+#: re-sorted and re-aggregated the page's assignees and labels once per task (46 ms instead
+#: of 3 ms for 150 tasks, measured with bench.harness).
 TASK_DECORATION = Decoration(
     "dp.key || '-' || tb_page.number as key,"
-    " coalesce(da.assignees, '[]'::json) as assignees,"
-    " coalesce(dl.labels, '[]'::json) as labels",
-    "join project dp on dp.team_id = tb_page.team_id and dp.id = tb_page.project_id"
-    f" left join (select a.task_id, json_agg({_ASSIGNEE} order by a.user_id) as assignees"
+    f" coalesce((select json_agg({_ASSIGNEE} order by a.user_id)"
     " from task_assignee a left join app_user u on u.id = a.user_id"
-    " where a.team_id = %(team)s"
-    " and (a.project_id, a.task_id) in (select project_id, id from tb_page)"
-    " group by a.task_id) da on da.task_id = tb_page.id"
-    f" left join (select tl.task_id, json_agg({_LABEL} order by lower(l.name), l.id) as labels"
+    " where a.team_id = tb_page.team_id and a.project_id = tb_page.project_id"
+    " and a.task_id = tb_page.id), '[]'::json) as assignees,"
+    f" coalesce((select json_agg({_LABEL} order by lower(l.name), l.id)"
     " from task_label tl join label l on l.team_id = tl.team_id"
     " and l.project_id = tl.project_id and l.id = tl.label_id"
-    " where tl.team_id = %(team)s"
-    " and (tl.project_id, tl.task_id) in (select project_id, id from tb_page)"
-    " group by tl.task_id) dl on dl.task_id = tb_page.id",
+    " where tl.team_id = tb_page.team_id and tl.project_id = tb_page.project_id"
+    " and tl.task_id = tb_page.id), '[]'::json) as labels",
+    "join project dp on dp.team_id = tb_page.team_id and dp.id = tb_page.project_id",
 )
 _PERSON = "json_build_object('id', {id}, 'display_name', {name})"
 COMMENT_COLUMNS = (
