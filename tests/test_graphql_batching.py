@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from teamboard.db import native_sql
@@ -189,16 +188,14 @@ async def test_the_task_page_does_linear_work_under_the_generic_plan(
     async with database.transaction(user_id=alice.id, team_id=team) as tx:
         await tx.execute("set local plan_cache_mode = force_generic_plan")
         await tx.execute(f"prepare {name} (uuid[], uuid, int) as {native.text}")  # type: ignore[arg-type]
-        try:
-            # EXECUTE takes no bind parameters: the values are UUIDs and an int, as literals.
-            parents = ",".join(str(project) for project in board.projects.values())
-            explained = await tx.fetch_value(
-                f"explain (analyze, format json) execute {name}"  # type: ignore[arg-type]
-                f" ('{{{parents}}}', '{team}', {tasks + 1})"
-            )
-        finally:
-            await tx.execute(f"deallocate {name}")  # type: ignore[arg-type]
-    (root,) = explained if isinstance(explained, list) else orjson.loads(explained)
+        # EXECUTE takes no bind parameters: the values are UUIDs and an int, as literals.
+        parents = ",".join(str(project) for project in board.projects.values())
+        explained = await tx.fetch_value(
+            f"explain (analyze, format json) execute {name}"  # type: ignore[arg-type]
+            f" ('{{{parents}}}', '{team}', {tasks + 1})"
+        )
+        await tx.execute(f"deallocate {name}")  # type: ignore[arg-type]
+    (root,) = explained  # json: decoded by the pool's codec
     page = projects * tasks
     assert root["Plan"]["Actual Rows"] == page
     for node in _plan_nodes(root["Plan"]):
