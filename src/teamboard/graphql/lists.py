@@ -73,35 +73,27 @@ STATUS_COLUMNS = (
 )
 LABEL_COLUMNS = "l.team_id, l.id, l.project_id, l.name, l.color, l.created_at, l.updated_at"
 #: A task without its description (fetched apart, on demand): a REST list item's fields,
-#: with its key, its assignees (with their names) and its labels worked out for a whole page
-#: at once by :data:`TASK_DECORATION`.
+#: its key, and its card's assignees and labels as text (``card_*``, turned into GraphQL's
+#: shapes for a whole page at once by :data:`TASK_DECORATION`; text, so that the driver
+#: does not decode what only PostgreSQL reads).
 TASK_COLUMNS = (
-    "t.team_id, t.id, t.number, t.project_id, t.title, t.status_id, t.priority, t.parent_id,"
-    " t.due_at, t.estimate, t.position, t.created_by, t.created_at, t.updated_at,"
-    " t.completed_at, t.version"
+    "t.team_id, t.id, t.key, t.number, t.project_id, t.title, t.status_id, t.priority,"
+    " t.parent_id, t.due_at, t.estimate, t.position, t.created_by, t.created_at,"
+    " t.updated_at, t.completed_at, t.version, t.assignee_ids::text as card_assignee_ids,"
+    " t.labels::text as card_labels"
 )
-_ASSIGNEE = "json_build_object('id', a.user_id, 'display_name', u.display_name)"
-_LABEL = (
-    "json_build_object('id', l.id, 'project_id', l.project_id, 'name', l.name, 'color', l.color)"
-)
-#: The same key, assignees (by user id) and labels (by name) as the REST task, for every
-#: task of ``tb_page``: a correlated subquery per task, each an index range scan on the
-#: task's ``(team_id, project_id, task_id)`` key. Not grouped aggregates joined to the page:
-#: their row estimates are guesses, and the generic plan the statement gets after five runs
-#: re-sorted and re-aggregated the page's assignees and labels once per task (46 ms instead
-#: of 3 ms for 150 tasks, measured with bench.harness).
+#: The REST task's assignees (by user id, with their names) and labels (by name, with
+#: their project), from the task's card (migration ``2026-12-06_task_cards``): per task, a
+#: look-up of its assignees' names and a walk over its labels, whatever the plan.
 TASK_DECORATION = Decoration(
-    "dp.key || '-' || tb_page.number as key,"
-    f" coalesce((select json_agg({_ASSIGNEE} order by a.user_id)"
-    " from task_assignee a left join app_user u on u.id = a.user_id"
-    " where a.team_id = tb_page.team_id and a.project_id = tb_page.project_id"
-    " and a.task_id = tb_page.id), '[]'::json) as assignees,"
-    f" coalesce((select json_agg({_LABEL} order by lower(l.name), l.id)"
-    " from task_label tl join label l on l.team_id = tl.team_id"
-    " and l.project_id = tl.project_id and l.id = tl.label_id"
-    " where tl.team_id = tb_page.team_id and tl.project_id = tb_page.project_id"
-    " and tl.task_id = tb_page.id), '[]'::json) as labels",
-    "join project dp on dp.team_id = tb_page.team_id and dp.id = tb_page.project_id",
+    "coalesce((select json_agg(json_build_object('id', a.id, 'display_name', u.display_name)"
+    " order by a.id) from unnest(tb_page.card_assignee_ids::uuid[]) a (id)"
+    " left join app_user u on u.id = a.id), '[]'::json) as assignees,"
+    " coalesce((select json_agg(json_build_object('id', x.label -> 'id',"
+    " 'project_id', tb_page.project_id, 'name', x.label -> 'name', 'color', x.label -> 'color')"
+    " order by x.n) from json_array_elements(tb_page.card_labels::json)"
+    " with ordinality x (label, n)), '[]'::json) as labels",
+    "",
 )
 _PERSON = "json_build_object('id', {id}, 'display_name', {name})"
 COMMENT_COLUMNS = (

@@ -12,36 +12,21 @@ from uuid import UUID
 
 from teamboard.db import Tx
 
-# The task with its key, assignees and labels: one statement, children aggregated by
-# correlated subqueries (no N+1, whatever the number of rows).
-ASSIGNEE_IDS = (
-    "array(select a.user_id from task_assignee a where a.team_id = t.team_id"
-    " and a.project_id = t.project_id and a.task_id = t.id order by a.user_id)"
-)
-LABELS = (
-    "coalesce((select json_agg(json_build_object('id', l.id, 'name', l.name, 'color', l.color)"
-    " order by lower(l.name), l.id) from task_label tl join label l on l.team_id = tl.team_id"
-    " and l.project_id = tl.project_id and l.id = tl.label_id where tl.team_id = t.team_id"
-    " and tl.project_id = t.project_id and tl.task_id = t.id), '[]'::json)"
-)
+#: A task with its card: key, assignees and labels are columns of the task row, kept by
+#: triggers (migration ``2026-12-06_task_cards``): no subquery per task, whatever the page.
 _COLUMNS = (
-    "t.id, {key} || '-' || t.number as key, t.number, t.project_id, t.title, t.status_id,"
-    " t.priority, t.parent_id, t.due_at, t.estimate, t.position, t.created_by, t.created_at,"
-    f" t.updated_at, t.completed_at, t.version, {ASSIGNEE_IDS} as assignee_ids,"
-    f" {LABELS} as labels"
+    "t.id, t.key, t.number, t.project_id, t.title, t.status_id, t.priority, t.parent_id,"
+    " t.due_at, t.estimate, t.position, t.created_by, t.created_at, t.updated_at,"
+    " t.completed_at, t.version, t.assignee_ids, t.labels"
 )
-#: The columns of a list item. The project key comes from a correlated subquery, not a
-#: join: a join lets the planner drive the scan from the project side, which loses the
-#: index order and sorts the whole team. (Lists need no project filter: deleting a project
+#: The columns of a list item. (Lists need no project filter: deleting a project
 #: soft-deletes its tasks.)
-SUMMARY_COLUMNS = _COLUMNS.replace(
-    "{key}", "(select p.key from project p where p.team_id = t.team_id and p.id = t.project_id)"
-)
+SUMMARY_COLUMNS = _COLUMNS
 FROM_LIVE = (
     " from task t join project p on p.team_id = t.team_id and p.id = t.project_id"
     " and p.deleted_at is null"
 )
-_DETAIL = f"select {_COLUMNS.replace('{key}', 'p.key')}, t.description{FROM_LIVE}"
+_DETAIL = f"select {_COLUMNS}, t.description{FROM_LIVE}"
 
 
 async def get_task(tx: Tx, team_id: UUID, task_id: UUID) -> dict[str, Any] | None:
@@ -118,7 +103,7 @@ async def lock_task(tx: Tx, team_id: UUID, task_id: UUID) -> dict[str, Any] | No
     return await tx.fetch_one(
         "select t.id, t.project_id, t.title, t.description, t.status_id, t.priority,"
         " t.parent_id, t.due_at, t.estimate, t.position, t.version, s.category,"
-        f" p.archived_at, {ASSIGNEE_IDS} as assignee_ids,"
+        " p.archived_at, t.assignee_ids,"
         " array(select tl.label_id from task_label tl where tl.team_id = t.team_id"
         " and tl.project_id = t.project_id and tl.task_id = t.id order by tl.label_id)"
         " as label_ids"
