@@ -25,6 +25,7 @@ from teamboard.errors import install_error_handlers
 from teamboard.graphql.endpoint import router as graphql_router
 from teamboard.graphql.engine import Engine
 from teamboard.health.router import router as health_router
+from teamboard.kit.admission import AdmissionMiddleware
 from teamboard.kit.body_limit import BodyLimitMiddleware
 from teamboard.kit.hot_reads import install_hot_reads
 from teamboard.kit.openapi import install_openapi
@@ -164,6 +165,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.add_middleware(UnitOfWorkMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.request_max_bytes)
+    app.add_middleware(
+        AdmissionMiddleware,
+        limit=settings.max_concurrent_requests,
+        wait_seconds=settings.admission_wait_seconds,
+    )
     app.add_middleware(ThrottledCallersMiddleware)  # a throttled credential stops here
     app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)
     return app

@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     graceful_shutdown_seconds: int = Field(default=20, ge=0)
     log_level: str = "INFO"
+    max_concurrent_requests: int = Field(
+        default=64,
+        ge=1,
+        description="Requests of one process inside the app at once; the others wait at the"
+        " edge, in order (teamboard.kit.admission). Health probes and realtime streams never"
+        " wait.",
+    )
+    admission_wait_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a request may wait at the edge before a 503 overloaded.",
+    )
     expose_sql_count: bool = Field(
         default=False, description="Send X-SQL-Statements on every response (tests, debugging)."
     )

@@ -1,0 +1,117 @@
+"""The admission gate: a bounded number of requests inside the app, the rest wait in order,
+a bounded time, then 503; probes and realtime streams never wait."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from asgi_lifespan import LifespanManager
+
+from teamboard.app import create_app
+from teamboard.config import Settings
+from teamboard.db import Database
+from teamboard.kit.admission import AdmissionMiddleware
+
+
+class Held:
+    """An ASGI app whose requests stay inside until released; records who got in."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered: list[str] = []
+        self._entry = asyncio.Event()
+
+    async def until(self, count: int) -> None:
+        """Wait until ``count`` requests got in."""
+        while len(self.entered) < count:
+            self._entry.clear()
+            await self._entry.wait()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.entered.append(scope["path"])
+        self._entry.set()
+        if scope["path"].startswith("/hold"):
+            await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+def _client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+async def test_the_excess_waits_in_order_then_gets_in() -> None:
+    inner = Held()
+    gate = AdmissionMiddleware(inner, limit=2, wait_seconds=5.0)
+    async with _client(gate) as client:
+        holders = [asyncio.create_task(client.get(f"/hold/{i}")) for i in range(2)]
+        await inner.until(2)
+        waiting = []
+        for i in range(3):
+            waiting.append(asyncio.create_task(client.get(f"/next/{i}")))
+            await asyncio.sleep(0.01)  # arrival order
+        # Never gated: probes and the realtime stream.
+        assert (await client.get("/health/ready")).status_code == 200
+        stream = await client.get("/api/v1/teams/x/events/stream")
+        assert stream.status_code == 200
+        assert inner.entered == [
+            "/hold/0",
+            "/hold/1",
+            "/health/ready",
+            "/api/v1/teams/x/events/stream",
+        ]
+        inner.release.set()
+        assert [r.status_code for r in await asyncio.gather(*holders, *waiting)] == [200] * 5
+    assert inner.entered[4:] == ["/next/0", "/next/1", "/next/2"]
+
+
+async def test_a_request_that_waits_too_long_gets_503_having_done_nothing() -> None:
+    inner = Held()
+    gate = AdmissionMiddleware(inner, limit=1, wait_seconds=0.05)
+    async with _client(gate) as client:
+        holder = asyncio.create_task(client.get("/hold/0"))
+        await inner.until(1)
+        refused = await client.get("/api/v1/teams/x/tasks")
+        assert refused.status_code == 503
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["retry-after"] == "1"
+        body = refused.json()
+        assert (body["code"], body["status"], body["instance"]) == (
+            "overloaded",
+            503,
+            "/api/v1/teams/x/tasks",
+        )
+        assert inner.entered == ["/hold/0"]
+        inner.release.set()
+        assert (await holder).status_code == 200
+        assert (await client.get("/api/v1/teams/x/tasks")).status_code == 200  # place freed
+
+
+async def test_the_app_gates_requests_before_they_reach_the_database(
+    settings: Settings, make_user: Any, make_team: Any
+) -> None:
+    owner = make_user("admission")
+    team = await make_team(owner)
+    tight = settings.model_copy(
+        update={"max_concurrent_requests": 1, "admission_wait_seconds": 0.2, "pool_max_size": 1}
+    )
+    application = create_app(tight)
+    async with LifespanManager(application):
+        database: Database = application.state.services.db
+        held = await database.acquire()  # the first request waits for it, inside the app
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            inside = asyncio.create_task(client.get(f"/api/v1/teams/{team}", headers=owner.headers))
+            await asyncio.sleep(0.05)
+            refused = await client.get(f"/api/v1/teams/{team}", headers=owner.headers)
+            assert refused.status_code == 503
+            assert refused.json()["code"] == "overloaded"
+            assert refused.headers["x-sql-statements"] == "0"
+            assert "x-request-id" in refused.headers
+            assert (await client.get("/health/live")).status_code == 200
+            database.release(held)
+            assert (await inside).status_code == 200
+            again = await client.get(f"/api/v1/teams/{team}", headers=owner.headers)
+            assert again.status_code == 200
