@@ -525,7 +525,16 @@ def _insert_statement(table: str, row: Row) -> tuple[sql.Composable, list[Any]]:
         sql.SQL(", ").join(map(sql.Identifier, row)),
         sql.SQL(", ").join(sql.Placeholder() * len(row)),
     )
-    return statement, [Jsonb(v) if isinstance(v, dict) else v for v in row.values()]
+    return statement, [_parameter(v) for v in row.values()]
+
+
+def _parameter(value: Any) -> Any:
+    """JSON documents (objects, lists of objects such as a task card's labels) as JSON."""
+    if isinstance(value, dict) or (
+        isinstance(value, list) and value and all(isinstance(item, dict) for item in value)
+    ):
+        return Jsonb(value)
+    return value
 
 
 def test_inserts_into_another_team_are_rejected(

@@ -30,9 +30,12 @@ _DETAIL = f"select {_COLUMNS}, t.description{FROM_LIVE}"
 
 
 async def get_task(tx: Tx, team_id: UUID, task_id: UUID) -> dict[str, Any] | None:
-    """The live task with its assignees and labels, in one statement (None: not visible)."""
+    """The live task with its card, in one statement (None: not visible). One table: a live
+    task's project is live (deleting a project soft-deletes its tasks, and a task of a
+    deleted project cannot be restored)."""
     return await tx.fetch_one(
-        f"{_DETAIL} where t.team_id = %s and t.id = %s and t.deleted_at is null",
+        f"select {_COLUMNS}, t.description from task t"
+        " where t.team_id = %s and t.id = %s and t.deleted_at is null",
         (team_id, task_id),
     )
 

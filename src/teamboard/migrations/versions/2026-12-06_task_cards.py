@@ -27,6 +27,15 @@ never depends on what the writer may see, and a card refresh does not move ``upd
 (``task_touch`` skips updates that change only the card). Visibility is unchanged: a card
 holds only the task's own project's labels, and whoever sees the task saw them already.
 
+Extended statistics on ``task (team_id, project_id, status_id)`` (functional
+dependencies: a status implies its project, a project its team). The subqueries were
+expensive per row, which kept the planner on the ordered index of a list even when it
+misjudged how many tasks a project holds; without them, a generic plan (a prepared
+statement after five runs) multiplied the selectivities of ``team_id = $1`` and
+``project_id = $2`` as if independent, estimated one row, and could read and sort a whole
+project instead (``test_every_sort_is_a_keyset_index_scan`` caught it). With the
+dependencies the estimate is a project's average size, and the ordered index wins.
+
 Revision ID: 20261206_task_cards
 Revises: 20261206_policy_functions
 Create Date: 2026-12-06
@@ -62,19 +71,17 @@ alter table task
     add column labels json not null default '[]';
 """
 
-#: Fill the cards of existing tasks without touching ``updated_at``.
+#: Fill the cards of existing tasks (one pass over the table) without touching ``updated_at``.
 BACKFILL = f"""
 alter table task disable trigger task_touch;
-update task t set key = p.key || '-' || t.number
+update task t set key = p.key || '-' || t.number, assignee_ids = {ASSIGNEES_OF_T},
+    labels = {LABELS_OF_T}
 from project p where p.team_id = t.team_id and p.id = t.project_id;
-update task t set assignee_ids = {ASSIGNEES_OF_T}
-where exists (select 1 from task_assignee a
-              where a.team_id = t.team_id and a.project_id = t.project_id and a.task_id = t.id);
-update task t set labels = {LABELS_OF_T}
-where exists (select 1 from task_label tl
-              where tl.team_id = t.team_id and tl.project_id = t.project_id and tl.task_id = t.id);
 alter table task enable trigger task_touch;
 alter table task alter column key set not null;
+create statistics task_team_project_status (dependencies) on team_id, project_id, status_id
+    from task;
+analyze task;
 """
 
 FUNCTIONS = f"""
@@ -160,28 +167,32 @@ $$;
 revoke all on function tb_task_card(text, uuid[], uuid[]) from public;
 """
 
-TRIGGERS = """
+TRIGGERS = (
+    """
 create trigger task_set_key before insert or update of project_id, number on task
     for each row execute function tb_task_set_key();
 create trigger project_rekey_tasks after update of key on project
     for each row when (old.key is distinct from new.key)
     execute function tb_project_rekey_tasks();
-""" + "".join(
-    f"""
+"""
+    + "".join(
+        f"""
 create trigger {table}_card_{event} after {event} on {table}
     referencing {transition}
     for each statement execute function tb_task_card_refresh('{part}');"""
-    for table, part in (("task_assignee", "assignees"), ("task_label", "labels"))
-    for event, transition in (
-        ("insert", "new table as new_rows"),
-        ("update", "new table as new_rows old table as old_rows"),
-        ("delete", "old table as old_rows"),
+        for table, part in (("task_assignee", "assignees"), ("task_label", "labels"))
+        for event, transition in (
+            ("insert", "new table as new_rows"),
+            ("update", "new table as new_rows old table as old_rows"),
+            ("delete", "old table as old_rows"),
+        )
     )
-) + """
+    + """
 create trigger label_relabel_tasks after update of name, color on label
     for each row when (old.name is distinct from new.name or old.color is distinct from new.color)
     execute function tb_label_relabel_tasks();
 """
+)
 
 #: ``task_touch`` again, leaving out the card refreshes (see ``tb_task_card``).
 TOUCH_UNLESS_CARD = """
@@ -209,6 +220,7 @@ drop function tb_task_card_refresh();
 drop function tb_task_card(text, uuid[], uuid[]);
 drop function tb_project_rekey_tasks();
 drop function tb_task_set_key();
+drop statistics task_team_project_status;
 alter table task drop column key, drop column assignee_ids, drop column labels;
 """
 
