@@ -52,19 +52,19 @@ async def test_the_excess_waits_in_order_then_gets_in() -> None:
         for i in range(3):
             waiting.append(asyncio.create_task(client.get(f"/next/{i}")))
             await asyncio.sleep(0.01)  # arrival order
-        # Never gated: probes and the realtime stream.
-        assert (await client.get("/health/ready")).status_code == 200
-        stream = await client.get("/api/v1/teams/x/events/stream")
-        assert stream.status_code == 200
-        assert inner.entered == [
-            "/hold/0",
-            "/hold/1",
-            "/health/ready",
-            "/api/v1/teams/x/events/stream",
+        # Never gated: probes, the realtime stream, attachment downloads and uploads.
+        exempt = [
+            ("GET", "/health/ready"),
+            ("GET", "/api/v1/teams/x/events/stream"),
+            ("GET", "/api/v1/teams/x/attachments/a/content"),
+            ("POST", "/api/v1/teams/x/tasks/t/attachments"),
         ]
+        for method, path in exempt:
+            assert (await client.request(method, path)).status_code == 200
+        assert inner.entered == ["/hold/0", "/hold/1", *(path for _, path in exempt)]
         inner.release.set()
         assert [r.status_code for r in await asyncio.gather(*holders, *waiting)] == [200] * 5
-    assert inner.entered[4:] == ["/next/0", "/next/1", "/next/2"]
+    assert inner.entered[6:] == ["/next/0", "/next/1", "/next/2"]
 
 
 async def test_a_request_that_waits_too_long_gets_503_having_done_nothing() -> None:
@@ -73,6 +73,8 @@ async def test_a_request_that_waits_too_long_gets_503_having_done_nothing() -> N
     async with _client(gate) as client:
         holder = asyncio.create_task(client.get("/hold/0"))
         await inner.until(1)
+        for method, path in (("GET", "/api/v1/teams/x/tasks/t/attachments"), ("POST", "/x")):
+            assert (await client.request(method, path)).status_code == 503  # gated
         refused = await client.get("/api/v1/teams/x/tasks")
         assert refused.status_code == 503
         assert refused.headers["content-type"] == "application/problem+json"

@@ -7,11 +7,16 @@ pass for an edit of the task (``updated_at`` stays).
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import psycopg
 
+from teamboard.ops.database import DatabaseUrls
 from tests.work import Board, Owner, board
 
 __all__ = ["board"]  # the fixture, imported for this module
@@ -158,3 +163,73 @@ async def test_cards_follow_writes_outside_the_api(board: Board, owner: Owner) -
     owner.execute("update task set number = 90 where id = %s", (uuid.UUID(renumbered["id"]),))
     assert (await board.get(renumbered["id"])).json()["key"] == "NEW-90"
     assert stale_cards(owner, board.team) == []
+
+
+def _two_writers(
+    owner_url: str,
+    first: list[tuple[str, tuple[Any, ...]]],
+    second: list[tuple[str, tuple[Any, ...]]],
+) -> None:
+    """Run ``first`` in a transaction left open, then ``second`` in another one (which
+    blocks on the first's locks) from a thread, commit the first, then the second."""
+    with psycopg.connect(owner_url) as one, psycopg.connect(owner_url) as two:
+        for statement, params in first:
+            one.execute(statement, params)
+        with ThreadPoolExecutor(1) as pool:
+            later = pool.submit(_run_and_commit, two, second)
+            time.sleep(0.3)  # the second writer is now waiting on the first one's locks
+            assert not later.done()
+            one.commit()
+            later.result(timeout=10)
+
+
+def _run_and_commit(
+    conn: psycopg.Connection[Any], statements: list[tuple[str, tuple[Any, ...]]]
+) -> None:
+    for statement, params in statements:
+        conn.execute(statement, params)
+    conn.commit()
+
+
+async def test_concurrent_writers_of_one_task_leave_an_exact_card(
+    board: Board, owner: Owner, db_urls: DatabaseUrls
+) -> None:
+    task = uuid.UUID((await board.create(assignee_ids=[str(board.bob.id)]))["id"])
+    project = uuid.UUID(board.project)
+    assign = (
+        "insert into task_assignee (team_id, project_id, task_id, user_id) values (%s, %s, %s, %s)"
+    )
+    # The edit path locks the task, then changes its links; a removal elsewhere (a member
+    # leaving) changes the same task's links meanwhile.
+    await asyncio.to_thread(
+        _two_writers,
+        db_urls.owner,
+        [
+            ("select 1 from task where id = %s for update", (task,)),
+            (assign, (board.team, project, task, board.alice.id)),
+        ],
+        [("delete from task_assignee where task_id = %s and user_id = %s", (task, board.bob.id))],
+    )
+    assert stale_cards(owner, board.team) == []
+    assert (await board.get(str(task))).json()["assignee_ids"] == [str(board.alice.id)]
+
+
+async def test_a_label_attached_while_it_is_renamed_shows_the_new_name(
+    board: Board, owner: Owner, db_urls: DatabaseUrls
+) -> None:
+    label = uuid.UUID(await board.label("bug"))
+    task = uuid.UUID((await board.create())["id"])
+    await asyncio.to_thread(
+        _two_writers,
+        db_urls.owner,
+        [("update label set name = 'defect' where id = %s", (label,))],
+        [
+            (
+                "insert into task_label (team_id, project_id, task_id, label_id)"
+                " values (%s, %s, %s, %s)",
+                (board.team, uuid.UUID(board.project), task, label),
+            )
+        ],
+    )
+    assert stale_cards(owner, board.team) == []
+    assert (await board.get(str(task))).json()["labels"][0]["name"] == "defect"

@@ -313,7 +313,7 @@ EXPECTED_INDEX = {
     ("project", "updated_at"): "ix_task_team_id_project_id_updated_at",
     ("project", "due_at"): "ix_task_team_id_project_id_due_at",
     ("project", "priority"): "ix_task_team_id_project_id_priority",
-    ("project", "number"): "uq_task_team_id_project_id_number",
+    ("project", "number"): "ix_task_team_id_project_id_number",
     ("project", "position"): "ix_task_team_id_status_id_position",
     ("team", "created_at"): "ix_task_team_id_created_at",
     ("team", "updated_at"): "ix_task_team_id_updated_at",

@@ -11,13 +11,15 @@ queues. A request that could not get in within ``wait_seconds`` is answered ``50
 overloaded`` (problem+json, ``Retry-After``) having done nothing.
 
 Not gated: the health probes (they must answer while the app is saturated) and the
-realtime stream (a long-lived response would hold a place for hours).
+exchanges whose length the client sets: the realtime stream (hours), attachment downloads
+and uploads (a slow link). The database pool still bounds what those do at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -30,12 +32,19 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEALTH_PREFIX = "/health/"
-STREAM_SUFFIX = "/events/stream"
+#: Long-lived exchanges, paced by the client: the realtime stream and attachment downloads
+#: (streamed), attachment uploads (read as they arrive). Slow clients would hold places.
+_STREAMED_GETS = re.compile(r"/events/stream$|/attachments/[^/]+/content$")
+_UPLOADS = re.compile(r"/tasks/[^/]+/attachments$")
 
 
-def is_exempt(path: str) -> bool:
-    """Paths that never wait at the gate: health probes and the realtime stream."""
-    return path.startswith(HEALTH_PREFIX) or path.endswith(STREAM_SUFFIX)
+def is_exempt(method: str, path: str) -> bool:
+    """Requests that never wait at the gate: health probes and long-lived exchanges."""
+    if path.startswith(HEALTH_PREFIX):
+        return True
+    if method == "GET":
+        return _STREAMED_GETS.search(path) is not None
+    return method == "POST" and _UPLOADS.search(path) is not None
 
 
 class AdmissionMiddleware:
@@ -47,7 +56,7 @@ class AdmissionMiddleware:
         self._places = asyncio.Semaphore(limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_exempt(scope["path"]):
+        if scope["type"] != "http" or is_exempt(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         if self._places.locked():

@@ -88,6 +88,11 @@ async def update_project(
 
 async def delete_project(ctx: TeamContext, project_id: UUID) -> None:
     await ctx.require("admin")
+    # Lock first, in its own statement: a task creation holding the project then commits
+    # before the soft delete's snapshot is taken, so its task is deleted too (a live task's
+    # project is always live; reads by id rely on it).
+    if await repository.lock_project(ctx.tx, project_id) is None:
+        raise NotFound()
     if not await repository.soft_delete_project(ctx.tx, project_id):
         raise NotFound()
     await append(ctx.tx, "project.deleted", subject_id=project_id, project_id=project_id)

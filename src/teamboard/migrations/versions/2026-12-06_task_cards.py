@@ -34,7 +34,10 @@ misjudged how many tasks a project holds; without them, a generic plan (a prepar
 statement after five runs) multiplied the selectivities of ``team_id = $1`` and
 ``project_id = $2`` as if independent, estimated one row, and could read and sort a whole
 project instead (``test_every_sort_is_a_keyset_index_scan`` caught it). With the
-dependencies the estimate is a project's average size, and the ordered index wins.
+dependencies the estimate is a project's average size, and the ordered index wins. Sorting
+by number gets a partial index of live tasks like every other sort: against the unique
+index (which also holds deleted tasks) a generic plan still preferred another partial
+index and a sort.
 
 Revision ID: 20261206_task_cards
 Revises: 20261206_policy_functions
@@ -81,6 +84,8 @@ alter table task enable trigger task_touch;
 alter table task alter column key set not null;
 create statistics task_team_project_status (dependencies) on team_id, project_id, status_id
     from task;
+create index ix_task_team_id_project_id_number on task (team_id, project_id, number)
+    where deleted_at is null;
 analyze task;
 """
 
@@ -123,6 +128,15 @@ begin
         from (select team_id, task_id from new_rows
               union select team_id, task_id from old_rows) x;
     end if;
+    if tg_argv[0] = 'labels' and tg_op <> 'DELETE' then
+        -- A rename holds its label's row until it commits; waiting for it here means the
+        -- card is computed with the name it committed (its own refresh could not see
+        -- this statement's new links).
+        perform 1 from label l
+        join (select distinct team_id, project_id, label_id from new_rows) n
+            on l.team_id = n.team_id and l.project_id = n.project_id and l.id = n.label_id
+        order by l.team_id, l.id for share of l;
+    end if;
     perform tb_task_card(tg_argv[0], teams, tasks);
     return null;
 end
@@ -147,6 +161,12 @@ begin
     if tasks is null then
         return;
     end if;
+    -- Lock the tasks first: a concurrent writer of the same task (whose own refresh will
+    -- lock it too) has then committed, and the update below, a new statement, reads its
+    -- links with a snapshot taken after that.
+    perform 1 from task t join unnest(teams, tasks) r (team_id, task_id)
+        on t.team_id = r.team_id and t.id = r.task_id
+    order by t.team_id, t.id for no key update of t;
     perform set_config('tb.card_refresh', 'on', true);
     if part = 'assignees' then
         update task t set assignee_ids = c.ids
@@ -165,6 +185,10 @@ begin
 end
 $$;
 revoke all on function tb_task_card(text, uuid[], uuid[]) from public;
+revoke all on function tb_task_set_key() from public;
+revoke all on function tb_project_rekey_tasks() from public;
+revoke all on function tb_task_card_refresh() from public;
+revoke all on function tb_label_relabel_tasks() from public;
 """
 
 TRIGGERS = (
@@ -194,11 +218,14 @@ create trigger label_relabel_tasks after update of name, color on label
 """
 )
 
-#: ``task_touch`` again, leaving out the card refreshes (see ``tb_task_card``).
+#: ``task_touch`` again, leaving out the card refreshes (see ``tb_task_card``). The flag
+#: is a setting any session may change, so it only counts below a trigger: an update a
+#: client issues itself (trigger depth 0) always moves ``updated_at``.
 TOUCH_UNLESS_CARD = """
 drop trigger task_touch on task;
 create trigger task_touch before update on task for each row
-    when (current_setting('tb.card_refresh', true) is distinct from 'on')
+    when (pg_trigger_depth() = 0
+          or current_setting('tb.card_refresh', true) is distinct from 'on')
     execute function tb_touch_updated_at();
 """
 
@@ -220,6 +247,7 @@ drop function tb_task_card_refresh();
 drop function tb_task_card(text, uuid[], uuid[]);
 drop function tb_project_rekey_tasks();
 drop function tb_task_set_key();
+drop index ix_task_team_id_project_id_number;
 drop statistics task_team_project_status;
 alter table task drop column key, drop column assignee_ids, drop column labels;
 """
