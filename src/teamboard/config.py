@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         " wait.",
     )
     admission_wait_seconds: float = Field(
-        default=10.0,
+        default=5.0,
         gt=0,
         description="How long a request may wait at the edge before a 503 overloaded.",
     )
