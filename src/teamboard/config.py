@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     graceful_shutdown_seconds: int = Field(default=20, ge=0)
     log_level: str = "INFO"
     max_concurrent_requests: int = Field(
-        default=64,
+        default=32,
         ge=1,
         description="Requests of one process inside the app at once; the others wait at the"
         " edge, in order (teamboard.kit.admission). Health probes and realtime streams never"
