@@ -96,8 +96,8 @@ class Settings(BaseSettings):
         default=32,
         ge=1,
         description="Requests of one process inside the app at once; the others wait at the"
-        " edge, in order (teamboard.kit.admission). Health probes and realtime streams never"
-        " wait.",
+        " edge, in order (teamboard.kit.admission). Health probes, realtime streams and"
+        " attachment transfers never wait.",
     )
     admission_wait_seconds: float = Field(
         default=5.0,
