@@ -82,11 +82,12 @@ TASK_COLUMNS = (
     " t.updated_at, t.completed_at, t.version, t.assignee_ids::text as card_assignee_ids,"
     " t.labels::text as card_labels"
 )
+_PERSON = "json_build_object('id', {id}, 'display_name', {name})"
 #: The REST task's assignees (by user id, with their names) and labels (by name, with
 #: their project), from the task's card (migration ``2026-12-06_task_cards``): per task, a
 #: look-up of its assignees' names and a walk over its labels, whatever the plan.
 TASK_DECORATION = Decoration(
-    "coalesce((select json_agg(json_build_object('id', a.id, 'display_name', u.display_name)"
+    f"coalesce((select json_agg({_PERSON.format(id='a.id', name='u.display_name')}"
     " order by a.id) from unnest(tb_page.card_assignee_ids::uuid[]) a (id)"
     " left join app_user u on u.id = a.id), '[]'::json) as assignees,"
     " coalesce((select json_agg(json_build_object('id', x.label -> 'id',"
@@ -95,7 +96,6 @@ TASK_DECORATION = Decoration(
     " with ordinality x (label, n)), '[]'::json) as labels",
     "",
 )
-_PERSON = "json_build_object('id', {id}, 'display_name', {name})"
 COMMENT_COLUMNS = (
     "c.team_id, c.id, c.task_id, c.project_id, c.body, c.created_at, c.updated_at,"
     f" c.edited_at, {_PERSON.format(id='c.author_id', name='a.display_name')} as author,"

@@ -12,21 +12,20 @@ from uuid import UUID
 
 from teamboard.db import Tx
 
-#: A task with its card: key, assignees and labels are columns of the task row, kept by
-#: triggers (migration ``2026-12-06_task_cards``): no subquery per task, whatever the page.
-_COLUMNS = (
+#: A task without its description (a list item) with its card: key, assignees and labels
+#: are columns of the task row, kept by triggers (migration ``2026-12-06_task_cards``): no
+#: subquery per task, whatever the page. (Lists need no project filter: deleting a project
+#: soft-deletes its tasks.)
+SUMMARY_COLUMNS = (
     "t.id, t.key, t.number, t.project_id, t.title, t.status_id, t.priority, t.parent_id,"
     " t.due_at, t.estimate, t.position, t.created_by, t.created_at, t.updated_at,"
     " t.completed_at, t.version, t.assignee_ids, t.labels"
 )
-#: The columns of a list item. (Lists need no project filter: deleting a project
-#: soft-deletes its tasks.)
-SUMMARY_COLUMNS = _COLUMNS
 FROM_LIVE = (
     " from task t join project p on p.team_id = t.team_id and p.id = t.project_id"
     " and p.deleted_at is null"
 )
-_DETAIL = f"select {_COLUMNS}, t.description{FROM_LIVE}"
+_DETAIL = f"select {SUMMARY_COLUMNS}, t.description{FROM_LIVE}"
 
 
 async def get_task(tx: Tx, team_id: UUID, task_id: UUID) -> dict[str, Any] | None:
@@ -34,7 +33,7 @@ async def get_task(tx: Tx, team_id: UUID, task_id: UUID) -> dict[str, Any] | Non
     task's project is live (deleting a project soft-deletes its tasks, and a task of a
     deleted project cannot be restored)."""
     return await tx.fetch_one(
-        f"select {_COLUMNS}, t.description from task t"
+        f"select {SUMMARY_COLUMNS}, t.description from task t"
         " where t.team_id = %s and t.id = %s and t.deleted_at is null",
         (team_id, task_id),
     )

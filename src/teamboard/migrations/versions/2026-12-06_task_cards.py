@@ -109,9 +109,9 @@ begin
 end
 $$;
 
--- Recompute the assignees or labels (tg_argv[0]) of the tasks a statement on task_assignee
--- or task_label wrote about: its transition tables, new_rows after an insert, old_rows
--- after a delete, both after an update.
+-- Recompute the cards of the tasks a statement on task_assignee or task_label wrote about:
+-- its transition tables, new_rows after an insert, old_rows after a delete, both after an
+-- update.
 create function tb_task_card_refresh() returns trigger {_DEFINER} as $$
 declare
     teams uuid[];
@@ -128,7 +128,7 @@ begin
         from (select team_id, task_id from new_rows
               union select team_id, task_id from old_rows) x;
     end if;
-    if tg_argv[0] = 'labels' and tg_op <> 'DELETE' then
+    if tg_table_name = 'task_label' and tg_op <> 'DELETE' then
         -- A rename holds its label's row until it commits; waiting for it here means the
         -- card is computed with the name it committed (its own refresh could not see
         -- this statement's new links).
@@ -137,7 +137,7 @@ begin
             on l.team_id = n.team_id and l.project_id = n.project_id and l.id = n.label_id
         order by l.team_id, l.id for share of l;
     end if;
-    perform tb_task_card(tg_argv[0], teams, tasks);
+    perform tb_task_card(teams, tasks);
     return null;
 end
 $$;
@@ -149,14 +149,14 @@ begin
     select array_agg(tl.task_id) into tasks from task_label tl
     where tl.team_id = new.team_id and tl.project_id = new.project_id and tl.label_id = new.id;
     if tasks is not null then
-        perform tb_task_card('labels', array_fill(new.team_id, array[cardinality(tasks)]), tasks);
+        perform tb_task_card(array_fill(new.team_id, array[cardinality(tasks)]), tasks);
     end if;
     return null;
 end
 $$;
 
--- The tasks (teams[i], tasks[i]) get their current assignees or labels.
-create function tb_task_card(part text, teams uuid[], tasks uuid[]) returns void {_DEFINER} as $$
+-- The tasks (teams[i], tasks[i]) get their current assignees and labels.
+create function tb_task_card(teams uuid[], tasks uuid[]) returns void {_DEFINER} as $$
 begin
     if tasks is null then
         return;
@@ -168,23 +168,16 @@ begin
         on t.team_id = r.team_id and t.id = r.task_id
     order by t.team_id, t.id for no key update of t;
     perform set_config('tb.card_refresh', 'on', true);
-    if part = 'assignees' then
-        update task t set assignee_ids = c.ids
-        from (select t.team_id, t.id, {ASSIGNEES_OF_T} as ids
-              from unnest(teams, tasks) r (team_id, task_id)
-              join task t on t.team_id = r.team_id and t.id = r.task_id) c
-        where t.team_id = c.team_id and t.id = c.id and t.assignee_ids is distinct from c.ids;
-    else
-        update task t set labels = c.labels
-        from (select t.team_id, t.id, {LABELS_OF_T} as labels
-              from unnest(teams, tasks) r (team_id, task_id)
-              join task t on t.team_id = r.team_id and t.id = r.task_id) c
-        where t.team_id = c.team_id and t.id = c.id and t.labels::text <> c.labels::text;
-    end if;
+    update task t set assignee_ids = c.ids, labels = c.labels
+    from (select t.team_id, t.id, {ASSIGNEES_OF_T} as ids, {LABELS_OF_T} as labels
+          from unnest(teams, tasks) r (team_id, task_id)
+          join task t on t.team_id = r.team_id and t.id = r.task_id) c
+    where t.team_id = c.team_id and t.id = c.id
+      and (t.assignee_ids is distinct from c.ids or t.labels::text <> c.labels::text);
     perform set_config('tb.card_refresh', '', true);
 end
 $$;
-revoke all on function tb_task_card(text, uuid[], uuid[]) from public;
+revoke all on function tb_task_card(uuid[], uuid[]) from public;
 revoke all on function tb_task_set_key() from public;
 revoke all on function tb_project_rekey_tasks() from public;
 revoke all on function tb_task_card_refresh() from public;
@@ -203,8 +196,8 @@ create trigger project_rekey_tasks after update of key on project
         f"""
 create trigger {table}_card_{event} after {event} on {table}
     referencing {transition}
-    for each statement execute function tb_task_card_refresh('{part}');"""
-        for table, part in (("task_assignee", "assignees"), ("task_label", "labels"))
+    for each statement execute function tb_task_card_refresh();"""
+        for table in ("task_assignee", "task_label")
         for event, transition in (
             ("insert", "new table as new_rows"),
             ("update", "new table as new_rows old table as old_rows"),
@@ -244,7 +237,7 @@ drop trigger project_rekey_tasks on project;
 drop trigger task_set_key on task;
 drop function tb_label_relabel_tasks();
 drop function tb_task_card_refresh();
-drop function tb_task_card(text, uuid[], uuid[]);
+drop function tb_task_card(uuid[], uuid[]);
 drop function tb_project_rekey_tasks();
 drop function tb_task_set_key();
 drop index ix_task_team_id_project_id_number;
