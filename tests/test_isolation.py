@@ -382,6 +382,10 @@ ROLLUP_TABLES = (
     "analytics_task",
     "analytics_completion",
     "analytics_task_link",
+    # Per-project rows; the completion nodes' whole-team rows (nil project) follow
+    # tb_analytics_sees_all like WHOLE_TEAM_ONLY.
+    "analytics_completion_node",
+    "analytics_time_daily",
 )
 EXPECTED_TENANT_TABLES = {
     *ROLLUP_TABLES,

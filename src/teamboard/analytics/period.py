@@ -97,7 +97,9 @@ class DashboardQuery:
 @dataclass(frozen=True)
 class Period:
     """A resolved span: local days ``start``..``end`` of ``time_zone``, and the instants
-    ``[lo, hi)`` they cover (computed by PostgreSQL, whose zone data buckets the events)."""
+    ``[lo, hi)`` they cover (computed by PostgreSQL, whose zone data buckets the events).
+    ``rollups`` tells whether the day-keyed rollups were bucketed in that zone when the
+    period was resolved (a hint: a dashboard statement checks it again in its snapshot)."""
 
     time_zone: str
     start: date
@@ -105,6 +107,7 @@ class Period:
     lo: datetime
     hi: datetime
     bucket: Bucket
+    rollups: bool = True
 
     def bucket_of(self, day: date) -> date:
         if self.bucket == "week":
@@ -142,3 +145,24 @@ class Period:
             "time_zone": self.time_zone,
             "bucket": self.bucket,
         }
+
+
+#: The day node sizes of ``analytics_completion_node`` (days), largest first, and the day
+#: they are aligned on (a node of ``n`` days starts a multiple of ``n`` days after it).
+NODE_SPANS = (256, 64, 16, 4, 1)
+NODE_EPOCH = date(2000, 1, 3)
+
+
+def nodes(start: date, end: date) -> tuple[list[int], list[date]]:
+    """The aligned nodes that exactly cover the days ``start``..``end`` (inclusive), as
+    parallel lists of sizes and first days: at each step the largest node that starts
+    there and ends within the range (at most about three per size on each side)."""
+    day, stop = (start - NODE_EPOCH).days, (end - NODE_EPOCH).days + 1
+    spans: list[int] = []
+    starts: list[date] = []
+    while day < stop:
+        span = next(s for s in NODE_SPANS if day % s == 0 and day + s <= stop)
+        spans.append(span)
+        starts.append(NODE_EPOCH + timedelta(days=day))
+        day += span
+    return spans, starts

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
+from teamboard.analytics import counted
 from teamboard.analytics.period import Bucket, Filters, Period, Span
 from teamboard.analytics.sql import (
     COMPLETION,
@@ -22,6 +23,7 @@ from teamboard.analytics.sql import (
     daily,
     kind_clause,
     kinds,
+    link_targets,
     links_of,
     local_day,
     matching_tasks,
@@ -37,6 +39,8 @@ GroupBy = Literal["project", "user", "label"]
 
 PERIOD_SQL = (
     "select t.time_zone as tz, r.d0, r.d1,"
+    " coalesce((select s.time_zone = t.time_zone from analytics_state s"
+    "  where s.team_id = t.id), false) as rollups,"
     " r.d0::timestamp at time zone t.time_zone as lo,"
     " (r.d1 + 1)::timestamp at time zone t.time_zone as hi"
     " from team t cross join lateral (select"
@@ -55,7 +59,9 @@ async def resolve_period(tx: Tx, team_id: UUID, span: Span, bucket_: Bucket) -> 
     )
     if row is None:
         return None
-    return Period(row["tz"], row["d0"], row["d1"], row["lo"], row["hi"], bucket_)
+    return Period(
+        row["tz"], row["d0"], row["d1"], row["lo"], row["hi"], bucket_, rollups=row["rollups"]
+    )
 
 
 async def event_counts(
@@ -205,16 +211,18 @@ async def throughput(
     tx: Tx, team_id: UUID, period: Period, filters: Filters, *, raw: bool = False
 ) -> list[dict[str, Any]]:
     """``(assignee_id, completed, total)``: completions per current assignee (null: none),
-    and one row with ``total`` true counting every completion once."""
+    and one row with ``total`` true counting every completion once.
+
+    Without assignee and label filters this reads counters (``analytics.counted``), unless
+    they are bucketed in another zone than the period's; otherwise, the period's
+    completions."""
     touched = (
         "select l.task_id"
         f" from {tail('analytics_link_fact', 'l', raw=False, zoned=False, window='all')}"
         " and l.kind = 'assignee'"
     )
-    sql = (
-        f"with {STATE}, {completed_tasks(filters, touched, raw=raw)},"
-        f" asg as ({links_of('redo', 'assignee', raw=raw)})"
-        " select null::uuid as assignee_id, count(*) as completed, true as total from cof"
+    slow = (
+        "select null::uuid as assignee_id, count(*) as completed, true as total from cof"
         " union all"
         " select x.assignee_id, count(*), false from ("
         "  select a.id from cof left join lateral unnest(cof.assignee_ids) a (id) on true"
@@ -223,37 +231,57 @@ async def throughput(
         "  select a.target_id from redo left join asg a on a.task_id = redo.task_id and a.active"
         " ) x (assignee_id) group by x.assignee_id"
     )
-    return await tx.fetch_all(sql, params(team_id, period, filters))
-
-
-async def durations(
-    tx: Tx, team_id: UUID, period: Period, filters: Filters, *, raw: bool = False
-) -> dict[str, Any]:
-    """Lead time (completion - creation) and cycle time (completion - first start before
-    it) of the period's completions, in seconds: counts and p50/p85/p95."""
-    task_facts = "(f.kind = 'task.created' or f.to_category = 'started')"
-    touched = (
-        "select f.subject_id"
-        f" from {tail('analytics_event_fact', 'f', raw=False, zoned=False, window='all')}"
-        f" and f.subject_id is not null and {task_facts}"
+    ctes = (
+        f"with {STATE}, {completed_tasks(filters, touched, raw=raw)},"
+        f" asg as ({links_of('redo', 'assignee', raw=raw)})"
     )
-    facts = merged(
+    if not raw and period.rollups and link_targets(filters) is None:
+        rows = await counted.throughput(tx, team_id, period, filters, touched)
+        if rows is not None:
+            return rows
+    return await tx.fetch_all(ctes + slow, params(team_id, period, filters))
+
+
+def _task_facts(tasks: str, *, raw: bool) -> str:
+    """``(task_id, created_at, started_at)`` rows of the tasks of CTE ``tasks``, from the
+    rollups and the tail (several per task: the earliest of each counts)."""
+    return merged(
         "select t.task_id, r.created_at, r.started_at"
-        " from (select distinct task_id from redo) t cross join lateral ("
+        f" from (select distinct task_id from {tasks}) t cross join lateral ("
         "  select r.created_at, r.started_at from analytics_task r"
         "  where r.team_id = %(team)s and r.task_id = t.task_id offset 0) r",
         "select f.subject_id,"
         " case when f.kind = 'task.created' then f.occurred_at end,"
         " case when f.to_category = 'started' then f.occurred_at end"
         f" from {tail('analytics_event_fact', 'f', raw=raw, zoned=False, window='all')}"
-        f" and f.subject_id in (select task_id from redo) and {task_facts}",
+        f" and f.subject_id in (select task_id from {tasks}) and {_TASK_FACTS}",
         raw=raw,
     )
+
+
+_TASK_FACTS = "(f.kind = 'task.created' or f.to_category = 'started')"
+
+
+async def durations(
+    tx: Tx, team_id: UUID, period: Period, filters: Filters, *, raw: bool = False
+) -> dict[str, Any]:
+    """Lead time (completion - creation) and cycle time (completion - first start before
+    it) of the period's completions, in seconds: counts and p50/p85/p95.
+
+    Without assignee and label filters this reads counters (``analytics.counted``), unless
+    they are bucketed in another zone than the period's; otherwise, the period's
+    completions."""
+    touched = (
+        "select f.subject_id"
+        f" from {tail('analytics_event_fact', 'f', raw=False, zoned=False, window='all')}"
+        f" and f.subject_id is not null and {_TASK_FACTS}"
+    )
     quantiles = "percentile_cont(array[0.5, 0.85, 0.95]::float8[]) within group (order by {})"
-    sql = (
+    ctes = (
         f"with {STATE}, {completed_tasks(filters, touched, raw=raw)},"
         " tf as (select task_id, min(created_at) as created_at, min(started_at) as started_at"
-        f"  from ({facts}) x (task_id, created_at, started_at) group by task_id),"
+        f"  from ({_task_facts('redo', raw=raw)}) x (task_id, created_at, started_at)"
+        "  group by task_id),"
         " d as (select lead, cycle from cof where stored"
         "  union all select"
         "  case when tf.created_at <= redo.completed_at"
@@ -261,11 +289,19 @@ async def durations(
         "  case when tf.started_at <= redo.completed_at"
         "   then extract(epoch from redo.completed_at - tf.started_at)::float8 end"
         "  from redo left join tf on tf.task_id = redo.task_id)"
+    )
+    slow = (
         " select count(*) as completed, count(lead) as lead_count,"
         f" {quantiles.format('lead')} as lead, count(cycle) as cycle_count,"
         f" {quantiles.format('cycle')} as cycle from d"
     )
-    row = await tx.fetch_one(sql, params(team_id, period, filters))
+    if not raw and period.rollups and link_targets(filters) is None:
+        found = await counted.durations(
+            tx, team_id, period, filters, touched, _task_facts(counted.REDO, raw=False)
+        )
+        if found is not None:
+            return found
+    row = await tx.fetch_one(ctes + slow, params(team_id, period, filters))
     assert row is not None
     return row
 
@@ -314,7 +350,11 @@ async def time_tracked(
 ) -> list[dict[str, Any]]:
     """Finished time entries started in the period: rows ``('bucket', bucket, null, seconds,
     entries)`` per bucket, and ``('group', null, key, seconds, entries)`` per project, user
-    or label (an entry counts for each label of its task; key null: no label)."""
+    or label (an entry counts for each label of its task; key null: no label).
+
+    By project or user, without assignee and label filters, this reads the daily counters
+    (``analytics.counted``), unless the team's zone changed since the period was resolved;
+    otherwise, the entries."""
     users = " and t.user_id = any(%(users)s::uuid[])" if filters.users else ""
     entries = (
         f"{matching_tasks(filters, raw=raw)} te as ("
@@ -335,14 +375,17 @@ async def time_tracked(
         key = "l.target_id"
     else:
         keyed, key = "te", f"te.{'project_id' if group_by == 'project' else 'user_id'}"
-    sql = (
-        f"with {STATE}, {entries}"
+    slow = (
         f" select 'bucket' as part, {bucket('te.day', period)} as bucket, null::uuid as key,"
         "  sum(te.seconds)::bigint as seconds, count(*) as entries from te group by 2"
         f" union all select 'group', null, {key}, sum(te.seconds)::bigint, count(*)"
         f" from {keyed} group by {key}"
     )
-    return await tx.fetch_all(sql, params(team_id, period, filters))
+    if not raw and group_by != "label" and link_targets(filters) is None:
+        rows = await counted.time_tracked(tx, team_id, period, filters, group_by)
+        if rows is not None:
+            return rows
+    return await tx.fetch_all(f"with {STATE}, {entries} {slow}", params(team_id, period, filters))
 
 
 async def drilldown(

@@ -152,6 +152,9 @@ async def rebuild(
             )
             if progress is not None:
                 progress(done + 1, len(ranges))
+        # The time counters are kept by triggers, not folded: counted again all the same,
+        # so that a rebuild also repairs them.
+        await tx.execute("select tb_analytics_time_rebuild(%s)", (team_id,))
         if team_id is None:
             await tx.execute(
                 "update analytics_watermark set tx_id = %s::text::xid8, folded_at = now(),"
