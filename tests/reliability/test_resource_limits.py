@@ -394,18 +394,20 @@ def role_timeout(owner: Owner, role: str, milliseconds: int) -> Iterator[None]:
         owner.execute(alter + sql.SQL("reset statement_timeout"))
 
 
-def test_migrate_sets_the_app_roles_statement_timeout(
+def test_migrate_sets_the_app_roles_statement_timeout_and_no_jit(
     owner: Owner, settings: Settings, db_urls: DatabaseUrls
 ) -> None:
     rows = owner.execute(
         "select setdatabase, setconfig from pg_db_role_setting where setrole = %s::regrole",
         (db_urls.app_role,),
     ).fetchall()
-    expected = f"statement_timeout={settings.statement_timeout_ms}ms"
-    assert [row["setconfig"] for row in rows if row["setdatabase"] == 0] == [[expected]]
+    expected = [f"statement_timeout={settings.statement_timeout_ms}ms", "jit=off"]
+    assert [row["setconfig"] for row in rows if row["setdatabase"] == 0] == [expected]
     with psycopg.connect(db_urls.app) as conn:
         shown = conn.execute("show statement_timeout").fetchone()
+        jit = conn.execute("show jit").fetchone()
     assert shown == (f"{settings.statement_timeout_ms // 1000}s",)
+    assert jit == ("off",)
 
 
 def test_a_statement_past_the_timeout_is_cancelled_on_the_app_role(
