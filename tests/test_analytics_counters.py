@@ -5,6 +5,8 @@ instead of the completions and entries; and the time dashboard through the API's
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -13,9 +15,10 @@ from typing import Any, LiteralString
 import httpx
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
-from teamboard.analytics import service
-from teamboard.analytics.period import NODE_EPOCH, DashboardQuery, Filters, Span
+from teamboard.analytics import repository, service
+from teamboard.analytics.period import NODE_EPOCH, DashboardQuery, Filters, Span, nodes
 from teamboard.analytics.rollups import rebuild
 from teamboard.config import Settings
 from teamboard.db import Database, Params, RequestMetrics, Tx
@@ -46,8 +49,8 @@ def _recount_nodes(owner: Owner, team: uuid.UUID) -> dict[tuple[Any, ...], tuple
     from PostgreSQL, whose zone data and logarithm the rollups use)."""
     rows = owner.execute(
         "select c.project_id, c.assignee_ids, c.lead_seconds, c.cycle_seconds,"
-        " tb_analytics_duration_bucket(c.lead_seconds) as lead_bucket,"
-        " tb_analytics_duration_bucket(c.cycle_seconds) as cycle_bucket,"
+        " tb_analytics_duration_fine(c.lead_seconds) as lead_fine,"
+        " tb_analytics_duration_fine(c.cycle_seconds) as cycle_fine,"
         " (c.completed_at at time zone s.time_zone)::date as day"
         " from analytics_completion c join analytics_state s on s.team_id = c.team_id"
         " where c.team_id = %s",
@@ -55,46 +58,55 @@ def _recount_nodes(owner: Owner, team: uuid.UUID) -> dict[tuple[Any, ...], tuple
     ).fetchall()
     counts: dict[tuple[Any, ...], int] = defaultdict(int)
     values: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+    steps: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * 16)
     for row in rows:
         number = (row["day"] - NODE_EPOCH).days
-        items: list[tuple[str, str, float | None]] = [
-            ("assignee", str(a), None) for a in row["assignee_ids"]
-        ] or [("assignee", "", None)]
+        items: list[tuple[str, str, float | None, int]] = [
+            ("assignee", str(a), None, 0) for a in row["assignee_ids"]
+        ] or [("assignee", "", None, 0)]
         for measure in ("lead", "cycle"):
             if row[f"{measure}_seconds"] is not None:
-                bucket = str(row[f"{measure}_bucket"])
-                items.append((measure, bucket, row[f"{measure}_seconds"]))
+                fine = row[f"{measure}_fine"]
+                items.append((measure, str(fine // 16), row[f"{measure}_seconds"], fine % 16))
         for span in SPANS:
             for project in (row["project_id"], NIL):
-                for measure, dim, value in items:
+                for measure, dim, value, step in items:
                     key = (measure, span, _node_start(number, span), project, dim)
                     counts[key] += 1
                     if value is not None:
                         values[key].append(value)
+                        steps[key][step] += 1
     found: dict[tuple[Any, ...], tuple[int, Any]] = {
-        key: (n, sorted(values[key]) if key in values else None) for key, n in counts.items()
+        key: (n, (sorted(values[key]), steps[key]) if key in values else None)
+        for key, n in counts.items()
     }
     # Each duration node's histogram row: its buckets in order, and their counts.
     histograms: dict[tuple[Any, ...], list[tuple[int, int]]] = defaultdict(list)
     for (measure, span, start, project, dim), n in counts.items():
-        if measure != "assignee":
-            histograms[(measure, span, start, project, "*")].append((int(dim), n))
+        key = int(dim) if measure != "assignee" else str(uuid.UUID(dim) if dim else NIL)
+        histograms[(measure, span, start, project, "*")].append((key, n))
     for key, pairs in histograms.items():
-        pairs.sort()
-        found[key] = (sum(n for _, n in pairs), ([b for b, _ in pairs], [n for _, n in pairs]))
+        pairs.sort(key=lambda pair: (pair[0] if key[0] != "assignee" else "", str(pair[0])))
+        keys = [k if key[0] != "assignee" else uuid.UUID(str(k)) for k, _ in pairs]
+        found[key] = (sum(n for _, n in pairs), (keys, [n for _, n in pairs]))
     return found
 
 
 def _stored_nodes(owner: Owner, team: uuid.UUID) -> dict[tuple[Any, ...], tuple[int, Any]]:
     rows = owner.execute(
-        "select measure, span, start, project_id, dim, n, vals, buckets, counts"
+        "select measure, span, start, project_id, dim, n, vals, steps, assignees, buckets,"
+        " counts"
         " from analytics_completion_node where team_id = %s and n <> 0",
         (team,),
     ).fetchall()
     return {
         (r["measure"], r["span"], r["start"], r["project_id"], r["dim"]): (
             r["n"],
-            (r["buckets"], r["counts"]) if r["dim"] == "*" else r["vals"],
+            (r["assignees"] if r["measure"] == "assignee" else r["buckets"], r["counts"])
+            if r["dim"] == "*"
+            else None
+            if r["vals"] is None
+            else (r["vals"], r["steps"]),
         )
         for r in rows
     }
@@ -130,6 +142,12 @@ def _assert_counters_recount(owner: Owner, team: uuid.UUID) -> None:
     nodes = _stored_nodes(owner, team)
     assert nodes, "the team has completions"
     assert nodes == _recount_nodes(owner, team)
+    emptied = owner.execute(
+        "select count(*) as n from analytics_completion_node where team_id = %s and n = 0"
+        " and (dim = '*' and cardinality(buckets) > 0 or cardinality(vals) > 0)",
+        (team,),
+    ).fetchone()
+    assert emptied == {"n": 0}, "a node emptied of completions keeps values or buckets"
     assert _stored_time(owner, team) == _recount_time(owner, team)
 
 
@@ -216,7 +234,45 @@ async def test_counters_equal_a_recount_through_writes_folds_and_rebuilds(
     assert stored
     assert all(team.owner.id in row["assignee_ids"] for row in stored)
 
-    # A rebuild counts everything again, to the same counters.
+    # An earlier start moves the task's cycle time (and its completions) to other buckets.
+    first = owner.execute(
+        "select c.completed_at, c.cycle_seconds, c.project_id, s.id as started"
+        " from analytics_completion c join status s on s.project_id = c.project_id"
+        " and s.category = 'started' where c.team_id = %s and c.task_id = %s"
+        " order by c.completed_at limit 1",
+        (team.id, task["id"]),
+    ).fetchone()
+    assert first is not None
+    owner.execute(
+        "insert into event (team_id, id, actor_id, kind, subject_id, project_id, payload,"
+        " occurred_at) values (%s, %s, %s, 'task.moved', %s, %s, %s, %s)",
+        (
+            team.id,
+            uuid.uuid4(),
+            team.owner.id,
+            task["id"],
+            first["project_id"],
+            Jsonb({"to_status_id": str(first["started"])}),
+            first["completed_at"] - timedelta(days=40),
+        ),
+    )
+    refresh(owner)
+    moved = owner.execute(
+        "select cycle_seconds from analytics_completion where team_id = %s and task_id = %s"
+        " and completed_at = %s",
+        (team.id, task["id"], first["completed_at"]),
+    ).fetchone()
+    assert moved is not None
+    assert moved["cycle_seconds"] == 40 * 86400 != first["cycle_seconds"]
+    _assert_counters_recount(owner, team.id)
+    # A completion deleted outside the fold leaves the nodes too.
+    owner.execute(
+        "delete from analytics_completion where team_id = %s and task_id = %s",
+        (team.id, task["id"]),
+    )
+    _assert_counters_recount(owner, team.id)
+
+    # A rebuild counts everything again, to the same counters (the deleted completion back).
     before = _stored_nodes(owner, team.id)
     owner_db = Database(db_urls.owner, app.state.services.settings)
     await owner_db.open()
@@ -224,7 +280,8 @@ async def test_counters_equal_a_recount_through_writes_folds_and_rebuilds(
         await rebuild(owner_db, team_id=team.id)
     finally:
         await owner_db.close()
-    assert _stored_nodes(owner, team.id) == before
+    after = _stored_nodes(owner, team.id)
+    assert after != before
     _assert_counters_recount(owner, team.id)
 
     # A new zone re-buckets the time counters in the same transaction.
@@ -339,3 +396,57 @@ async def test_time_dashboard_follows_the_api_writes(
                 ctx = TeamContext(tx, team.id, team.owner.id, None)
                 expected = plain(await service.time_tracked(ctx, query, group_by, raw=True))
             assert response.json() == expected, (group_by, filters, span)
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_nodes_cover_a_range_exactly_with_few_nodes(seed: int) -> None:
+    """Any range (before 2000-01-03 too: negative day numbers) is the union of aligned
+    nodes, in order, without overlap; at most 15 for 90 days and 20 for a year."""
+    rng = random.Random(seed)
+    for _ in range(300):
+        start = date(1990, 1, 1) + timedelta(days=rng.randrange(0, 15_000))
+        end = start + timedelta(days=rng.randrange(0, 731))
+        spans, starts = nodes(start, end)
+        day = start
+        for span, first in zip(spans, starts, strict=True):
+            assert first == day
+            assert (first - NODE_EPOCH).days % span == 0
+            day = first + timedelta(days=span)
+        assert day == end + timedelta(days=1)
+        limit = {90: 15, 365: 20}.get((end - start).days + 1)
+        assert limit is None or len(spans) <= limit
+
+
+async def test_counters_give_way_when_the_zone_moved_after_the_period(
+    app: Any, owner: Owner, dataset: list[GeneratedTeam]
+) -> None:
+    """A period resolved in one zone while the rollups hold another (a zone change and its
+    fold between the two statements): the counters' statement sees it in its snapshot and
+    the completions' and entries' own queries answer, exactly, in a third statement."""
+    team = dataset[0]
+    query = DashboardQuery(Span(days=365))
+    services = app.state.services
+    async with services.db.transaction(user_id=team.owner.id, team_id=team.id, write=False) as tx:
+        resolved = await repository.resolve_period(tx, team.id, query.span, query.bucket)
+    assert resolved is not None
+    assert resolved.rollups
+    elsewhere = dataclasses.replace(resolved, time_zone="Pacific/Chatham")
+    calls = {
+        "throughput": lambda tx, raw: repository.throughput(
+            tx, team.id, elsewhere, query.filters, raw=raw
+        ),
+        "durations": lambda tx, raw: repository.durations(
+            tx, team.id, elsewhere, query.filters, raw=raw
+        ),
+        "time": lambda tx, raw: repository.time_tracked(
+            tx, team.id, elsewhere, query.filters, "user", raw=raw
+        ),
+    }
+    for name, call in calls.items():
+        async with services.db.transaction(
+            user_id=team.owner.id, team_id=team.id, write=False
+        ) as tx:
+            answer = await call(tx, False)
+            assert tx.metrics.statements == 2, name
+            expected = await call(tx, True)
+        assert answer == expected, name

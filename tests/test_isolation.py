@@ -496,7 +496,13 @@ def test_private_projects_are_for_their_members_only(
     for table in (*PROJECT_TABLES, "notification"):
         projects = {row["project_id"] for row in visible(app_conn, table)}
         assert team.private_project not in projects, table
+    # Nor the completion nodes' whole-team rows (nil project), which include it.
+    nodes = {row["project_id"] for row in visible(app_conn, "analytics_completion_node")}
+    assert uuid.UUID(int=0) not in nodes
     as_caller(app_conn, team.users["owner"], team.id)
+    assert uuid.UUID(int=0) in {
+        row["project_id"] for row in visible(app_conn, "analytics_completion_node")
+    }
     assert team.private_project in {row["id"] for row in visible(app_conn, "project")}
 
 

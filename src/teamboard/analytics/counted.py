@@ -109,21 +109,28 @@ async def throughput(
     tx: Tx, team_id: UUID, period: Period, filters: Filters, touched: str
 ) -> list[dict[str, Any]] | None:
     """``(assignee_id, completed, total)`` rows, as ``repository.throughput`` answers them."""
-    counters = _scoped("r.dim, r.n", "= 'assignee'", filters)
+    counters = _scoped(
+        "a.assignee, a.n",
+        "= 'assignee'",
+        filters,
+        join=" cross join unnest(r.assignees, r.counts) a (assignee, n)",
+        extra=" and r.dim = '*'",
+    )
     completed = _COMPLETED.format(counters=daily(("completed",), filters))
+    nil = f"'{NO_PROJECT}'::uuid"  # no assignee
     sql = (
         f"{_corrections(filters, touched)},"
         f" again_asg as ({links_of(REDO, 'assignee', raw=False)}),"
-        f" counted (dim, n) as ({counters}"
-        "  union all select coalesce(a::text, ''), -1 from stale cross join unnest("
+        f" counted (assignee, n) as ({counters}"
+        f"  union all select coalesce(a, {nil}), -1 from stale cross join unnest("
         "   case when cardinality(stale.assignee_ids) = 0 then '{null}'::uuid[]"
         "   else stale.assignee_ids end) a"
-        "  union all select coalesce(a.target_id::text, ''), 1"
+        f"  union all select coalesce(a.target_id, {nil}), 1"
         f"  from {REDO} r left join again_asg a on a.task_id = r.task_id and a.active)"
         f" select null::uuid as assignee_id, {completed} as completed, true as total"
         " where (select usable from st)"
-        " union all select nullif(dim, '')::uuid, sum(n)::bigint, false from counted"
-        " group by dim having sum(n) <> 0"
+        f" union all select nullif(assignee, {nil}), sum(n)::bigint, false from counted"
+        " group by assignee having sum(n) <> 0"
     )
     rows = await tx.fetch_all(sql, _node_params(team_id, period, filters))
     return rows if any(row["total"] for row in rows) else None
@@ -140,13 +147,22 @@ REDO_DURATIONS = (
     " where tf.started_at <= r.completed_at"
 )
 
-#: From the corrected bucket counts (``h``) to exact percentiles: each wanted rank's bucket
-#: and position in it, the values of those buckets (node values, less the stale ones, plus
-#: the recomputed ones), and percentile_cont's interpolation.
+#: From the corrected bucket counts (``h``) to exact percentiles:
+#:
+#: * ``cum``, ``want``, ``ranks``, ``spots``: for each percentile, the two ranks
+#:   percentile_cont interpolates between, the bucket holding each, and its rank ``k`` there;
+#: * ``cells``: the node rows of those buckets (sorted values, and how many fall in each of
+#:   the bucket's 16 steps), then ``steph`` to ``stepspots``: the same location one level
+#:   down, in the bucket's steps (corrected like the buckets);
+#: * ``pool``: the values of the wanted steps only (a slice of each node's sorted values,
+#:   less the stale values, plus the recomputed ones), whose ``k2``-th is the rank's value;
+#: * ``pct``: percentile_cont's interpolation, as PostgreSQL computes it.
 PERCENTILES = (
+    " dvs as materialized (select measure, v, sign, tb_analytics_duration_fine(v) / 16 as bucket,"
+    "  tb_analytics_duration_fine(v) % 16 as step from dv),"
     " h as (select measure, bucket, sum(n)::bigint as n from ("
     "  {counts}"
-    "  union all select measure, tb_analytics_duration_bucket(v), sign from dv"
+    "  union all select measure, bucket, sign from dvs"
     " ) x (measure, bucket, n) group by measure, bucket having sum(n) <> 0),"
     " cum as (select measure, bucket, n,"
     "  (sum(n) over (partition by measure order by bucket))::bigint - n"
@@ -154,25 +170,45 @@ PERCENTILES = (
     " want as (select m.measure, m.total, q.p, q.p * (m.total - 1)::float8 as pos"
     "  from (select distinct measure, total from cum) m"
     "  cross join (values (0.5::float8), (0.85::float8), (0.95::float8)) q (p)),"
-    " spots as (select w.measure, w.p, r.which, c.bucket, r.rank - c.before as k"
-    "  from want w cross join lateral (values ('lo', floor(w.pos)::bigint + 1),"
-    "   ('hi', ceil(w.pos)::bigint + 1)) r (which, rank)"
-    "  join cum c on c.measure = w.measure and r.rank > c.before and r.rank <= c.before + c.n),"
+    " ranks as materialized (select w.measure, w.p, r.which, r.rank from want w"
+    "  cross join lateral (values ('lo', floor(w.pos)::bigint + 1),"
+    "   ('hi', ceil(w.pos)::bigint + 1)) r (which, rank)),"
+    " spots as materialized (select r.measure, r.p, r.which, c.bucket, r.rank - c.before as k"
+    "  from ranks r join cum c on c.measure = r.measure"
+    "  and r.rank > c.before and r.rank <= c.before + c.n),"
     # The bucket as the nodes' text key: a cast in the join would not be leakproof, so Row
     # Level Security would keep it out of the index condition.
     " picked as materialized (select distinct measure, bucket, bucket::text as dim from spots),"
-    " pool (measure, bucket, v) as ("
-    "  (select p.measure, p.bucket, x.v from picked p cross join lateral ("
-    "    {values}) x"
+    " cells as materialized (select p.measure, p.bucket, x.vals, x.steps from picked p"
+    "  cross join lateral ({cells}) x),"
+    " steph as (select measure, bucket, step, sum(n)::bigint as n from ("
+    "  select c.measure, c.bucket, s.i::int - 1, s.n from cells c"
+    "  cross join unnest(c.steps) with ordinality s (n, i)"
+    "  union all select d.measure, d.bucket, d.step, d.sign from dvs d"
+    "  join picked p on p.measure = d.measure and p.bucket = d.bucket"
+    " ) x (measure, bucket, step, n) group by 1, 2, 3 having sum(n) <> 0),"
+    " stepcum as (select measure, bucket, step, n, (sum(n) over (partition by measure, bucket"
+    "  order by step))::bigint - n as before from steph),"
+    " stepspots as (select s.measure, s.p, s.which, s.bucket, c.step, s.k - c.before as k"
+    "  from spots s join stepcum c on c.measure = s.measure and c.bucket = s.bucket"
+    "  and s.k > c.before and s.k <= c.before + c.n),"
+    " wanted as materialized (select distinct measure, bucket, step from stepspots),"
+    " pool (measure, bucket, step, v) as ("
+    "  (select w.measure, w.bucket, w.step, v.v from wanted w join cells c"
+    "   on c.measure = w.measure and c.bucket = w.bucket"
+    "   cross join lateral (select"
+    "    (select coalesce(sum(x), 0) from unnest(c.steps[1:w.step]) x) as before,"
+    "    (select coalesce(sum(x), 0) from unnest(c.steps[1:w.step + 1]) x) as upto) o"
+    "   cross join lateral unnest(c.vals[o.before + 1 : o.upto]) v (v)"
     "   except all"
-    "   select measure, tb_analytics_duration_bucket(v), v from dv where sign < 0)"
+    "   select measure, bucket, step, v from dvs where sign < 0)"
     "  union all"
-    "  select d.measure, tb_analytics_duration_bucket(d.v), d.v from dv d where d.sign > 0"
-    "  and (d.measure, tb_analytics_duration_bucket(d.v)) in (select measure, bucket from picked)),"
-    " sorted as (select measure, bucket, array_agg(v order by v) as vs from pool"
-    "  group by measure, bucket),"
-    " valued as (select s.measure, s.p, s.which, x.vs[s.k] as v from spots s join sorted x"
-    "  on x.measure = s.measure and x.bucket = s.bucket),"
+    "  select d.measure, d.bucket, d.step, d.v from dvs d join wanted w"
+    "  on w.measure = d.measure and w.bucket = d.bucket and w.step = d.step where d.sign > 0),"
+    " sorted as (select measure, bucket, step, array_agg(v order by v) as vs from pool"
+    "  group by measure, bucket, step),"
+    " valued as (select s.measure, s.p, s.which, x.vs[s.k] as v from stepspots s join sorted x"
+    "  on x.measure = s.measure and x.bucket = s.bucket and x.step = s.step),"
     " pct as (select w.measure, array_agg(lo.v + (hi.v - lo.v) * (w.pos - floor(w.pos))"
     "  order by w.p) as vals, max(w.total) as total from want w"
     "  join valued lo on lo.measure = w.measure and lo.p = w.p and lo.which = 'lo'"
@@ -195,13 +231,7 @@ async def durations(
         join=" cross join unnest(r.buckets, r.counts) h (bucket, n)",
         extra=" and r.dim = '*'",
     )
-    values = _scoped(
-        "u.v",
-        "= p.measure",
-        filters,
-        join=" cross join unnest(r.vals) u (v)",
-        extra=" and r.dim = p.dim",
-    )
+    cells = _scoped("r.vals, r.steps", "= p.measure", filters, extra=" and r.dim = p.dim")
     completed = _COMPLETED.format(counters=daily(("completed",), filters))
     sql = (
         f"{_corrections(filters, touched)},"
@@ -212,7 +242,7 @@ async def durations(
         "  select 'lead', lead, -1 from stale where lead is not null"
         "  union all select 'cycle', cycle, -1 from stale where cycle is not null"
         f"  union all {REDO_DURATIONS}),"
-        + PERCENTILES.format(counts=counts, values=values)
+        + PERCENTILES.format(counts=counts, cells=cells)
         + f" select {completed} as completed,"
         " coalesce((select total from pct where measure = 'lead'), 0) as lead_count,"
         " (select vals from pct where measure = 'lead') as lead,"

@@ -10,10 +10,11 @@ where the counter dashboards took 6–13 ms. Two rollups replace those reads:
   period is the union of a few nodes (at most 15 for 90 days, 20 for a year;
   ``analytics.period.nodes``). A node holds completions per current assignee; lead and
   cycle times per logarithmic *bucket* (16 per doubling, ``tb_analytics_duration_bucket``)
-  with the bucket's values kept sorted (``vals``); and, per duration, its whole histogram in
-  one row (``dim`` ``*``: ``buckets`` and ``counts``). A dashboard reads nodes × assignees
-  rows, or one histogram per node and the values of the few buckets holding the wanted
-  ranks, however many completions the period holds, and the percentiles stay exact. Rows
+  with the bucket's values kept sorted (``vals``) and counted per *step* (16 per bucket,
+  ``steps``); and, per measure, all of it in one row (``dim`` ``*``: ``assignees`` or
+  ``buckets``, and ``counts``). A dashboard reads a row per node, and for percentiles the
+  rows of the few buckets holding the wanted ranks and the values of one step of each,
+  however many completions the period holds, and the percentiles stay exact. Rows
   with ``project_id`` nil sum every project (for callers who see them all); the others are
   per project, under the project's visibility. A statement trigger on
   ``analytics_completion`` keeps them from the rows the fold writes (the fold is their only
@@ -44,6 +45,14 @@ branch_labels = None
 depends_on = None
 
 NIL = "'00000000-0000-0000-0000-000000000000'::uuid"
+#: A node row's change in each of its bucket's 16 steps, from the rows ``d`` of a group.
+STEP_DELTAS = (
+    "array["
+    + ", ".join(f"coalesce(sum(d.sign) filter (where d.step = {i}), 0)::integer" for i in range(16))
+    + "]"
+)
+#: The advisory lock every fold holds (20261122_analytics).
+FOLD_LOCK = 7_163_021_501
 _DEFINER = "language plpgsql security definer set search_path = pg_catalog, public"
 
 TABLES = """
@@ -56,6 +65,8 @@ create table analytics_completion_node (
     dim text not null,
     n bigint not null,
     vals float8[],
+    steps integer[],
+    assignees uuid[],
     buckets integer[],
     counts bigint[],
     updated_at timestamptz not null default now(),
@@ -77,14 +88,26 @@ create table analytics_time_daily (
     constraint pk_analytics_time_daily primary key (team_id, day, project_id, user_id)
         include (seconds, entries)
 );
+-- One user's rows, or the per-project totals alone (user nil), over a range of days: in the
+-- key's order a day holds every (project, user) pair of the team. (A partial index of the
+-- totals would not do: under Row Level Security the planner did not use it.)
+create index ix_analytics_time_daily_team_id_user_id_day
+    on analytics_time_daily (team_id, user_id, day, project_id) include (seconds, entries);
 """
 
 FUNCTIONS = f"""
--- Logarithmic buckets, 16 per doubling of the duration (each about 4.4 % wide); monotonic,
--- so every value of a bucket lies between those of the buckets around it.
-create function tb_analytics_duration_bucket(seconds float8) returns integer
+-- Durations on a logarithmic scale, 256 steps per doubling (each about 0.27 % wide):
+-- monotonic, so every value of a step lies between those of the steps around it. A
+-- *bucket* is 16 consecutive steps (``fine / 16``, about 4.4 % wide); ``fine % 16`` is the
+-- step within it.
+create function tb_analytics_duration_fine(seconds float8) returns integer
     language sql immutable parallel safe set search_path = pg_catalog as $$
-select floor(ln(1 + greatest(seconds, 0)) / ln(2) * 16)::integer
+select floor(ln(1 + greatest(seconds, 0)) / ln(2) * 256)::integer
+$$;
+
+create function tb_analytics_duration_bucket(seconds float8) returns integer
+    language sql immutable parallel safe set search_path = pg_catalog, public as $$
+select tb_analytics_duration_fine(seconds) / 16
 $$;
 
 -- (base + plus) - minus, as multisets, sorted; NULL when all three are NULL.
@@ -97,6 +120,15 @@ select case when base is null and plus is null and minus is null then null else 
         except all
         select unnest(coalesce(minus, '{{}}'))
     ) x (v) order by v) end
+$$;
+
+-- Element-wise sum of two arrays of step counts (NULL when both are NULL).
+create function tb_analytics_add_steps(a integer[], b integer[]) returns integer[]
+    language sql immutable parallel safe set search_path = pg_catalog as $$
+select case when a is null and b is null then null else array(
+    select coalesce(x, 0) + coalesce(y, 0)
+    from unnest(coalesce(a, '{{}}'), coalesce(b, '{{}}')) with ordinality u (x, y, i)
+    order by i) end
 $$;
 
 -- Add the rows ``plus`` and subtract the rows ``minus`` of analytics_completion from the
@@ -148,7 +180,8 @@ begin
             select team_id, project_id, completed_at, measure, dim, v from items where sign > 0
         ) x where cardinality(minus) > 0
     ), dated as (
-        select n.*, (n.completed_at at time zone s.time_zone)::date - date '2000-01-03' as dn
+        select n.*, (n.completed_at at time zone s.time_zone)::date - date '2000-01-03' as dn,
+               tb_analytics_duration_fine(n.v) % 16 as step
         from net n join analytics_state s on s.team_id = n.team_id
     ), agg as (
         select d.team_id, d.measure, sp.span,
@@ -156,7 +189,8 @@ begin
                pr.project_id, d.dim, sum(d.sign) as n,
                array_agg(d.v order by d.v) filter (where d.sign > 0 and d.v is not null)
                    as plus,
-               array_agg(d.v) filter (where d.sign < 0 and d.v is not null) as minus
+               array_agg(d.v) filter (where d.sign < 0 and d.v is not null) as minus,
+               case when d.measure <> 'assignee' then {STEP_DELTAS} end as steps
         from dated d
         cross join (values (1), (4), (16), (64), (256)) sp (span)
         cross join lateral (values (d.project_id), ({NIL})) pr (project_id)
@@ -164,17 +198,18 @@ begin
     ), updated as (
         update analytics_completion_node r
         set n = r.n + a.n, vals = tb_analytics_multiset(r.vals, a.plus, a.minus),
-            updated_at = now()
+            steps = tb_analytics_add_steps(r.steps, a.steps), updated_at = now()
         from agg a
         where r.team_id = a.team_id and r.measure = a.measure and r.span = a.span
           and r.start = a.start and r.project_id = a.project_id and r.dim = a.dim
         returning r.team_id, r.measure, r.span, r.start, r.project_id, r.dim
     ), inserted as (
         insert into analytics_completion_node (team_id, measure, span, start, project_id, dim,
-                                               n, vals)
+                                               n, vals, steps)
         select a.team_id, a.measure, a.span, a.start, a.project_id, a.dim, a.n,
                case when a.minus is null then a.plus  -- sorted already
-                    else tb_analytics_multiset(null, a.plus, a.minus) end
+                    else tb_analytics_multiset(null, a.plus, a.minus) end,
+               a.steps
         from agg a
         where not exists (
             select 1 from updated u
@@ -189,17 +224,20 @@ begin
         select team_id, measure, span, start, project_id from updated
         union
         select team_id, measure, span, start, project_id from inserted
-    ) x
-    where measure <> 'assignee';
-    -- Each changed duration node's histogram, in one row (dim '*'): the bucket numbers and
-    -- their counts, for dashboards to sum a few rows instead of a row per bucket.
+    ) x;
+    -- Each changed node's whole measure in one row (dim '*'): the assignees (nil: none) or
+    -- the bucket numbers, and their counts, for dashboards to read a row per node instead
+    -- of a row per assignee or bucket.
     with summary as (
         select k.team_id, k.measure, k.span, k.start, k.project_id,
                coalesce(sum(r.n), 0) as n,
-               coalesce(array_agg(r.dim::integer order by r.dim::integer)
-                        filter (where r.n <> 0), '{{}}') as buckets,
-               coalesce(array_agg(r.n order by r.dim::integer) filter (where r.n <> 0), '{{}}')
-                   as counts
+               array_agg(coalesce(nullif(r.dim, '')::uuid, {NIL}) order by r.dim)
+                   filter (where r.n <> 0 and k.measure = 'assignee') as assignees,
+               array_agg(r.dim::integer order by r.dim::integer)
+                   filter (where r.n <> 0 and k.measure <> 'assignee') as buckets,
+               array_agg(r.n order by case when k.measure = 'assignee' then r.dim end,
+                         case when k.measure <> 'assignee' then r.dim::integer end)
+                   filter (where r.n <> 0) as counts
         from unnest(teams, measures, spans, starts, projects)
             k (team_id, measure, span, start, project_id)
         left join analytics_completion_node r
@@ -208,25 +246,31 @@ begin
         group by 1, 2, 3, 4, 5
     )
     insert into analytics_completion_node as r (team_id, measure, span, start, project_id, dim,
-                                                n, buckets, counts)
-    select team_id, measure, span, start, project_id, '*', n, buckets, counts from summary
+                                                n, assignees, buckets, counts)
+    select team_id, measure, span, start, project_id, '*', n,
+           case when measure = 'assignee' then coalesce(assignees, '{{}}') end,
+           case when measure <> 'assignee' then coalesce(buckets, '{{}}') end,
+           coalesce(counts, '{{}}')
+    from summary
     on conflict (team_id, measure, span, start, project_id, dim) do update
-    set n = excluded.n, buckets = excluded.buckets, counts = excluded.counts,
-        updated_at = now();
+    set n = excluded.n, assignees = excluded.assignees, buckets = excluded.buckets,
+        counts = excluded.counts, updated_at = now();
 end $$;
 
--- The completion trigger; a reset (tb.analytics_reset) drops the nodes itself.
+-- The completion trigger. A reset forgets the team's state, then its nodes, then its
+-- completions: their deletion has nothing left to subtract from.
 create function tb_analytics_completion_changed() returns trigger {_DEFINER} as $$
 begin
-    if current_setting('tb.analytics_reset', true) = 'on' then
-        return null;
-    end if;
     if tg_op = 'INSERT' then
         perform tb_analytics_count_completions(
             array(select r::analytics_completion from new_rows r), '{{}}');
     elsif tg_op = 'DELETE' then
-        perform tb_analytics_count_completions(
-            '{{}}', array(select r::analytics_completion from old_rows r));
+        if exists (
+            select 1 from analytics_state s where s.team_id in (select team_id from old_rows)
+        ) then
+            perform tb_analytics_count_completions(
+                '{{}}', array(select r::analytics_completion from old_rows r));
+        end if;
     else
         perform tb_analytics_count_completions(
             array(select r::analytics_completion from new_rows r),
@@ -269,6 +313,16 @@ begin
         updated_at = now();
 end $$;
 
+-- Before a statement on time_entry by a request, its team row, share-locked before any
+-- entry row: a team deletion (which locks the team, then the entries through its cascade)
+-- cannot deadlock with it. Cascades and owner writes have no context: the statement
+-- trigger locks then.
+create function tb_analytics_time_entry_lock_team() returns trigger {_DEFINER} as $$
+begin
+    perform 1 from team t where t.id = tb_current_team_id() for share;
+    return null;
+end $$;
+
 create function tb_analytics_time_entry_changed() returns trigger {_DEFINER} as $$
 begin
     if tg_op = 'INSERT' then
@@ -284,8 +338,12 @@ begin
 end $$;
 
 -- Every finished entry of ``p_team`` (all teams: NULL) counted again in its current zone.
+-- The team rows are locked first, against writers (they share-lock them): none can add to
+-- a counter between the deletion and the count.
 create function tb_analytics_time_rebuild(p_team uuid) returns void {_DEFINER} as $$
 begin
+    perform 1 from team t where p_team is null or t.id = p_team order by t.id
+    for no key update;
     delete from analytics_time_daily where p_team is null or team_id = p_team;
     insert into analytics_time_daily (team_id, day, project_id, user_id, seconds, entries)
     select e.team_id, (e.started_at at time zone t.time_zone)::date, e.project_id, u.user_id,
@@ -303,15 +361,14 @@ begin
 end $$;
 
 -- Forget the rollups of one team (or all), before folding them again from scratch, or
--- when the team is deleted. The completion nodes go with the completions (their trigger
--- stands aside meanwhile); the time counters are not folded, they stay.
+-- when the team is deleted. The state goes first: the completions' trigger then skips
+-- their deletion (the nodes are deleted whole). The time counters are not folded: they stay.
 create or replace function tb_analytics_reset(p_team uuid) returns void
     language plpgsql set search_path = pg_catalog, public as $$
 begin
-    perform set_config('tb.analytics_reset', 'on', true);
-    delete from analytics_completion where p_team is null or team_id = p_team;
-    perform set_config('tb.analytics_reset', '', true);
+    delete from analytics_state where p_team is null or team_id = p_team;
     delete from analytics_completion_node where p_team is null or team_id = p_team;
+    delete from analytics_completion where p_team is null or team_id = p_team;
     delete from analytics_daily where p_team is null or team_id = p_team;
     delete from analytics_team_daily where p_team is null or team_id = p_team;
     delete from analytics_actor_daily where p_team is null or team_id = p_team;
@@ -320,11 +377,12 @@ begin
     delete from analytics_flow_total where p_team is null or team_id = p_team;
     delete from analytics_task where p_team is null or team_id = p_team;
     delete from analytics_task_link where p_team is null or team_id = p_team;
-    delete from analytics_state where p_team is null or team_id = p_team;
 end $$;
 
+-- A fold in progress could still write rows of the deleted teams: wait for it.
 create or replace function tb_analytics_forget_teams() returns trigger {_DEFINER} as $$
 begin
+    perform pg_advisory_xact_lock({FOLD_LOCK});
     perform tb_analytics_reset(gone.id) from gone;
     delete from analytics_time_daily where team_id in (select id from gone);
     return null;
@@ -341,6 +399,8 @@ create trigger analytics_completion_update_nodes after update on analytics_compl
 create trigger analytics_completion_delete_nodes after delete on analytics_completion
     referencing old table as old_rows
     for each statement execute function tb_analytics_completion_changed();
+create trigger time_entry_lock_team before insert or update or delete on time_entry
+    for each statement execute function tb_analytics_time_entry_lock_team();
 create trigger time_entry_insert_analytics after insert on time_entry
     referencing new table as new_rows
     for each statement execute function tb_analytics_time_entry_changed();
@@ -356,14 +416,15 @@ create trigger team_rezone_time after update of time_zone on team
 """
 
 #: What exists already: the nodes of every folded completion, and every finished entry.
-BACKFILL = """
+BACKFILL = f"""
 do $$
 declare
     t uuid;
 begin
+    perform pg_advisory_xact_lock({FOLD_LOCK});
     for t in select distinct team_id from analytics_completion loop
         perform tb_analytics_count_completions(
-            array(select c from analytics_completion c where c.team_id = t), '{}');
+            array(select c from analytics_completion c where c.team_id = t), '{{}}');
     end loop;
 end $$;
 select tb_analytics_time_rebuild(null);
@@ -371,10 +432,13 @@ select tb_analytics_time_rebuild(null);
 
 _FUNCTION_NAMES = (
     "tb_analytics_duration_bucket(float8)",
+    "tb_analytics_duration_fine(float8)",
     "tb_analytics_multiset(float8[], float8[], float8[])",
+    "tb_analytics_add_steps(integer[], integer[])",
     "tb_analytics_count_completions(analytics_completion[], analytics_completion[])",
     "tb_analytics_completion_changed()",
     "tb_analytics_count_time(time_entry[], time_entry[])",
+    "tb_analytics_time_entry_lock_team()",
     "tb_analytics_time_entry_changed()",
     "tb_analytics_time_rebuild(uuid)",
     "tb_analytics_time_rezone()",
@@ -405,7 +469,8 @@ def upgrade() -> None:
     for function in _FUNCTION_NAMES:
         op.execute(f"revoke all on function {function} from public")
     # The dashboards bucket the tail's durations as the nodes do.
-    op.execute(f"grant execute on function tb_analytics_duration_bucket(float8) to {role}")
+    for function in ("tb_analytics_duration_bucket(float8)", "tb_analytics_duration_fine(float8)"):
+        op.execute(f"grant execute on function {function} to {role}")
     for table, policies in _policies():
         statements = secure_table(table, policies, app_role=role, grants=("select",), touch=False)
         tenancy.apply(op.execute, statements)
@@ -416,6 +481,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("drop trigger if exists team_rezone_time on team")
+    op.execute("drop trigger if exists time_entry_lock_team on time_entry")
     for command in ("insert", "update", "delete"):
         op.execute(f"drop trigger if exists time_entry_{command}_analytics on time_entry")
         op.execute(
@@ -441,11 +507,12 @@ begin
     delete from analytics_task where p_team is null or team_id = p_team;
     delete from analytics_completion where p_team is null or team_id = p_team;
     delete from analytics_task_link where p_team is null or team_id = p_team;
-    delete from analytics_state where p_team is null or team_id = p_team;
 end $$;
 
+-- A fold in progress could still write rows of the deleted teams: wait for it.
 create or replace function tb_analytics_forget_teams() returns trigger {_DEFINER} as $$
 begin
+    perform pg_advisory_xact_lock({FOLD_LOCK});
     perform tb_analytics_reset(gone.id) from gone;
     return null;
 end $$;
