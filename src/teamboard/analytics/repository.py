@@ -221,8 +221,14 @@ async def throughput(
         f" from {tail('analytics_link_fact', 'l', raw=False, zoned=False, window='all')}"
         " and l.kind = 'assignee'"
     )
-    slow = (
-        "select null::uuid as assignee_id, count(*) as completed, true as total from cof"
+    if _counters_answer(period, filters, raw=raw):
+        rows = await counted.throughput(tx, team_id, period, filters, touched)
+        if rows is not None:
+            return rows
+    sql = (
+        f"with {STATE}, {completed_tasks(filters, touched, raw=raw)},"
+        f" asg as ({links_of('redo', 'assignee', raw=raw)})"
+        " select null::uuid as assignee_id, count(*) as completed, true as total from cof"
         " union all"
         " select x.assignee_id, count(*), false from ("
         "  select a.id from cof left join lateral unnest(cof.assignee_ids) a (id) on true"
@@ -231,15 +237,14 @@ async def throughput(
         "  select a.target_id from redo left join asg a on a.task_id = redo.task_id and a.active"
         " ) x (assignee_id) group by x.assignee_id"
     )
-    ctes = (
-        f"with {STATE}, {completed_tasks(filters, touched, raw=raw)},"
-        f" asg as ({links_of('redo', 'assignee', raw=raw)})"
-    )
-    if not raw and period.rollups and link_targets(filters) is None:
-        rows = await counted.throughput(tx, team_id, period, filters, touched)
-        if rows is not None:
-            return rows
-    return await tx.fetch_all(ctes + slow, params(team_id, period, filters))
+    return await tx.fetch_all(sql, params(team_id, period, filters))
+
+
+def _counters_answer(period: Period, filters: Filters, *, raw: bool) -> bool:
+    """Whether the completion counters may answer: not the raw computation, no assignee or
+    label filter (they hold no labels, and count every assignee of a task), and rollups
+    bucketed in the period's zone when it was resolved (their statement checks again)."""
+    return not raw and period.rollups and link_targets(filters) is None
 
 
 def _task_facts(tasks: str, *, raw: bool) -> str:
@@ -276,8 +281,14 @@ async def durations(
         f" from {tail('analytics_event_fact', 'f', raw=False, zoned=False, window='all')}"
         f" and f.subject_id is not null and {_TASK_FACTS}"
     )
+    if _counters_answer(period, filters, raw=raw):
+        found = await counted.durations(
+            tx, team_id, period, filters, touched, _task_facts(counted.REDO, raw=False)
+        )
+        if found is not None:
+            return found
     quantiles = "percentile_cont(array[0.5, 0.85, 0.95]::float8[]) within group (order by {})"
-    ctes = (
+    sql = (
         f"with {STATE}, {completed_tasks(filters, touched, raw=raw)},"
         " tf as (select task_id, min(created_at) as created_at, min(started_at) as started_at"
         f"  from ({_task_facts('redo', raw=raw)}) x (task_id, created_at, started_at)"
@@ -289,19 +300,11 @@ async def durations(
         "  case when tf.started_at <= redo.completed_at"
         "   then extract(epoch from redo.completed_at - tf.started_at)::float8 end"
         "  from redo left join tf on tf.task_id = redo.task_id)"
-    )
-    slow = (
         " select count(*) as completed, count(lead) as lead_count,"
         f" {quantiles.format('lead')} as lead, count(cycle) as cycle_count,"
         f" {quantiles.format('cycle')} as cycle from d"
     )
-    if not raw and period.rollups and link_targets(filters) is None:
-        found = await counted.durations(
-            tx, team_id, period, filters, touched, _task_facts(counted.REDO, raw=False)
-        )
-        if found is not None:
-            return found
-    row = await tx.fetch_one(ctes + slow, params(team_id, period, filters))
+    row = await tx.fetch_one(sql, params(team_id, period, filters))
     assert row is not None
     return row
 
@@ -355,6 +358,10 @@ async def time_tracked(
     By project or user, without assignee and label filters, this reads the daily counters
     (``analytics.counted``), unless the team's zone changed since the period was resolved;
     otherwise, the entries."""
+    if not raw and group_by != "label" and link_targets(filters) is None:
+        rows = await counted.time_tracked(tx, team_id, period, filters, group_by)
+        if rows is not None:
+            return rows
     users = " and t.user_id = any(%(users)s::uuid[])" if filters.users else ""
     entries = (
         f"{matching_tasks(filters, raw=raw)} te as ("
@@ -375,17 +382,14 @@ async def time_tracked(
         key = "l.target_id"
     else:
         keyed, key = "te", f"te.{'project_id' if group_by == 'project' else 'user_id'}"
-    slow = (
+    sql = (
+        f"with {STATE}, {entries}"
         f" select 'bucket' as part, {bucket('te.day', period)} as bucket, null::uuid as key,"
         "  sum(te.seconds)::bigint as seconds, count(*) as entries from te group by 2"
         f" union all select 'group', null, {key}, sum(te.seconds)::bigint, count(*)"
         f" from {keyed} group by {key}"
     )
-    if not raw and group_by != "label" and link_targets(filters) is None:
-        rows = await counted.time_tracked(tx, team_id, period, filters, group_by)
-        if rows is not None:
-            return rows
-    return await tx.fetch_all(f"with {STATE}, {entries} {slow}", params(team_id, period, filters))
+    return await tx.fetch_all(sql, params(team_id, period, filters))
 
 
 async def drilldown(

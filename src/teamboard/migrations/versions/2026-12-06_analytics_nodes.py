@@ -359,35 +359,58 @@ begin
     perform tb_analytics_time_rebuild(new.id);
     return null;
 end $$;
+"""
 
--- Forget the rollups of one team (or all), before folding them again from scratch, or
--- when the team is deleted. The state goes first: the completions' trigger then skips
--- their deletion (the nodes are deleted whole). The time counters are not folded: they stay.
+#: What ``tb_analytics_reset`` deletes, in order: before this migration, and now (the state
+#: first, so that the completions' trigger skips their deletion; the nodes are deleted whole;
+#: the time counters are not folded, so a reset leaves them).
+RESET_BEFORE = (
+    "analytics_daily",
+    "analytics_team_daily",
+    "analytics_actor_daily",
+    "analytics_team_actor",
+    "analytics_actor_last",
+    "analytics_flow_total",
+    "analytics_task",
+    "analytics_completion",
+    "analytics_task_link",
+    "analytics_state",
+)
+RESET_NOW = (
+    "analytics_state",
+    "analytics_completion_node",
+    "analytics_completion",
+    *(table for table in RESET_BEFORE if table not in ("analytics_state", "analytics_completion")),
+)
+
+
+def reset_functions(tables: tuple[str, ...], *, now: bool) -> str:
+    """``tb_analytics_reset`` deleting ``tables`` in order, and ``tb_analytics_forget_teams``
+    (now: waiting for a running fold, which could still write rows of the deleted teams, and
+    forgetting their time counters too)."""
+    deletes = "\n".join(
+        f"    delete from {table} where p_team is null or team_id = p_team;" for table in tables
+    )
+    wait = f"    perform pg_advisory_xact_lock({FOLD_LOCK});\n" if now else ""
+    forget_time = (
+        "    delete from analytics_time_daily where team_id in (select id from gone);\n"
+        if now
+        else ""
+    )
+    return f"""
 create or replace function tb_analytics_reset(p_team uuid) returns void
     language plpgsql set search_path = pg_catalog, public as $$
 begin
-    delete from analytics_state where p_team is null or team_id = p_team;
-    delete from analytics_completion_node where p_team is null or team_id = p_team;
-    delete from analytics_completion where p_team is null or team_id = p_team;
-    delete from analytics_daily where p_team is null or team_id = p_team;
-    delete from analytics_team_daily where p_team is null or team_id = p_team;
-    delete from analytics_actor_daily where p_team is null or team_id = p_team;
-    delete from analytics_team_actor where p_team is null or team_id = p_team;
-    delete from analytics_actor_last where p_team is null or team_id = p_team;
-    delete from analytics_flow_total where p_team is null or team_id = p_team;
-    delete from analytics_task where p_team is null or team_id = p_team;
-    delete from analytics_task_link where p_team is null or team_id = p_team;
+{deletes}
 end $$;
 
--- A fold in progress could still write rows of the deleted teams: wait for it.
 create or replace function tb_analytics_forget_teams() returns trigger {_DEFINER} as $$
 begin
-    perform pg_advisory_xact_lock({FOLD_LOCK});
-    perform tb_analytics_reset(gone.id) from gone;
-    delete from analytics_time_daily where team_id in (select id from gone);
-    return null;
+{wait}    perform tb_analytics_reset(gone.id) from gone;
+{forget_time}    return null;
 end $$;
 """
+
 
 TRIGGERS = """
 create trigger analytics_completion_insert_nodes after insert on analytics_completion
@@ -466,6 +489,7 @@ def upgrade() -> None:
     role = app_role()
     op.execute(TABLES)
     op.execute(FUNCTIONS)
+    op.execute(reset_functions(RESET_NOW, now=True))
     for function in _FUNCTION_NAMES:
         op.execute(f"revoke all on function {function} from public")
     # The dashboards bucket the tail's durations as the nodes do.
@@ -487,33 +511,7 @@ def downgrade() -> None:
         op.execute(
             f"drop trigger if exists analytics_completion_{command}_nodes on analytics_completion"
         )
-    op.execute(RESET_BEFORE)
+    op.execute(reset_functions(RESET_BEFORE, now=False))
     for function in _FUNCTION_NAMES:
         op.execute(f"drop function if exists {function}")
     op.execute("drop table if exists analytics_completion_node, analytics_time_daily")
-
-
-#: ``tb_analytics_reset`` and ``tb_analytics_forget_teams`` as the analytics migration made them.
-RESET_BEFORE = f"""
-create or replace function tb_analytics_reset(p_team uuid) returns void
-    language plpgsql set search_path = pg_catalog, public as $$
-begin
-    delete from analytics_daily where p_team is null or team_id = p_team;
-    delete from analytics_team_daily where p_team is null or team_id = p_team;
-    delete from analytics_actor_daily where p_team is null or team_id = p_team;
-    delete from analytics_team_actor where p_team is null or team_id = p_team;
-    delete from analytics_actor_last where p_team is null or team_id = p_team;
-    delete from analytics_flow_total where p_team is null or team_id = p_team;
-    delete from analytics_task where p_team is null or team_id = p_team;
-    delete from analytics_completion where p_team is null or team_id = p_team;
-    delete from analytics_task_link where p_team is null or team_id = p_team;
-end $$;
-
--- A fold in progress could still write rows of the deleted teams: wait for it.
-create or replace function tb_analytics_forget_teams() returns trigger {_DEFINER} as $$
-begin
-    perform pg_advisory_xact_lock({FOLD_LOCK});
-    perform tb_analytics_reset(gone.id) from gone;
-    return null;
-end $$;
-"""
