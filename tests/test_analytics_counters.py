@@ -88,21 +88,48 @@ def _recount_nodes(owner: Owner, team: uuid.UUID) -> dict[tuple[Any, ...], tuple
     for key, pairs in histograms.items():
         pairs.sort(key=lambda pair: (pair[0] if key[0] != "assignee" else "", str(pair[0])))
         keys = [k if key[0] != "assignee" else uuid.UUID(str(k)) for k, _ in pairs]
-        found[key] = (sum(n for _, n in pairs), (keys, [n for _, n in pairs]))
+        tallies = [n for _, n in pairs]
+        row = (keys, tallies) if key[0] == "assignee" else (keys, tallies, *_doublings(pairs))
+        found[key] = (sum(tallies), row)
     return found
+
+
+def _doublings(pairs: list[tuple[Any, int]]) -> tuple[list[int], list[int], list[int]]:
+    """A histogram's doublings (16 buckets each), their counts, and the position in the
+    bucket list where each one's buckets end."""
+    doublings: list[int] = []
+    counts: list[int] = []
+    ends: list[int] = []
+    for position, (bucket, n) in enumerate(pairs, start=1):
+        if doublings and doublings[-1] == bucket // 16:
+            counts[-1] += n
+            ends[-1] = position
+        else:
+            doublings.append(bucket // 16)
+            counts.append(n)
+            ends.append(position)
+    return doublings, counts, ends
 
 
 def _stored_nodes(owner: Owner, team: uuid.UUID) -> dict[tuple[Any, ...], tuple[int, Any]]:
     rows = owner.execute(
         "select measure, span, start, project_id, dim, n, vals, steps, assignees, buckets,"
-        " counts"
+        " counts, doublings, doubling_counts, doubling_ends"
         " from analytics_completion_node where team_id = %s and n <> 0",
         (team,),
     ).fetchall()
     return {
         (r["measure"], r["span"], r["start"], r["project_id"], r["dim"]): (
             r["n"],
-            (r["assignees"] if r["measure"] == "assignee" else r["buckets"], r["counts"])
+            (r["assignees"], r["counts"])
+            if r["dim"] == "*" and r["measure"] == "assignee"
+            else (
+                r["buckets"],
+                r["counts"],
+                r["doublings"],
+                r["doubling_counts"],
+                r["doubling_ends"],
+            )
             if r["dim"] == "*"
             else None
             if r["vals"] is None
@@ -144,7 +171,8 @@ def _assert_counters_recount(owner: Owner, team: uuid.UUID) -> None:
     assert nodes == _recount_nodes(owner, team)
     emptied = owner.execute(
         "select count(*) as n from analytics_completion_node where team_id = %s and n = 0"
-        " and (dim = '*' and cardinality(buckets) > 0 or cardinality(vals) > 0)",
+        " and (dim = '*' and (cardinality(buckets) > 0 or cardinality(doublings) > 0)"
+        " or cardinality(vals) > 0)",
         (team,),
     ).fetchone()
     assert emptied == {"n": 0}, "a node emptied of completions keeps values or buckets"

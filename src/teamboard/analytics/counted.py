@@ -9,8 +9,9 @@ the period's length, not the number of completions or entries it holds.
   (``fresh``) are added, and the folded ones whose task's facts the tail changes (``stale``:
   a new assignee, an earlier start) are taken out with the facts they were counted with and
   added back with their current ones.
-* Percentiles are exact: ranks are located in the bucket counts, then read in the few
-  values of their bucket (``percentile_cont``'s interpolation, computed as PostgreSQL does).
+* Percentiles are exact: each rank is located level by level (its doubling, its bucket,
+  its step), merging a bounded number of counts at each, then read in the few values of
+  its step (``percentile_cont``'s interpolation, computed as PostgreSQL does).
 * Time tracked (``analytics_time_daily``): kept by triggers in the writing transaction, so
   exact with no tail, per local day of the team's current zone.
 
@@ -147,38 +148,77 @@ REDO_DURATIONS = (
     " where tf.started_at <= r.completed_at"
 )
 
-#: From the corrected bucket counts (``h``) to exact percentiles:
+
+def _locate(name: str, counts: str, parent: tuple[str, ...], child: str, above: str) -> str:
+    """CTEs ``{name}_cum`` and ``{name}``: each rank of ``above`` (columns ``p, which,
+    *parent, k``: the ``k``-th value of its parent) located one level down, in the
+    ``child`` whose cumulative counts (``counts``: ``*parent, child, n``) reach ``k``;
+    ``{name}`` has the columns ``p, which, *parent, child, k`` (``k`` now within the child)."""
+    keys = ", ".join(parent)
+    on = " and ".join(f"c.{key} = s.{key}" for key in parent)
+    return (
+        f" {name}_cum as (select {keys}, {child}, n, (sum(n) over (partition by {keys}"
+        f"  order by {child}))::bigint - n as before from {counts}),"
+        f" {name} as materialized (select s.p, s.which, {', '.join(f's.{k}' for k in parent)},"
+        f"  c.{child}, s.k - c.before as k from {above} s join {name}_cum c on {on}"
+        "  and s.k > c.before and s.k <= c.before + c.n),"
+    )
+
+
+#: The first and last position of doubling ``p.doubling`` in histogram row ``t``'s buckets.
+_DOUBLING_SLICE = (
+    "case when x.i = 1 then 1 else t.doubling_ends[x.i - 1] + 1 end : t.doubling_ends[x.i]"
+)
+
+#: From the corrected counts to exact percentiles, one level at a time, so that each level
+#: merges a bounded number of counts however many completions the nodes hold:
 #:
-#: * ``cum``, ``want``, ``ranks``, ``spots``: for each percentile, the two ranks
-#:   percentile_cont interpolates between, the bucket holding each, and its rank ``k`` there;
+#: * ``tops``: the period's histogram rows (a row per node and measure, or per node, project
+#:   and measure); ``h0``: their counts per doubling, corrected by the tail's values
+#:   (``dvs``); ``want``, ``ranks``: for each percentile, the two ranks percentile_cont
+#:   interpolates between; ``at_doubling``: the doubling holding each, and its rank there;
+#: * ``h1``: the counts of those doublings' 16 buckets (sliced from the same rows), then
+#:   ``spots``: the bucket of each rank;
 #: * ``cells``: the node rows of those buckets (sorted values, and how many fall in each of
-#:   the bucket's 16 steps), then ``steph`` to ``stepspots``: the same location one level
-#:   down, in the bucket's steps (corrected like the buckets);
+#:   the bucket's 16 steps), ``steph``: their step counts, then ``stepspots``: the step;
 #: * ``pool``: the values of the wanted steps only (a slice of each node's sorted values,
-#:   less the stale values, plus the recomputed ones), whose ``k2``-th is the rank's value;
+#:   less the stale values, plus the recomputed ones), whose ``k``-th is the rank's value;
 #: * ``pct``: percentile_cont's interpolation, as PostgreSQL computes it.
+#:
+#: A node's count of one doubling or bucket fits an integer; summed as integers, the
+#: aggregates accumulate in bigint rather than numeric.
 PERCENTILES = (
-    " dvs as materialized (select measure, v, sign, tb_analytics_duration_fine(v) / 16 as bucket,"
+    " dvs as materialized (select measure, v, sign, tb_analytics_duration_fine(v) / 256"
+    "  as doubling, tb_analytics_duration_fine(v) / 16 as bucket,"
     "  tb_analytics_duration_fine(v) % 16 as step from dv),"
-    " h as (select measure, bucket, sum(n)::bigint as n from ("
-    "  {counts}"
-    "  union all select measure, bucket, sign from dvs"
-    " ) x (measure, bucket, n) group by measure, bucket having sum(n) <> 0),"
-    " cum as (select measure, bucket, n,"
-    "  (sum(n) over (partition by measure order by bucket))::bigint - n"
-    "  as before, (sum(n) over (partition by measure))::bigint as total from h),"
+    " tops as materialized ({tops}),"
+    " h0 as (select measure, doubling, sum(n)::bigint as n from ("
+    "  select t.measure, d.doubling, d.n::integer from tops t"
+    "  cross join unnest(t.doublings, t.doubling_counts) d (doubling, n)"
+    "  union all select measure, doubling, sign from dvs"
+    " ) x (measure, doubling, n) group by measure, doubling having sum(n) <> 0),"
     " want as (select m.measure, m.total, q.p, q.p * (m.total - 1)::float8 as pos"
-    "  from (select distinct measure, total from cum) m"
+    "  from (select measure, sum(n)::bigint as total from h0 group by measure) m"
     "  cross join (values (0.5::float8), (0.85::float8), (0.95::float8)) q (p)),"
-    " ranks as materialized (select w.measure, w.p, r.which, r.rank from want w"
+    " ranks as materialized (select w.p, r.which, w.measure, r.k from want w"
     "  cross join lateral (values ('lo', floor(w.pos)::bigint + 1),"
-    "   ('hi', ceil(w.pos)::bigint + 1)) r (which, rank)),"
-    " spots as materialized (select r.measure, r.p, r.which, c.bucket, r.rank - c.before as k"
-    "  from ranks r join cum c on c.measure = r.measure"
-    "  and r.rank > c.before and r.rank <= c.before + c.n),"
+    "   ('hi', ceil(w.pos)::bigint + 1)) r (which, k)),"
+    + _locate("at_doubling", "h0", ("measure",), "doubling", "ranks")
+    + " picked_doublings as materialized (select distinct measure, doubling from at_doubling),"
+    " h1 as (select measure, doubling, bucket, sum(n)::bigint as n from ("
+    "  select t.measure, p.doubling, b.bucket, b.n::integer from picked_doublings p"
+    "  join tops t on t.measure = p.measure"
+    "  cross join lateral (select array_position(t.doublings, p.doubling) as i) x"
+    f"  cross join lateral unnest(t.buckets[{_DOUBLING_SLICE}],"
+    f"   t.counts[{_DOUBLING_SLICE}]) b (bucket, n)"
+    "  where x.i is not null"
+    "  union all select d.measure, d.doubling, d.bucket, d.sign from dvs d"
+    "  join picked_doublings p on p.measure = d.measure and p.doubling = d.doubling"
+    " ) x (measure, doubling, bucket, n) group by 1, 2, 3 having sum(n) <> 0),"
+    + _locate("spots", "h1", ("measure", "doubling"), "bucket", "at_doubling")
     # The bucket as the nodes' text key: a cast in the join would not be leakproof, so Row
     # Level Security would keep it out of the index condition.
-    " picked as materialized (select distinct measure, bucket, bucket::text as dim from spots),"
+    + " picked as materialized (select distinct measure, bucket, bucket::text as dim from spots),"
     " cells as materialized (select p.measure, p.bucket, x.vals, x.steps from picked p"
     "  cross join lateral ({cells}) x),"
     " steph as (select measure, bucket, step, sum(n)::bigint as n from ("
@@ -187,12 +227,8 @@ PERCENTILES = (
     "  union all select d.measure, d.bucket, d.step, d.sign from dvs d"
     "  join picked p on p.measure = d.measure and p.bucket = d.bucket"
     " ) x (measure, bucket, step, n) group by 1, 2, 3 having sum(n) <> 0),"
-    " stepcum as (select measure, bucket, step, n, (sum(n) over (partition by measure, bucket"
-    "  order by step))::bigint - n as before from steph),"
-    " stepspots as (select s.measure, s.p, s.which, s.bucket, c.step, s.k - c.before as k"
-    "  from spots s join stepcum c on c.measure = s.measure and c.bucket = s.bucket"
-    "  and s.k > c.before and s.k <= c.before + c.n),"
-    " wanted as materialized (select distinct measure, bucket, step from stepspots),"
+    + _locate("stepspots", "steph", ("measure", "bucket"), "step", "spots")
+    + " wanted as materialized (select distinct measure, bucket, step from stepspots),"
     " pool (measure, bucket, step, v) as ("
     "  (select w.measure, w.bucket, w.step, v.v from wanted w join cells c"
     "   on c.measure = w.measure and c.bucket = w.bucket"
@@ -224,11 +260,10 @@ async def durations(
     ``repository.durations`` answers it; ``facts`` gives ``(task_id, created_at,
     started_at)`` rows of the :data:`REDO` tasks (several per task: the earliest of each
     counts)."""
-    counts = _scoped(
-        "r.measure, h.bucket, h.n",
+    tops = _scoped(
+        "r.measure, r.buckets, r.counts, r.doublings, r.doubling_counts, r.doubling_ends",
         "in ('lead', 'cycle')",
         filters,
-        join=" cross join unnest(r.buckets, r.counts) h (bucket, n)",
         extra=" and r.dim = '*'",
     )
     cells = _scoped("r.vals, r.steps", "= p.measure", filters, extra=" and r.dim = p.dim")
@@ -242,7 +277,7 @@ async def durations(
         "  select 'lead', lead, -1 from stale where lead is not null"
         "  union all select 'cycle', cycle, -1 from stale where cycle is not null"
         f"  union all {REDO_DURATIONS}),"
-        + PERCENTILES.format(counts=counts, cells=cells)
+        + PERCENTILES.format(tops=tops, cells=cells)
         + f" select {completed} as completed,"
         " coalesce((select total from pct where measure = 'lead'), 0) as lead_count,"
         " (select vals from pct where measure = 'lead') as lead,"
