@@ -508,7 +508,10 @@ async def test_a_noisy_team_is_throttled_while_its_neighbour_is_served(
             noisy_statuses.append(a.status_code)
             if a.status_code == 429:
                 problem(a, 429, "rate_limited")
-                assert 1 <= int(a.headers["retry-after"]) <= 3600
+                # A sliding window: this window's count fades out over the next window,
+                # so the wait can reach the end of the next one (near an hour's start,
+                # more than one window away).
+                assert 1 <= int(a.headers["retry-after"]) <= 2 * 3600
                 assert '"team";r=0' in a.headers["ratelimit"]
                 assert sql_count(a) == (1 if noisy_statuses.count(429) == 1 else 0)
             if attempt % 4 == 0:
