@@ -15,6 +15,7 @@ from typing import Any, LiteralString
 import httpx
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from teamboard.analytics import repository, service
@@ -23,8 +24,10 @@ from teamboard.analytics.rollups import rebuild
 from teamboard.config import Settings
 from teamboard.db import Database, Params, RequestMetrics, Tx
 from teamboard.deps import TeamContext
+from teamboard.ops import database
 from teamboard.ops.database import DatabaseUrls
-from tests.analytics import API, GeneratedTeam, load, plain, refresh
+from tests.analytics import API, GeneratedTeam, fold_past, load, plain, refresh
+from tests.dbsetup import fresh_database, test_settings
 
 pytestmark = pytest.mark.asyncio
 Owner = psycopg.Connection[dict[str, Any]]
@@ -478,3 +481,30 @@ async def test_counters_give_way_when_the_zone_moved_after_the_period(
             assert tx.metrics.statements == 2, name
             expected = await call(tx, True)
         assert answer == expected, name
+
+
+async def test_the_doubling_migration_derives_existing_histograms(
+    server_url: str, settings: Settings
+) -> None:
+    """Histograms counted before ``2026-12-06_duration_doublings`` (data generated and
+    folded one revision earlier) get their doublings from the migration's rewrite; the check
+    constraint then refuses a histogram row without them."""
+    with fresh_database(server_url, prefix="teamboard_doublings") as owner_url:
+        urls = database.prepare(test_settings(), owner_url)
+        database.migrate(urls, "20261206_member_projects", downgrade=True)
+        with psycopg.connect(owner_url, autocommit=True, row_factory=dict_row) as conn:
+            teams = load(conn, owner_url, settings, events=1500, teams=2, seed=5)
+            loaded = conn.execute("select pg_current_xact_id()::text::bigint as x").fetchone()
+            assert loaded is not None
+            fold_past(conn, loaded["x"])
+        database.migrate(urls)
+        with psycopg.connect(owner_url, autocommit=True, row_factory=dict_row) as conn:
+            for team in teams:
+                _assert_counters_recount(conn, team.id)
+            with pytest.raises(psycopg.errors.CheckViolation):
+                conn.execute(
+                    "alter table analytics_completion_node"
+                    " disable trigger analytics_completion_node_doublings;"
+                    " update analytics_completion_node set doublings = null"
+                    " where dim = '*' and measure = 'cycle'"
+                )
