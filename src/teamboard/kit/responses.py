@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 import orjson
+from asyncpg.pgproto import pgproto
 from starlette.responses import JSONResponse
 
-
-def _default(value: Any) -> Any:
-    """What orjson does not serialize itself: the driver's UUID subclass (orjson only
-    accepts exact ``uuid.UUID``)."""
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+#: What orjson does not serialize itself: the driver's UUID subclass (orjson only accepts
+#: an exact ``uuid.UUID``). The C slot, not a Python function: a page of 50 tasks holds
+#: about 250 of them, and the slot makes its encoding ~18 % cheaper (bench/README.md). It
+#: raises ``TypeError`` for any other type, as orjson's ``default`` must.
+_default = pgproto.UUID.__str__
 
 
 def dumps(content: Any) -> bytes:
