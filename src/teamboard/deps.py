@@ -212,18 +212,20 @@ async def spend(
     """
     services = get_services(request)
     settings, limiter = services.settings, services.rate_limiter
-    shown: list[Usage] = []
+    charged: list[Budget] = []
     if caller is not None:
         ip = caller.startswith("ip:")
         per_caller = settings.rate_limit_per_ip if ip else settings.rate_limit_per_caller
-        shown = await limiter.charge([Budget("caller", caller, per_caller)], cost)
-    exhausted = [u for u in shown if u.used > u.budget.limit]
-    unit = unit_of_work(request)
+        charged.append(Budget("caller", caller, per_caller))
     team = (
         None if team_id is None else Budget("team", f"team:{team_id}", settings.rate_limit_per_team)
     )
+    usages = await limiter.settle(charged, cost, [] if team is None else [team], room=cost)
+    shown = usages[: len(charged)]
+    exhausted = [u for u in shown if u.used > u.budget.limit]
+    unit = unit_of_work(request)
     if team is not None:
-        usage = await limiter.peek(team, room=cost)
+        usage = usages[-1]
         if usage.used + cost > team.limit and (is_member is None or await is_member()):
             exhausted.append(usage)
             shown.append(usage)
