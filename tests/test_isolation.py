@@ -407,6 +407,7 @@ EXPECTED_TENANT_TABLES = {
     "task_assignee",
     "task_label",
     "team_member",
+    "team_member_visibility",
     "time_entry",
     "webhook",
     "webhook_attempt",
@@ -591,6 +592,15 @@ def test_rows_cannot_move_to_another_team(
         assert _rejected(app_conn, statement, (b.id, a.id)), f"{table} row moved to team B"
 
 
+#: How a table's rows of a team are summed up, for tables without ``updated_at``.
+SUMMARY_OF = {
+    "event": "count(*) as n",
+    "team_member_visibility": (
+        "count(*) as n, string_agg(project_ids::text, ';' order by user_id) as sets"
+    ),
+}
+
+
 def test_foreign_rows_cannot_be_updated_or_deleted(
     app_conn: psycopg.Connection[Row],
     owner: psycopg.Connection[Row],
@@ -602,11 +612,10 @@ def test_foreign_rows_cannot_be_updated_or_deleted(
     def counts() -> dict[str, Row]:
         return {
             table: owner.execute(
-                sql.SQL(
-                    "select count(*) as n, max(updated_at) as changed from {} where team_id = %s"
-                ).format(sql.Identifier(table))
-                if table != "event"
-                else sql.SQL("select count(*) as n from event where team_id = %s"),
+                sql.SQL("select {} from {} where team_id = %s").format(
+                    sql.SQL(SUMMARY_OF.get(table, "count(*) as n, max(updated_at) as changed")),
+                    sql.Identifier(table),
+                ),
                 (b.id,),
             ).fetchone()
             or {}

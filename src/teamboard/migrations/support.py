@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
+from types import ModuleType
 
 from alembic import context
 
@@ -27,3 +30,16 @@ def worker_role() -> str:
         "DATABASE_WORKER_ROLE", f"{app_role()}_worker"
     )
     return _checked(str(role))
+
+
+def sibling(filename: str) -> ModuleType:
+    """Another migration of ``versions/`` as a module (their file names are not
+    identifiers): a downgrade that restores a function runs the upgrade that installed it,
+    instead of keeping a second copy of its body."""
+    path = Path(__file__).parent / "versions" / filename
+    spec = importlib.util.spec_from_file_location(f"teamboard_migration_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

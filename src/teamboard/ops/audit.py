@@ -49,6 +49,12 @@ The app role (``table`` is the object concerned, or ``None``):
   which bypasses the parent's policies.
 * ``app_role_truncate``: it has TRUNCATE on an audited table (TRUNCATE ignores RLS).
 
+Derived data (``table`` is the table holding it):
+
+* ``visibility_drift``: a member's stored set of visible projects
+  (``team_member_visibility``, which Row Level Security reads) differs from what their
+  memberships and the team's projects give, or a member has no set; one finding per team.
+
 The worker role (``teamboard.worker``: the one role that reads the event log of every team),
 when given: the same role rules as the app role (each finding's detail names the role), and
 
@@ -538,6 +544,31 @@ def check_worker_role(cur: Cursor, worker_role: str) -> list[Finding]:
 # -- entry points ---------------------------------------------------------------------------
 
 
+VISIBILITY_DRIFT_SQL = """
+select m.team_id, count(*) as members
+from team_member m
+left join team_member_visibility v on v.team_id = m.team_id and v.user_id = m.user_id
+where v.project_ids is null
+   or array(select unnest(v.project_ids) order by 1)
+      <> tb_member_visible_projects(m.team_id, m.user_id)
+group by m.team_id
+order by m.team_id
+"""
+
+
+def check_visibility_sets(cur: Cursor) -> list[Finding]:
+    """Every member's stored set of visible projects equals a recomputation (a schema
+    before the sets existed has nothing to check)."""
+    table = "team_member_visibility"
+    exists = cur.execute("select to_regclass(%s) is not null as found", (table,)).fetchone()
+    if exists is None or not exists["found"]:
+        return []
+    return [
+        Finding(table, "visibility_drift", f"team {row['team_id']}: {row['members']} member(s)")
+        for row in cur.execute(VISIBILITY_DRIFT_SQL)
+    ]
+
+
 def audit(
     conn: psycopg.Connection[Any], app_role: str, worker_role: str | None = None
 ) -> list[Finding]:
@@ -555,6 +586,7 @@ def audit(
             *check_foreign_keys(tables, _foreign_keys(cur), indexes),
             *check_app_role(cur, app_role),
             *(check_worker_role(cur, worker_role) if worker_role else []),
+            *check_visibility_sets(cur),
         ]
     return sorted(findings, key=lambda f: (f.table or "", f.check, f.detail))
 
