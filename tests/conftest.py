@@ -24,6 +24,7 @@ from teamboard.config import Settings
 from teamboard.db import Database
 from teamboard.notifications.consumer import NotificationsConsumer
 from teamboard.ops import database
+from teamboard.ops.audit import check_visibility_sets
 from teamboard.ops.database import DatabaseUrls
 from teamboard.worker.consumers import ConsumerRunner, drain
 from tests import profile  # noqa: F401  # loads the Hypothesis profile (short or long)
@@ -40,8 +41,14 @@ def server_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def db_urls(server_url: str) -> Iterator[DatabaseUrls]:
+    """The run's database; once every test is done with it, every member's stored set of
+    visible projects must still equal a recomputation, after all the writes the API flows
+    made as the app role (``teamboard db audit``'s ``visibility_drift``)."""
     with fresh_database(server_url) as owner_url:
         yield database.prepare(test_settings(), owner_url)
+        with psycopg.connect(owner_url) as conn, conn.cursor(row_factory=dict_row) as cur:
+            drift = check_visibility_sets(cur)
+        assert drift == [], f"visible-project sets drifted during the run: {drift}"
 
 
 @pytest.fixture(scope="session")

@@ -100,9 +100,9 @@ def test_sets_follow_every_kind_of_write(owner: psycopg.Connection[Row]) -> None
             for user, role in roles.items()
         }
 
-    for step in range(80):
+    for step in range(90):
         action = rng.choice(
-            ["join", "role", "leave", "project", "add", "remove", "visibility", "delete"]
+            ["join", "role", "leave", "erase", "project", "add", "remove", "visibility", "delete"]
         )
         outsiders = [p for p in people if p not in roles]
         members = [u for u in roles if u != creator]
@@ -125,6 +125,12 @@ def test_sets_follow_every_kind_of_write(owner: psycopg.Connection[Row]) -> None
             owner.execute(
                 "delete from team_member where team_id = %s and user_id = %s", (team, user)
             )
+            del roles[user]
+            memberships = {(p, u) for p, u in memberships if u != user}
+        elif action == "erase" and members:  # the user's account is deleted
+            user = rng.choice(members)
+            owner.execute("delete from app_user where id = %s", (user,))
+            people.remove(user)
             del roles[user]
             memberships = {(p, u) for p, u in memberships if u != user}
         elif action == "project" or not projects:
@@ -160,6 +166,8 @@ def test_sets_follow_every_kind_of_write(owner: psycopg.Connection[Row]) -> None
             memberships = {(p, u) for p, u in memberships if p != project}
         assert _sets(owner, team) == expected(), f"step {step}: {action}"
     assert _drift(owner) == []
+    owner.execute("delete from team where id = %s", (team,))
+    assert _sets(owner, team) == {}
 
 
 def test_the_audit_reports_a_drifted_set(owner: psycopg.Connection[Row]) -> None:
@@ -270,3 +278,59 @@ def test_the_set_function_reads_only_its_row(
         conn.rollback()
     assert scans.get("project", 0) == 0
     assert scans["team_member_visibility"] == 10
+
+
+def test_a_member_reads_only_their_own_set(
+    db_urls: DatabaseUrls, owner: psycopg.Connection[Row]
+) -> None:
+    """Another member's set would name private projects the caller is not in."""
+    admin, other = _user(owner), _user(owner)
+    team = _team(owner, admin)
+    owner.execute(
+        "insert into team_member (team_id, user_id, role) values (%s, %s, 'admin')", (team, other)
+    )
+    _project(owner, team, "OWNSET", "private", admin)
+    with psycopg.connect(db_urls.app, row_factory=dict_row) as conn:
+        for caller in (admin, other):
+            conn.execute(
+                "select set_config('app.user_id', %s, false), set_config('app.team_id', %s, false)",
+                (str(caller), str(team)),
+            )
+            rows = conn.execute("select * from team_member_visibility").fetchall()
+            assert [(row["team_id"], row["user_id"]) for row in rows] == [(team, caller)]
+
+
+def test_writes_above_read_committed_are_refused(owner: psycopg.Connection[Row]) -> None:
+    """A fixed snapshot would compute a set from before what it waited for."""
+    creator = _user(owner)
+    team = _team(owner, creator)
+    with owner.transaction():
+        owner.execute("set transaction isolation level repeatable read")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            _project(owner, team, "SNAP", "team", creator)
+        raise psycopg.Rollback()
+    assert _sets(owner, team) == {creator: set()}
+
+
+def test_owner_only_writes_keep_the_sets(owner: psycopg.Connection[Row]) -> None:
+    """TRUNCATE fires no row trigger, and a project's id can change (the owner's only)."""
+    creator = _user(owner)
+    team = _team(owner, creator)
+    project = _project(owner, team, "OWNER", "private", creator)
+    owner.execute(
+        "insert into project_member (team_id, project_id, user_id) values (%s, %s, %s)",
+        (team, project, creator),
+    )
+    with owner.transaction():
+        owner.execute("truncate project_member")
+        assert _sets(owner, team) == {creator: set()}
+        assert _drift(owner) == []
+        raise psycopg.Rollback()
+    assert _sets(owner, team) == {creator: {project}}
+    with owner.transaction():
+        owner.execute("delete from project_member where project_id = %s", (project,))
+        owner.execute("update project set visibility = 'team' where id = %s", (project,))
+        renamed = uuid.uuid4()
+        owner.execute("update project set id = %s where id = %s", (renamed, project))
+        assert _sets(owner, team) == {creator: {renamed}}
+        raise psycopg.Rollback()

@@ -14,17 +14,26 @@ reads one row. Triggers keep it exact in the writing transaction:
 * a member joins or changes role: their set is recomputed;
 * a project membership is added or removed: that member's set is recomputed;
 * a team-visible project is created: it joins the set of every member who is not a guest;
-* a project changes visibility: every member's set is recomputed (a rare, admin action);
-* a project is deleted: it leaves every set.
+* a project changes visibility (or id, which only the owner can do): every member's set is
+  recomputed (a rare, admin action);
+* a project is deleted: it leaves every set; ``project`` or ``project_member`` is truncated
+  (the owner only): every set is recomputed.
 
-What a set holds is exactly what the function computed before (``tb_member_visible_
-projects``, the same query for an explicit member). Concurrent writes to one team's
+What a set holds is exactly what the function computed before
+(``tb_member_visible_projects``, the same query for an explicit member).
+
+Concurrent writes to one team's
 memberships and projects are serialized by a transaction-level advisory lock per team,
 taken before a set is computed, and each computation runs in a statement that starts
 after the lock is held: it sees whatever a transaction that held the lock committed, so two
 concurrent writers (a project created while a member joins) cannot both miss each other.
-(This relies on READ COMMITTED, every teamboard transaction's level: a transaction of a
-fixed snapshot would compute from that snapshot, whatever it waited for.)
+This relies on READ COMMITTED, every teamboard transaction's level: a transaction of a
+fixed snapshot would compute from that snapshot whatever it waited for, so the lock refuses
+any other level. The lock is taken where the write happens, after the row locks the
+transaction already holds: two transactions that each write to two teams' projects in
+opposite orders (a GraphQL mutation batch can) may deadlock; PostgreSQL cancels one, which
+rolls back whole and answers 409 ``conflict_retry``.
+
 ``teamboard db audit`` compares every stored set with a recomputation
 (``visibility_drift``).
 
@@ -75,10 +84,17 @@ create function tb_member_visible_projects(team uuid, member uuid) returns uuid[
       )
 $$;
 
--- Serializes the writes that change a team's sets (see the module docstring).
+-- Serializes the writes that change a team's sets (see the module docstring). Refused above
+-- READ COMMITTED: a transaction of a fixed snapshot would compute a set from that snapshot
+-- whatever it waited for, and could store a project made private meanwhile.
 create function tb_lock_team_visibility(team uuid) returns void
     language plpgsql volatile {_DEFINER} as $$
 begin
+    if current_setting('transaction_isolation') <> 'read committed' then
+        raise exception 'memberships and projects are written at READ COMMITTED only'
+            using errcode = 'feature_not_supported',
+                  hint = 'the stored visible-project sets depend on it';
+    end if;
     perform pg_advisory_xact_lock(hashtextextended('tb_visibility:' || team::text, 0));
 end $$;
 
@@ -144,6 +160,16 @@ begin
     return null;
 end $$;
 
+-- TRUNCATE (the owner's, never the app role's) fires no row trigger: every set is
+-- recomputed. The truncated table's exclusive lock keeps other writers out meanwhile.
+create function tb_visibility_truncated() returns trigger
+    language plpgsql volatile {_DEFINER} as $$
+begin
+    update team_member_visibility v
+    set project_ids = tb_member_visible_projects(v.team_id, v.user_id);
+    return null;
+end $$;
+
 create trigger team_member_visibility_changed
     after insert or update of role on team_member
     for each row execute function tb_member_visibility_changed();
@@ -160,9 +186,15 @@ create trigger project_visibility_created
     after insert on project
     for each row execute function tb_project_visibility_changed();
 create trigger project_visibility_changed
-    after update of visibility on project
-    for each row when (old.visibility is distinct from new.visibility)
+    after update of visibility, id on project
+    for each row when (old.visibility is distinct from new.visibility or old.id <> new.id)
     execute function tb_project_visibility_changed();
+create trigger project_visibility_truncated
+    after truncate on project
+    for each statement execute function tb_visibility_truncated();
+create trigger project_member_visibility_truncated
+    after truncate on project_member
+    for each statement execute function tb_visibility_truncated();
 create trigger project_visibility_deleted
     after delete on project
     for each row execute function tb_project_visibility_changed();
@@ -195,6 +227,7 @@ _FUNCTIONS = (
     "tb_member_visibility_removed()",
     "tb_project_member_visibility_changed()",
     "tb_project_visibility_changed()",
+    "tb_visibility_truncated()",
 )
 
 
@@ -223,7 +256,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     sibling("2026-12-06_member_projects.py").upgrade()  # the function as it was
     op.execute(
-        "drop trigger project_visibility_deleted on project;"
+        "drop trigger project_member_visibility_truncated on project_member;"
+        " drop trigger project_visibility_truncated on project;"
+        " drop trigger project_visibility_deleted on project;"
         " drop trigger project_visibility_changed on project;"
         " drop trigger project_visibility_created on project;"
         " drop trigger project_member_visibility_changed on project_member;"
