@@ -18,6 +18,7 @@ from typing import Any
 
 from teamboard.db import Tx
 from teamboard.graphql.pagination import Bounds, Row
+from teamboard.kit.pagination import limit_clause
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,10 @@ class ListQuery:
 
 
 @functools.lru_cache(maxsize=512)
-def page_sql(query: ListQuery, after: bool, before: bool, backward: bool) -> str:
-    """The statement of a page (see the module docstring); cached per list shape."""
+def page_sql(query: ListQuery, after: bool, before: bool, backward: bool, rows: int) -> str:
+    """The statement of a page of ``rows`` rows per parent at most (see the module
+    docstring, and ``limit_clause`` for why the number is in the text); cached per list
+    shape."""
     descending = query.descending != backward
     direction = "desc" if descending else "asc"
     order = ", ".join(f"{key.expression} {direction}" for key in query.keys)
@@ -89,7 +92,7 @@ def page_sql(query: ListQuery, after: bool, before: bool, backward: bool) -> str
     if not query.parents:
         return (
             f"select {query.columns} from {query.source} where {' and '.join(conditions)}"
-            f" order by {order} limit %(tb_limit)s"
+            f" order by {order} {limit_clause(rows)}"
         )
     conditions += [f"{column} = tb_p.p{i}" for i, (column, _) in enumerate(query.parents)]
     arrays = ", ".join(f"%(tb_parent_{i})s::{kind}[]" for i, (_, kind) in enumerate(query.parents))
@@ -98,16 +101,21 @@ def page_sql(query: ListQuery, after: bool, before: bool, backward: bool) -> str
         f"select tb_p.p0 as tb_parent, tb_r.* from unnest({arrays}) as tb_p({names})"
         f" cross join lateral (select {query.columns},"
         f" row_number() over (order by {order}) as tb_rank from {query.source}"
-        f" where {' and '.join(conditions)} order by {order} limit %(tb_limit)s) tb_r"
+        f" where {' and '.join(conditions)} order by {order} {limit_clause(rows)}) tb_r"
     )
     if query.decoration is not None:
         return query.decoration.apply(page, " order by tb_page.tb_rank")
     return page + " order by tb_r.tb_rank"
 
 
+def _sql(query: ListQuery, want: Bounds) -> str:
+    return page_sql(
+        query, want.after is not None, want.before is not None, want.backward, want.size + 1
+    )
+
+
 def _parameters(params: Mapping[str, Any], want: Bounds) -> dict[str, Any]:
     values = dict(params)
-    values["tb_limit"] = want.size + 1
     for prefix, key in (("tb_after_", want.after), ("tb_before_", want.before)):
         for i, value in enumerate(key or ()):
             values[f"{prefix}{i}"] = value
@@ -123,7 +131,7 @@ async def fetch_pages(
 ) -> dict[Hashable, list[Row]]:
     """Up to ``size + 1`` rows per parent (``parents``: one tuple of ``query.parents``
     values each), in fetch order, by the first value of the parent tuple."""
-    sql = page_sql(query, want.after is not None, want.before is not None, want.backward)
+    sql = _sql(query, want)
     values = _parameters(params, want)
     for i in range(len(query.parents)):
         values[f"tb_parent_{i}"] = [parent[i] for parent in parents]
@@ -138,5 +146,5 @@ async def fetch_page(
     tx: Tx, query: ListQuery, params: Mapping[str, Any], want: Bounds
 ) -> list[Row]:
     """Up to ``size + 1`` rows of a list without parents, in fetch order."""
-    sql = page_sql(query, want.after is not None, want.before is not None, want.backward)
+    sql = _sql(query, want)
     return await tx.fetch_all(sql, _parameters(params, want))

@@ -31,7 +31,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from teamboard.db import Tx
 from teamboard.errors import Unprocessable
 from teamboard.kit.keyset import as_datetime, as_int, as_uuid, optional
-from teamboard.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from teamboard.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, limit_clause
 from teamboard.kit.text import NO_NUL
 from teamboard.projects.schemas import StatusCategory
 from teamboard.tasks.repository import SUMMARY_COLUMNS
@@ -245,7 +245,7 @@ def list_query(
     """One statement for a page (``limit + 1`` rows, to know whether another follows)."""
     key = sort_key(sort, filters, project=project_id is not None)
     descending = sort.startswith("-")
-    params: dict[str, Any] = {"team": team_id, "limit": limit + 1}
+    params: dict[str, Any] = {"team": team_id}
     conditions = ["t.team_id = %(team)s", "t.deleted_at is null"]
     if project_id is not None:
         conditions.append("t.project_id = %(project)s")
@@ -267,7 +267,7 @@ def list_query(
             params["after"], params["after_id"] = after
     sql = (
         f"select {SUMMARY_COLUMNS} from task t where {' and '.join(conditions)}"
-        f" order by {order} limit %(limit)s"
+        f" order by {order} {limit_clause(limit + 1)}"
     )
     return sql, params
 
