@@ -8,6 +8,7 @@ import base64
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -323,27 +324,34 @@ EXPECTED_INDEX = {
 }
 
 
-def explain(
-    owner: Owner,
-    app_role: str,
-    user: uuid.UUID,
-    team: uuid.UUID,
-    sql: str,
-    params: dict[str, Any],
-    *,
-    generic: bool = False,
-) -> str:
+@dataclass(frozen=True)
+class AppCaller:
+    """Who runs a statement: the app role, with a caller's context (RLS applies)."""
+
+    owner: Owner
+    app_role: str
+    user: uuid.UUID
+    team: uuid.UUID
+
+    def enter(self) -> None:
+        """In the owner connection's open transaction: become the caller."""
+        role = psycopg.sql.Identifier(self.app_role)
+        self.owner.execute(psycopg.sql.SQL("set local role {}").format(role))
+        self.owner.execute(
+            "select set_config('app.user_id', %s, true), set_config('app.team_id', %s, true)",
+            (str(self.user), str(self.team)),
+        )
+
+
+def explain(caller: AppCaller, sql: str, params: dict[str, Any], *, generic: bool = False) -> str:
     """The plan of ``sql`` as the app role with the caller's context (RLS applies).
 
     ``generic``: the plan PostgreSQL may settle on for a prepared statement (as the app's
     driver uses) once it stops planning per parameter values.
     """
+    owner = caller.owner
     with owner.transaction(force_rollback=True):
-        owner.execute(psycopg.sql.SQL("set local role {}").format(psycopg.sql.Identifier(app_role)))
-        owner.execute(
-            "select set_config('app.user_id', %s, true), set_config('app.team_id', %s, true)",
-            (str(user), str(team)),
-        )
+        caller.enter()
         if not generic:
             rows = owner.execute("explain " + sql, params).fetchall()
         else:
@@ -362,25 +370,16 @@ def explain(
 
 
 def plans_chosen(
-    owner: Owner,
-    app_role: str,
-    user: uuid.UUID,
-    team: uuid.UUID,
-    sql: str,
-    params: dict[str, Any],
-    runs: int = 7,
+    caller: AppCaller, sql: str, params: dict[str, Any], runs: int = 7
 ) -> dict[str, int]:
     """How PostgreSQL planned ``runs`` executions of ``sql`` prepared as the app role
     (``generic_plans``, ``custom_plans``), as the driver's prepared statements are."""
+    owner = caller.owner
     native = native_sql(sql)
     assert native.names is not None
     values = psycopg.sql.SQL(", ").join(psycopg.sql.Literal(params[name]) for name in native.names)
     with owner.transaction(force_rollback=True):
-        owner.execute(psycopg.sql.SQL("set local role {}").format(psycopg.sql.Identifier(app_role)))
-        owner.execute(
-            "select set_config('app.user_id', %s, true), set_config('app.team_id', %s, true)",
-            (str(user), str(team)),
-        )
+        caller.enter()
         owner.execute(f"prepare tb_chosen as {native.text}")
         for _ in range(runs):
             owner.execute(psycopg.sql.SQL("execute tb_chosen({})").format(values)).fetchall()
@@ -450,6 +449,7 @@ async def test_every_sort_is_a_keyset_index_scan(
     assert len(samples) == 2
     status = samples[0]["status_id"]
 
+    caller = AppCaller(owner, db_urls.app_role, board.alice.id, board.team)
     for (scope, field), index in EXPECTED_INDEX.items():
         filters = TaskFilters(status_id=(status,)) if field == "position" else TaskFilters()
         if field == "position":
@@ -458,15 +458,7 @@ async def test_every_sort_is_a_keyset_index_scan(
         for sort, generic in ((field, False), (f"-{field}", False), (field, True)):
             for after in (None, *((sample[field], sample["id"]) for sample in samples)):
                 sql, params = list_query(board.team, project_id, filters, sort, after, 50)  # type: ignore[arg-type]
-                plan = explain(
-                    owner,
-                    db_urls.app_role,
-                    board.alice.id,
-                    board.team,
-                    sql,
-                    params,
-                    generic=generic,
-                )
+                plan = explain(caller, sql, params, generic=generic)
                 label = f"{scope} sort={sort} after={after is not None} generic={generic}"
                 assert not SEQ_SCAN_ON_TASK.search(plan), f"{label}\n{plan}"
                 assert f"using {index} on task t" in plan, f"{label}\n{plan}"
@@ -481,14 +473,14 @@ async def test_every_sort_is_a_keyset_index_scan(
     for filters in filtered:
         for project_id in (projects[0], None):
             sql, params = list_query(board.team, project_id, filters, "-created_at", None, 50)
-            plan = explain(owner, db_urls.app_role, board.alice.id, board.team, sql, params)
+            plan = explain(caller, sql, params)
             assert not SEQ_SCAN_ON_TASK.search(plan), f"{filters}\n{plan}"
 
     # A page of a project of 15,000 tasks keeps its generic plan after five custom ones:
     # with the page size as a parameter, the generic plan was costed for a tenth of the
     # project's rows and every page was planned again (0.4 ms, more than running it).
     sql, params = list_query(board.team, projects[0], TaskFilters(), "-created_at", None, 50)
-    chosen = plans_chosen(owner, db_urls.app_role, board.alice.id, board.team, sql, params)
+    chosen = plans_chosen(caller, sql, params)
     assert chosen == {"generic_plans": 2, "custom_plans": 5}
 
     # And the API agrees: a deep page costs the same statements and answers in order.
