@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -21,18 +21,12 @@ from psycopg.rows import dict_row
 
 from teamboard.ops.audit import check_visibility_sets
 from teamboard.ops.database import DatabaseUrls
+from tests.conftest import Actor, add_member
+from tests.test_isolation import as_caller
 
 Row = dict[str, Any]
 ROLES = ("owner", "admin", "member", "guest")
-
-
-def _user(owner: psycopg.Connection[Row]) -> uuid.UUID:
-    user_id = uuid.uuid4()
-    owner.execute(
-        "insert into app_user (id, email, display_name, password_hash) values (%s, %s, %s, 'x')",
-        (user_id, f"vis-{user_id.hex[:12]}@example.com", "vis"),
-    )
-    return user_id
+MakeUser = Callable[..., Actor]
 
 
 def _team(owner: psycopg.Connection[Row], creator: uuid.UUID) -> uuid.UUID:
@@ -79,16 +73,18 @@ def second(db_urls: DatabaseUrls) -> Iterator[psycopg.Connection[Row]]:
         conn.rollback()
 
 
-def test_sets_follow_every_kind_of_write(owner: psycopg.Connection[Row]) -> None:
+def test_sets_follow_every_kind_of_write(
+    owner: psycopg.Connection[Row], make_user: MakeUser
+) -> None:
     """A seeded random walk over every write that changes what a member sees; after each,
     the stored sets equal a recomputation (``db audit``'s check) and the expected sets."""
     rng = random.Random(20261206)
-    creator = _user(owner)
+    creator = make_user().id
     team = _team(owner, creator)
     roles = {creator: "owner"}
     projects: dict[uuid.UUID, str] = {}  # id -> visibility
     memberships: set[tuple[uuid.UUID, uuid.UUID]] = set()  # (project, user)
-    people = [_user(owner) for _ in range(6)]
+    people = [make_user().id for _ in range(6)]
 
     def expected() -> dict[uuid.UUID, set[uuid.UUID]]:
         return {
@@ -170,8 +166,10 @@ def test_sets_follow_every_kind_of_write(owner: psycopg.Connection[Row]) -> None
     assert _sets(owner, team) == {}
 
 
-def test_the_audit_reports_a_drifted_set(owner: psycopg.Connection[Row]) -> None:
-    creator = _user(owner)
+def test_the_audit_reports_a_drifted_set(
+    owner: psycopg.Connection[Row], make_user: MakeUser
+) -> None:
+    creator = make_user().id
     team = _team(owner, creator)
     _project(owner, team, "DRIFT", "private", creator)
     with owner.transaction():
@@ -196,12 +194,12 @@ def _waiting_on_advisory_lock(owner: psycopg.Connection[Row], pid: int) -> bool:
 
 @pytest.mark.parametrize("first", ["project", "member"])
 def test_concurrent_writers_do_not_miss_each_other(
-    owner: psycopg.Connection[Row], second: psycopg.Connection[Row], first: str
+    owner: psycopg.Connection[Row], second: psycopg.Connection[Row], first: str, make_user: MakeUser
 ) -> None:
     """A team-visible project created while a member joins: whichever commits first, the
     new member's set holds the new project (without the team's lock, each transaction
     would compute from a snapshot without the other's row)."""
-    creator, joiner = _user(owner), _user(owner)
+    creator, joiner = make_user().id, make_user().id
     team = _team(owner, creator)
     project_id = uuid.uuid4()
 
@@ -250,19 +248,16 @@ def test_concurrent_writers_do_not_miss_each_other(
 
 
 def test_the_set_function_reads_only_its_row(
-    db_urls: DatabaseUrls, owner: psycopg.Connection[Row]
+    db_urls: DatabaseUrls, owner: psycopg.Connection[Row], make_user: MakeUser
 ) -> None:
     """Within one transaction (``pg_stat_xact_user_tables``), ten calls of the policy
     function scan ``team_member_visibility`` ten times and ``project`` never."""
-    creator = _user(owner)
+    creator = make_user().id
     team = _team(owner, creator)
     for n in range(40):
         _project(owner, team, f"SCAN{n}", "team", creator)
     with psycopg.connect(db_urls.app, row_factory=dict_row) as conn:
-        conn.execute(
-            "select set_config('app.user_id', %s, true), set_config('app.team_id', %s, true)",
-            (str(creator), str(team)),
-        )
+        as_caller(conn, creator, team)
         for _ in range(10):
             row = conn.execute("select cardinality(tb_visible_project_ids()) as n").fetchone()
             assert row is not None
@@ -281,28 +276,25 @@ def test_the_set_function_reads_only_its_row(
 
 
 def test_a_member_reads_only_their_own_set(
-    db_urls: DatabaseUrls, owner: psycopg.Connection[Row]
+    db_urls: DatabaseUrls, owner: psycopg.Connection[Row], make_user: MakeUser
 ) -> None:
     """Another member's set would name private projects the caller is not in."""
-    admin, other = _user(owner), _user(owner)
-    team = _team(owner, admin)
-    owner.execute(
-        "insert into team_member (team_id, user_id, role) values (%s, %s, 'admin')", (team, other)
-    )
-    _project(owner, team, "OWNSET", "private", admin)
+    admin, other = make_user(), make_user()
+    team = _team(owner, admin.id)
+    add_member(owner, team, other, "admin")
+    _project(owner, team, "OWNSET", "private", admin.id)
     with psycopg.connect(db_urls.app, row_factory=dict_row) as conn:
-        for caller in (admin, other):
-            conn.execute(
-                "select set_config('app.user_id', %s, false), set_config('app.team_id', %s, false)",
-                (str(caller), str(team)),
-            )
+        for caller in (admin.id, other.id):
+            as_caller(conn, caller, team)
             rows = conn.execute("select * from team_member_visibility").fetchall()
             assert [(row["team_id"], row["user_id"]) for row in rows] == [(team, caller)]
 
 
-def test_writes_above_read_committed_are_refused(owner: psycopg.Connection[Row]) -> None:
+def test_writes_above_read_committed_are_refused(
+    owner: psycopg.Connection[Row], make_user: MakeUser
+) -> None:
     """A fixed snapshot would compute a set from before what it waited for."""
-    creator = _user(owner)
+    creator = make_user().id
     team = _team(owner, creator)
     with owner.transaction():
         owner.execute("set transaction isolation level repeatable read")
@@ -312,9 +304,11 @@ def test_writes_above_read_committed_are_refused(owner: psycopg.Connection[Row])
     assert _sets(owner, team) == {creator: set()}
 
 
-def test_owner_only_writes_keep_the_sets(owner: psycopg.Connection[Row]) -> None:
+def test_owner_only_writes_keep_the_sets(
+    owner: psycopg.Connection[Row], make_user: MakeUser
+) -> None:
     """TRUNCATE fires no row trigger, and a project's id can change (the owner's only)."""
-    creator = _user(owner)
+    creator = make_user().id
     team = _team(owner, creator)
     project = _project(owner, team, "OWNER", "private", creator)
     owner.execute(
