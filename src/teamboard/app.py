@@ -31,11 +31,12 @@ from teamboard.kit.hot_reads import install_hot_reads
 from teamboard.kit.openapi import install_openapi
 from teamboard.kit.pagination import CursorCodec
 from teamboard.kit.ratelimit import (
+    Counters,
     CounterStore,
-    FallbackCounterStore,
     MemoryCounterStore,
     RateLimiter,
     RedisCounterStore,
+    SyncedCounters,
 )
 from teamboard.kit.redis_client import redis_client
 from teamboard.kit.responses import ORJSONResponse
@@ -64,11 +65,13 @@ def build_services(settings: Settings) -> Services:
     if not settings.database_app_url:
         raise RuntimeError("DATABASE_APP_URL is not set: start teamboard with `teamboard serve`")
     redis = redis_client(settings)
-    # Login throttling fails closed without Redis; API rate limits degrade to per-process
-    # counters while it is down (see FallbackCounterStore).
+    # Login throttling asks Redis at every attempt and fails closed without it; API rate
+    # limits count in memory and merge into Redis in the background (see SyncedCounters).
     throttle_store: CounterStore = RedisCounterStore(redis) if redis else MemoryCounterStore()
-    limits_store: CounterStore = (
-        FallbackCounterStore(throttle_store, MemoryCounterStore()) if redis else throttle_store
+    limits_store: Counters = (
+        SyncedCounters(throttle_store, settings.rate_limit_sync_seconds)
+        if redis
+        else throttle_store
     )
     return Services(
         settings=settings,
@@ -116,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.realtime.close()
+            await services.rate_limiter.aclose()  # before Redis: it sends pending counts
             await services.db.close()
             if services.redis is not None:
                 await services.redis.aclose()

@@ -194,6 +194,13 @@ class Settings(BaseSettings):
     rate_limit_per_ip: int = Field(
         default=600, ge=1, description="Routes without a caller (registration, login, refresh)."
     )
+    rate_limit_sync_seconds: float = Field(
+        default=0.1,
+        gt=0,
+        le=10,
+        description="With Redis: how often a process merges its rate-limit counts into Redis"
+        " (and so how late it sees the other processes' spending; see SyncedCounters).",
+    )
 
     # GraphQL (teamboard.graphql): limits checked before any resolver runs. Introspection
     # and field suggestions are off in production, GraphiQL is served in development only.

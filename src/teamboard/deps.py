@@ -238,7 +238,7 @@ async def spend(
 
         async def charge_team() -> None:
             unit.response_headers.extend(limiter.headers([usage]))
-            await limiter.charge([charged_team], cost)
+            await limiter.add([charged_team], cost)
 
         unit.on_success.append(charge_team)
 
