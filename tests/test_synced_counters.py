@@ -47,17 +47,24 @@ def prefix() -> str:
 
 
 class CountingStore:
-    """The real Redis store, with its round trips counted and an outage switch."""
+    """The real Redis store, with its round trips counted, an outage switch, and a gate that
+    holds round trips (to act while one is under way)."""
 
     def __init__(self, store: RedisCounterStore) -> None:
         self.store = store
         self.trips = 0
         self.down = False
+        self.fail_on: int | None = None  # the round trip that fails
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
 
     async def spend(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[Count]:
         self.trips += 1
-        if self.down:
+        if self.down or self.trips == self.fail_on:
             raise ConnectionError("redis is down")
+        self.waiting.set()
+        await self.gate.wait()
         return await self.store.spend(charges, window_seconds)
 
     async def aclose(self) -> None:
@@ -70,6 +77,14 @@ async def _stored(redis: aioredis.Redis, key: str) -> int:
 
 async def _values(counters: SyncedCounters, *keys: str) -> list[int]:
     return [count.value for count in await counters.spend([(key, 0) for key in keys], WINDOW)]
+
+
+async def _until(condition: Any, what: str) -> None:
+    """Wait (bounded) until ``condition()`` (a coroutine function) is true."""
+    deadline = time.monotonic() + SYNC_DEADLINE_SECONDS
+    while not await condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
 
 
 async def test_a_process_counts_exactly_without_a_round_trip(
@@ -116,19 +131,98 @@ async def test_processes_see_each_others_spending_after_a_sync(
     await two.aclose()
 
 
-async def test_counts_reach_redis_in_the_background_and_the_syncing_stops_when_idle(
+async def test_counts_reach_redis_in_the_background_also_after_an_idle_time(
     redis: aioredis.Redis, prefix: str
 ) -> None:
     counters = SyncedCounters(RedisCounterStore(redis, prefix), interval=0.05)
+
+    async def idle() -> bool:
+        return counters._syncing is None or counters._syncing.done()
+
+    async def stored(total: int) -> bool:
+        return await _stored(redis, prefix + "bg") == total
+
     await counters.spend([("bg", 7)], WINDOW)
-    deadline = time.monotonic() + SYNC_DEADLINE_SECONDS
-    while await _stored(redis, prefix + "bg") != 7:
-        assert time.monotonic() < deadline, "the counts never reached Redis"
-        await asyncio.sleep(0.02)
-    while counters._syncing is not None and not counters._syncing.done():
-        assert time.monotonic() < deadline, "the background sync never stopped"
-        await asyncio.sleep(0.02)
+    await _until(lambda: stored(7), "the counts never reached Redis")
+    await _until(idle, "the background sync never stopped")
+    await counters.spend([("bg", 2)], WINDOW)  # syncing starts again
+    await _until(lambda: stored(9), "the counts of a new burst never reached Redis")
     await counters.aclose()
+
+
+async def test_the_background_sync_retries_until_redis_is_back(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    shared = CountingStore(RedisCounterStore(redis, prefix))
+    shared.down = True
+    counters = SyncedCounters(shared, interval=0.02, retry_seconds=0.05)
+    await counters.spend([("retry", 3)], WINDOW)
+
+    async def failed_twice() -> bool:
+        return shared.trips >= 2
+
+    async def arrived() -> bool:
+        return await _stored(redis, prefix + "retry") == 3
+
+    await _until(failed_twice, "the sync was not retried")
+    await counters.spend([("retry", 0)], WINDOW)  # a read during the outage: nothing to send
+    shared.down = False
+    await _until(arrived, "the counts kept during the outage never reached Redis")
+    await counters.aclose()
+    assert await _stored(redis, prefix + "retry") == 3
+
+
+async def test_a_total_is_forgotten_when_its_window_is_over(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    counters = SyncedCounters(RedisCounterStore(redis, prefix), interval=60)
+    await counters.spend([("short", 5)], 1)  # a one-second window
+    await counters.sync()
+    assert (await counters.spend([("short", 0)], 1))[0].value == 5
+    await asyncio.sleep(2.1)  # Redis expired the key; so does the known total
+    assert (await counters.spend([("short", 0)], 1))[0].value == 0
+    await counters.aclose()
+
+
+async def test_large_batches_go_in_chunks_and_a_failed_chunk_is_kept(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    shared = CountingStore(RedisCounterStore(redis, prefix))
+    counters = SyncedCounters(shared, interval=60, chunk=100)
+    await counters.spend([(f"c{n}", 1) for n in range(250)], WINDOW)
+    shared.fail_on = 2
+    with pytest.raises(ConnectionError):
+        await counters.sync()
+    assert await _stored(redis, prefix + "c0") == 1  # the first chunk went through
+    assert await _stored(redis, prefix + "c100") == 0
+    assert await _values(counters, "c0", "c100", "c249") == [1, 1, 1]
+    await counters.sync()
+    assert shared.trips == 2 + 2  # 150 keys left: two chunks
+    stored = [int(v or 0) for v in await redis.mget([f"{prefix}c{n}" for n in range(250)])]
+    assert stored == [1] * 250  # none lost, none sent twice
+    await counters.aclose()
+
+
+async def test_closing_waits_for_a_sync_under_way_and_sends_nothing_twice(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    shared = CountingStore(RedisCounterStore(redis, prefix))
+    counters = SyncedCounters(shared, interval=0.01)
+    shared.gate.clear()
+    await counters.spend([("close", 4)], WINDOW)
+    await asyncio.wait_for(shared.waiting.wait(), SYNC_DEADLINE_SECONDS)  # a sync is held
+    await counters.spend([("close", 1)], WINDOW)
+    await asyncio.wait_for(counters.sync(), 1)  # one sync at a time: nothing to do here
+    assert shared.trips == 1
+    closing = asyncio.create_task(counters.aclose())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # it waits for the round trip under way
+    shared.gate.set()
+    await asyncio.wait_for(closing, SYNC_DEADLINE_SECONDS)
+    assert await _stored(redis, prefix + "close") == 5
+    await counters.spend([("close", 1)], WINDOW)  # after closing: counted here only
+    assert counters._syncing is None
+    assert await _values(counters, "close") == [6]
 
 
 async def test_an_outage_loses_no_count_and_limits_go_on_per_process(
@@ -150,16 +244,22 @@ async def test_an_outage_loses_no_count_and_limits_go_on_per_process(
     await counters.aclose()
 
 
-async def test_pending_keys_are_bounded_during_an_outage(
+async def test_pending_keys_are_bounded_during_an_outage_and_spent_budgets_are_kept(
     redis: aioredis.Redis, prefix: str
 ) -> None:
+    """Reads of many keys (an outsider naming random teams peeks their budgets) cannot push
+    out a caller's spending: reads go first, then the smallest amounts."""
     shared = CountingStore(RedisCounterStore(redis, prefix))
     shared.down = True
     counters = SyncedCounters(shared, interval=60, max_keys=100)
+    await counters.spend([("victim", 6)], WINDOW)
+    with pytest.raises(ConnectionError):
+        await counters.sync()  # a failed sync; spending goes on
     for n in range(1_000):
-        await counters.spend([(f"key{n}", 1)], WINDOW)
+        await counters.spend([(f"team{n}", 0)], WINDOW)
+        await counters.spend([(f"small{n}", 1)], WINDOW)
     assert len(counters._pending) <= 100
-    assert await _values(counters, "key999") == [1]  # the newest are kept
+    assert await _values(counters, "victim") == [6]
     await counters.aclose()  # logs the failed final sync, does not raise
 
 

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         default=0.5,
         gt=0,
         description="Longest wait to connect to Redis or for one answer (a command is retried"
-        " once, on a fresh connection): rate limits then fall back to per-process counters and"
+        " once, on a fresh connection): rate limits then go on counting per process and"
         " login fails closed, instead of requests hanging on a Redis that is gone.",
     )
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("teamboard")))

@@ -13,9 +13,9 @@ What is proved, with the issue's budgets:
   the same API instance serves again within 10 s, with no broken connection left in its pool.
 * PostgreSQL black-holed (up, but its packets lost): requests fail with 503 within the
   configured connect and answer timeouts instead of hanging, and recover the same way.
-* Redis refused or black-holed: reads and writes keep working (rate limits fall back to
-  per-process counters), login fails closed (503 ``login_unavailable``), and everything uses
-  Redis again once it is back, without a restart.
+* Redis refused or black-holed: reads and writes keep working (rate limits count per
+  process), login fails closed (503 ``login_unavailable``), and everything uses Redis again
+  once it is back, without a restart; the rate-limit counts of the outage reach Redis then.
 
 Detection latency (time to the first 503) and recovery time are printed (``pytest -s``) for
 the closing note. Short profile: one cycle per fault; long profile: several.
@@ -370,6 +370,7 @@ async def test_redis_down_keeps_reads_and_fails_login_closed(
     task_id = str((await board.create())["id"])
     assert (await login(client, board.bob)).status_code == 200
     for cycle in range(CYCLES):
+        at_start = await redis_counter(board.alice)
         if fault == "refused":
             await redis_proxy.refuse()
             redis_proxy.reset()
@@ -387,7 +388,6 @@ async def test_redis_down_keeps_reads_and_fails_login_closed(
             assert answer.status == probe.ok, (probe.name, answer)
             assert answer.seconds <= REDIS_DOWN_BUDGET, (probe.name, answer.seconds)
             slowest = max(slowest, answer.seconds)
-        before = await redis_counter(board.alice)
         healed = time.monotonic()
         await redis_proxy.restore()
         while (response := await login(client, board.bob)).status_code != 200:
@@ -395,10 +395,10 @@ async def test_redis_down_keeps_reads_and_fails_login_closed(
             assert time.monotonic() - healed <= RECOVERY_BUDGET, "login did not recover"
             await asyncio.sleep(0.05)
         login_recovery = time.monotonic() - healed
-        # Rate limits count in Redis again (not in the per-process fallback).
-        while await redis_counter(board.alice) == before:
+        # What was counted during the outage reaches Redis (each probe costs at least one
+        # unit), with no further request.
+        while await redis_counter(board.alice) < at_start + len(probes(board, task_id)):
             assert time.monotonic() - healed <= RECOVERY_BUDGET, "rate limits did not recover"
-            await client.get(board.task_path(task_id), headers=board.alice.headers)
             await asyncio.sleep(0.05)
         await assert_all_ok(client, board, task_id)
         report(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import logging
 import math
 import time
@@ -155,20 +156,24 @@ class RedisCounterStore:
 class SyncedCounters:
     """Counters kept in process memory and merged into a shared store in the background.
 
-    Every API request checks its caller's and its team's budgets. Asking Redis for that on
-    every request cost more server CPU than the rest of a task read (bench/README.md: 600 µs
-    per read against 284 µs with the counters in memory). Here a request never waits for
-    the shared store: it adds its cost to this process's pending amount, and reads a
-    counter as the shared total last seen plus what this process has added since. Every
-    ``interval`` seconds one round trip adds the pending amounts to the shared store and
-    brings back the totals of every key used meanwhile.
+    Every API request checks its caller's and its team's budgets. Asking Redis on every
+    request cost more server CPU than the rest of a task read (bench/README.md, "Rate
+    limits without a Redis round trip"). Here a request never waits for the shared store:
+    it adds its cost to this process's pending amount, and reads a counter as the shared
+    total last seen plus what this process has added since. Every ``interval`` seconds the
+    pending amounts go to the shared store, which answers with the totals of every key
+    used meanwhile (in round trips of at most ``chunk`` keys).
 
-    So a process's own counts are exact at once, and other processes' spending is seen at
-    most ``interval`` seconds (plus a round trip) late: with N processes, a caller can
-    overshoot a budget by what the other N - 1 serve it in that time. While the shared
-    store fails, counting goes on here (per-process limits, as without Redis), the pending
-    amounts are kept (at most ``max_keys`` keys) and sent once it answers again, tried
-    every ``retry_seconds``.
+    So a process's own counts are exact at once, and another process's spending is seen
+    at most about two intervals (and two round trips) late: it sends within an interval,
+    this process learns within the next. With N processes a caller can overshoot a budget
+    by what the other N - 1 serve it in that time.
+
+    While the shared store fails, counting goes on here (per-process limits, as without
+    Redis), the amounts are kept and sent once it answers again, tried every
+    ``retry_seconds``. A round trip that failed after the store had applied it is sent
+    again: counts may err high, never low. Memory is bounded by ``max_keys``: beyond it,
+    pending reads (zero amounts) are dropped first, then the smallest amounts.
     """
 
     def __init__(
@@ -178,21 +183,24 @@ class SyncedCounters:
         *,
         retry_seconds: float = 1.0,
         max_keys: int = 100_000,
+        chunk: int = 500,
     ) -> None:
         self._shared = shared
         self._interval = interval
         self._retry_seconds = retry_seconds
         self._max_keys = max_keys
+        self._chunk = chunk
         self._known: dict[str, tuple[int, float]] = {}  # shared total, monotonic expiry
         self._pending: dict[str, int] = {}  # added here, not sent yet (0: only read)
-        self._sending: dict[str, int] = {}  # in the round trip under way
-        self._window_seconds = 1
+        self._sending: dict[str, int] = {}  # in the sync under way, not acknowledged yet
+        self._window_seconds = 1  # the longest asked for: a key never expires too soon
         self._syncing: asyncio.Task[None] | None = None
+        self._closed = False
         self._failing = False
 
     async def spend(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[Count]:
         now = time.monotonic()
-        self._window_seconds = window_seconds
+        self._window_seconds = max(self._window_seconds, window_seconds)
         counts = []
         for key, amount in charges:
             pending = self._pending.get(key, 0) + amount
@@ -205,42 +213,74 @@ class SyncedCounters:
             )
         if len(self._pending) > self._max_keys:
             self._shed()
-        self._keep_syncing()
+        if not self._closed:
+            self._keep_syncing()
         return counts
 
     async def sync(self) -> None:
-        """One round trip: send the pending amounts and learn the shared totals.
-
-        Raises what the shared store raised; the amounts are then pending again.
-        """
+        """Send the pending amounts and learn the shared totals; nothing to do while another
+        sync is under way. Raises what the shared store raised, the amounts it did not
+        acknowledge pending again."""
         if not self._pending or self._sending:
             return
-        batch, self._pending, self._sending = self._pending, {}, self._pending
+        batch, self._pending = self._pending, {}
+        self._sending = batch  # shrinks as the store acknowledges
+        keys = list(batch)
         try:
-            counts = await self._shared.spend(list(batch.items()), self._window_seconds)
+            for start in range(0, len(keys), self._chunk):
+                charges = [(key, batch[key]) for key in keys[start : start + self._chunk]]
+                counts = await self._shared.spend(charges, self._window_seconds)
+                self._learn(charges, counts)
+                for key, _ in charges:
+                    del batch[key]
         except BaseException:
-            for key, amount in batch.items():
-                self._pending[key] = self._pending.get(key, 0) + amount
+            self._restore(batch)
             raise
         finally:
             self._sending = {}
-        now = time.monotonic()
-        if len(self._known) > self._max_keys:
-            self._known = {k: v for k, v in self._known.items() if v[1] > now}
-        for key, count in zip(batch, counts, strict=True):
-            self._known[key] = (count.value, now + count.reset_after)
 
     async def aclose(self) -> None:
-        """Stop syncing in the background and send what is pending (one bounded attempt)."""
+        """Stop syncing in the background and send what is pending (one bounded attempt); a
+        sync under way ends first, so nothing is sent twice. Later counts stay here."""
+        self._closed = True
         task, self._syncing = self._syncing, None
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if self._sending:
+                await asyncio.wait([task])  # its round trip is bounded by the store's timeout
+            else:
+                task.cancel()  # it is waiting for its next sync
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         try:
             await self.sync()
-        except Exception as exc:
-            logger.warning("rate-limit counts not sent to the shared store at exit (%s)", exc)
+        except Exception:
+            logger.warning("rate-limit counts not sent to the shared store at exit", exc_info=True)
+
+    def _learn(self, charges: Sequence[tuple[str, int]], counts: Sequence[Count]) -> None:
+        now = time.monotonic()
+        if len(self._known) + len(charges) > self._max_keys:
+            live = {key: known for key, known in self._known.items() if known[1] > now}
+            if len(live) + len(charges) > self._max_keys:  # all live: keep the newest half
+                live = dict(list(live.items())[len(live) // 2 :])
+            self._known = live
+        for (key, _), count in zip(charges, counts, strict=True):
+            self._known[key] = (count.value, now + count.reset_after)
+
+    def _restore(self, unsent: dict[str, int]) -> None:
+        """Put amounts a failed sync did not send back before the newer ones (reads are
+        not kept: the next request reads again)."""
+        merged = {key: amount for key, amount in unsent.items() if amount}
+        for key, amount in self._pending.items():
+            merged[key] = merged.get(key, 0) + amount
+        self._pending = merged
+
+    def _shed(self) -> None:
+        """Bound the pending keys (a long outage of the shared store): drop the reads, then
+        keep the largest half of the amounts, those nearest their limits."""
+        kept = {key: amount for key, amount in self._pending.items() if amount}
+        if len(kept) > self._max_keys // 2:
+            kept = dict(heapq.nlargest(self._max_keys // 2, kept.items(), key=lambda kv: kv[1]))
+        self._pending = kept
 
     def _keep_syncing(self) -> None:
         task = self._syncing
@@ -250,23 +290,22 @@ class SyncedCounters:
 
     async def _sync_while_pending(self) -> None:
         delay = self._interval
-        while self._pending:
+        while self._pending and not self._closed:
             await asyncio.sleep(delay)
             try:
                 await self.sync()
             except Exception as exc:
                 if not self._failing:
-                    logger.warning("rate-limit store unavailable (%s); counting per process", exc)
+                    logger.warning(
+                        "rate-limit store unavailable (%s: %s); counting per process",
+                        type(exc).__name__,
+                        exc,
+                    )
                 self._failing, delay = True, self._retry_seconds
             else:
                 if self._failing:
                     logger.warning("rate-limit store available again")
                 self._failing, delay = False, self._interval
-
-    def _shed(self) -> None:
-        """Forget the oldest half of the pending keys (a long outage of the shared store)."""
-        keep = list(self._pending.items())[len(self._pending) // 2 :]
-        self._pending = dict(keep)
 
 
 # ------------------------------------------------------------------------------------------
@@ -362,6 +401,8 @@ class RateLimiter:
         index = int(now // self.window)
         elapsed = now - index * self.window
         budgets = [*charged, *peeked]
+        if not budgets:
+            return []
         current, previous = f"@{index}", f"@{index - 1}"
         charges = [(budget.key + current, cost) for budget in charged]
         charges += [(budget.key + current, 0) for budget in peeked]

@@ -6,8 +6,8 @@ seconds to a minute. Here every connection attempt and every answer waits at mos
 ``REDIS_TIMEOUT_SECONDS``, and a command that lost its connection is retried once, at once,
 on a fresh one (a connection that died with a Redis restart is replaced without an error);
 a command that timed out is not retried (it has waited long enough). Callers then decide:
-rate limits fall back to per-process counters (``teamboard.kit.ratelimit``), login fails
-closed (``teamboard.auth.throttle``), realtime wake-ups fall back to polling.
+rate limits go on counting per process (``teamboard.kit.ratelimit.SyncedCounters``), login
+fails closed (``teamboard.auth.throttle``), realtime wake-ups fall back to polling.
 """
 
 from __future__ import annotations
