@@ -12,7 +12,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from teamboard.db import RequestMetrics
-from teamboard.kit.ids import new_id
+from teamboard.kit.ids import new_id_hex
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -67,7 +67,7 @@ class RequestMiddleware:
             await send({"type": "http.response.body", "body": _LIVE_BODY})
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else new_id().hex
+        request_id = given if _REQUEST_ID.match(given) else new_id_hex()
         metrics = RequestMetrics()
         scope.setdefault("state", {})["metrics"] = metrics
         started = time.perf_counter()

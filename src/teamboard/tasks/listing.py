@@ -125,11 +125,17 @@ class TaskQuery(BaseModel):
     sort: Sort = DEFAULT_SORT
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
     cursor: str | None = None
-    status_id: UuidValues = []
-    status_category: Annotated[list[StatusCategory], Field(max_length=MAX_VALUES)] = []
-    assignee_id: UuidValues = []
-    label_id: UuidValues = []
-    priority: Annotated[list[Annotated[int, Field(ge=0, le=4)]], Field(max_length=5)] = []
+    # Empty lists from a factory: a literal ``[]`` default is deep-copied at every validation
+    # (5 ``copy.deepcopy`` calls, two thirds of validating a plain page request).
+    status_id: UuidValues = Field(default_factory=list)
+    status_category: Annotated[list[StatusCategory], Field(max_length=MAX_VALUES)] = Field(
+        default_factory=list
+    )
+    assignee_id: UuidValues = Field(default_factory=list)
+    label_id: UuidValues = Field(default_factory=list)
+    priority: Annotated[list[Annotated[int, Field(ge=0, le=4)]], Field(max_length=5)] = Field(
+        default_factory=list
+    )
     due_after: Moment = None
     due_before: Moment = None
     created_after: Moment = None
