@@ -7,6 +7,7 @@ from uuid import UUID
 
 from teamboard.db import Tx
 from teamboard.kit.ids import new_id
+from teamboard.kit.pagination import limit_clause
 
 _COLUMNS = (
     "id, key, name, description, visibility, archived_at, created_by, created_at, updated_at,"
@@ -68,11 +69,23 @@ async def lock_project(tx: Tx, project_id: UUID) -> dict[str, Any] | None:
 async def list_projects(
     tx: Tx, limit: int, after: UUID | None, include_archived: bool
 ) -> list[dict[str, Any]]:
+    """A page of the team's live projects by id (``limit + 1`` rows).
+
+    Each variant is its own statement text, rather than ``(%(flag)s or ...)`` conditions and
+    ``limit %(n)s``: PostgreSQL then keeps one generic plan per variant instead of planning
+    the statement at every execution (see ``limit_clause``).
+    """
+    conditions = ["deleted_at is null"]
+    if not include_archived:
+        conditions.append("archived_at is null")
+    params: dict[str, Any] = {}
+    if after is not None:
+        conditions.append("id > %(after)s")
+        params["after"] = after
     return await tx.fetch_all(
-        f"select {_COLUMNS} from project where deleted_at is null"
-        " and (%(archived)s or archived_at is null)"
-        " and (%(after)s::uuid is null or id > %(after)s) order by id limit %(limit)s",
-        {"archived": include_archived, "after": after, "limit": limit + 1},
+        f"select {_COLUMNS} from project where {' and '.join(conditions)}"
+        f" order by id {limit_clause(limit + 1)}",
+        params or None,  # no placeholders at all on the first page
     )
 
 
