@@ -19,7 +19,10 @@ import orjson
 import psycopg
 import pytest
 
+from teamboard.ops.database import DatabaseUrls
+from teamboard.projects.repository import page_query
 from tests.conftest import Actor, add_member
+from tests.plans import AppCaller, explain, plans_chosen
 
 pytestmark = pytest.mark.asyncio
 
@@ -1063,6 +1066,51 @@ async def test_private_project_is_visible_to_its_members_only(
     )
     assert response.status_code == 201, response.text
     assert await project_ids(client, other, team) == {private["id"], public["id"]}
+
+
+def _cursor_bound(plan: str) -> str:
+    """How a plan applies the cursor: ``index`` (a range of the index) or ``filter``."""
+    for line in plan.splitlines():
+        if "id >" in line:
+            return "index" if "Index Cond:" in line else "filter"
+    raise AssertionError(f"no cursor in the plan:\n{plan}")
+
+
+async def test_project_pages_are_index_ranges_under_a_generic_plan(
+    client: httpx.AsyncClient,
+    owner: Owner,
+    db_urls: DatabaseUrls,
+    make_user: MakeUser,
+    make_team: MakeTeam,
+) -> None:
+    """A page of projects is prepared once per connection and, after five executions,
+    PostgreSQL may run it with a generic plan, made without the parameters' values. Each
+    variant is its own statement text, so that plan still starts the index at the cursor and
+    needs no sort. The former ``(%(after)s is null or id > %(after)s)`` form sorted the
+    team's every project under it (the last assertions show it)."""
+    alice = make_user("alice")
+    team = await make_team(alice)
+    for n in range(20):
+        await create_project(client, alice, team, f"P{n}")
+    caller = AppCaller(owner, db_urls.app_role, alice.id, team)
+    after = uuid.UUID(int=0)
+    for include_archived in (False, True):
+        sql, params = page_query(50, after, include_archived)
+        assert params is not None
+        assert plans_chosen(caller, sql, params)["generic_plans"] > 0
+        plan = explain(caller, sql, params, generic=True)
+        assert _cursor_bound(plan) == "index", plan
+        assert "Sort" not in plan, plan
+    former = (
+        "select id from project where deleted_at is null"
+        " and (%(archived)s or archived_at is null)"
+        " and (%(after)s::uuid is null or id > %(after)s) order by id limit %(limit)s"
+    )
+    values = {"archived": False, "after": after, "limit": 51}
+    assert plans_chosen(caller, former, values)["generic_plans"] > 0
+    plan = explain(caller, former, values, generic=True)
+    assert _cursor_bound(plan) == "filter", plan
+    assert "Sort" in plan, plan
 
 
 async def test_archive_hides_a_project_from_the_default_list(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, LiteralString
 from uuid import UUID
 
 from teamboard.db import Tx
@@ -69,7 +69,14 @@ async def lock_project(tx: Tx, project_id: UUID) -> dict[str, Any] | None:
 async def list_projects(
     tx: Tx, limit: int, after: UUID | None, include_archived: bool
 ) -> list[dict[str, Any]]:
-    """A page of the team's live projects by id (``limit + 1`` rows).
+    """A page of the team's live projects by id (``limit + 1`` rows)."""
+    return await tx.fetch_all(*page_query(limit, after, include_archived))
+
+
+def page_query(
+    limit: int, after: UUID | None, include_archived: bool
+) -> tuple[LiteralString, dict[str, Any] | None]:
+    """The statement of :func:`list_projects` and its parameters.
 
     Each variant is its own statement text, rather than ``(%(flag)s or ...)`` conditions and
     ``limit %(n)s``: PostgreSQL then keeps one generic plan per variant instead of planning
@@ -82,11 +89,11 @@ async def list_projects(
     if after is not None:
         conditions.append("id > %(after)s")
         params["after"] = after
-    return await tx.fetch_all(
+    sql = (
         f"select {_COLUMNS} from project where {' and '.join(conditions)}"
-        f" order by id {limit_clause(limit + 1)}",
-        params or None,  # no placeholders at all on the first page
+        f" order by id {limit_clause(limit + 1)}"
     )
+    return sql, params or None  # no placeholders at all on a first page
 
 
 async def update_project(tx: Tx, project_id: UUID, changes: dict[str, Any]) -> None:
