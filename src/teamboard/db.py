@@ -130,7 +130,7 @@ def native_sql(sql: str) -> NativeSql:
 
 
 def _arguments(native: NativeSql, params: Params) -> list[Any]:
-    if params is None:
+    if params is None or (native.count == 0 and not params):
         args: list[Any] = []
     elif native.names is not None:
         assert isinstance(params, Mapping), "named placeholders need a mapping"

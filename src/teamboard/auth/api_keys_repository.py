@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import id_page_sql
 
 _COLUMNS = "id, name, prefix, scopes, created_by, expires_at, last_used_at, revoked_at, created_at"
 
@@ -32,11 +33,15 @@ async def insert_key(
 
 
 async def list_keys(tx: Tx, team_id: UUID, limit: int, after: UUID | None) -> list[dict[str, Any]]:
-    return await tx.fetch_all(
-        f"select {_COLUMNS} from api_key where team_id = %(team)s"
-        " and (%(after)s::uuid is null or id > %(after)s) order by id limit %(limit)s",
-        {"team": team_id, "after": after, "limit": limit + 1},
+    sql, params = id_page_sql(
+        f"select {_COLUMNS} from api_key",
+        ["team_id = %(team)s"],
+        "id",
+        after,
+        limit,
+        {"team": team_id},
     )
+    return await tx.fetch_all(sql, params)
 
 
 async def revoke_key(tx: Tx, team_id: UUID, key_id: UUID) -> bool:

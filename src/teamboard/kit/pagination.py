@@ -45,6 +45,32 @@ def limit_clause(rows: int) -> str:
     return f"limit {rows}"
 
 
+def id_page_sql(
+    select: str,
+    conditions: Sequence[str],
+    column: str,
+    after: UUID | None,
+    limit: int,
+    params: Mapping[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """A page of ``select`` (a statement up to its ``where``) ordered by the unique
+    ``column``: ``limit + 1`` rows after the cursor ``after``, and the parameters.
+
+    The cursor is a condition of the text on the pages that have one, rather than
+    ``(%(after)s is null or column > %(after)s)``: under the generic plan PostgreSQL settles
+    on for a prepared statement, that form cannot start the index at the cursor, so every
+    page read and sorted the list from its first row (``tests/test_teams.py``). The page
+    size is in the text too (see :func:`limit_clause`).
+    """
+    where = list(conditions)
+    values = dict(params)
+    if after is not None:
+        where.append(f"{column} > %(after)s")
+        values["after"] = after
+    clause = f" where {' and '.join(where)}" if where else ""
+    return f"{select}{clause} order by {column} {limit_clause(limit + 1)}", values
+
+
 @dataclass(frozen=True)
 class PageRequest:
     limit: int

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, LiteralString
+from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
 from teamboard.kit.ids import new_id
-from teamboard.kit.pagination import limit_clause
+from teamboard.kit.pagination import id_page_sql
 
 _COLUMNS = (
     "id, key, name, description, visibility, archived_at, created_by, created_at, updated_at,"
@@ -75,25 +75,11 @@ async def list_projects(
 
 def page_query(
     limit: int, after: UUID | None, include_archived: bool
-) -> tuple[LiteralString, dict[str, Any] | None]:
-    """The statement of :func:`list_projects` and its parameters.
-
-    Each variant is its own statement text, rather than ``(%(flag)s or ...)`` conditions and
-    ``limit %(n)s``: PostgreSQL then keeps one generic plan per variant instead of planning
-    the statement at every execution (see ``limit_clause``).
-    """
-    conditions = ["deleted_at is null"]
-    if not include_archived:
-        conditions.append("archived_at is null")
-    params: dict[str, Any] = {}
-    if after is not None:
-        conditions.append("id > %(after)s")
-        params["after"] = after
-    sql = (
-        f"select {_COLUMNS} from project where {' and '.join(conditions)}"
-        f" order by id {limit_clause(limit + 1)}"
-    )
-    return sql, params or None  # no placeholders at all on a first page
+) -> tuple[str, dict[str, Any]]:
+    """The statement of :func:`list_projects` and its parameters: archived or not is in the
+    text too, so that each variant has its own plan (see ``id_page_sql``)."""
+    live = ["deleted_at is null"] + ([] if include_archived else ["archived_at is null"])
+    return id_page_sql(f"select {_COLUMNS} from project", live, "id", after, limit, {})
 
 
 async def update_project(tx: Tx, project_id: UUID, changes: dict[str, Any]) -> None:
@@ -162,13 +148,16 @@ async def is_member(tx: Tx, project_id: UUID, user_id: UUID) -> bool:
 async def list_members(
     tx: Tx, project_id: UUID, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:
-    return await tx.fetch_all(
+    sql, params = id_page_sql(
         "select pm.user_id, u.display_name, pm.created_at as added_at from project_member pm"
-        " join app_user u on u.id = pm.user_id where pm.project_id = %(project)s"
-        " and (%(after)s::uuid is null or pm.user_id > %(after)s)"
-        " order by pm.user_id limit %(limit)s",
-        {"project": project_id, "after": after, "limit": limit + 1},
+        " join app_user u on u.id = pm.user_id",
+        ["pm.project_id = %(project)s"],
+        "pm.user_id",
+        after,
+        limit,
+        {"project": project_id},
     )
+    return await tx.fetch_all(sql, params)
 
 
 async def remove_member(tx: Tx, project_id: UUID, user_id: UUID) -> bool:

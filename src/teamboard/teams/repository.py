@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import id_page_sql
 
 _TEAM_WITH_ROLE = (
     "select t.id, t.name, t.time_zone, t.created_at, t.updated_at, m.role from team t"
@@ -36,11 +37,8 @@ async def get_team(tx: Tx, team_id: UUID, user_id: UUID) -> dict[str, Any] | Non
 
 
 async def list_teams(tx: Tx, user_id: UUID, limit: int, after: UUID | None) -> list[dict[str, Any]]:
-    return await tx.fetch_all(
-        _TEAM_WITH_ROLE + " where (%(after)s::uuid is null or t.id > %(after)s)"
-        " order by t.id limit %(limit)s",
-        {"user": user_id, "after": after, "limit": limit + 1},
-    )
+    sql, params = id_page_sql(_TEAM_WITH_ROLE, [], "t.id", after, limit, {"user": user_id})
+    return await tx.fetch_all(sql, params)
 
 
 async def update_team(tx: Tx, team_id: UUID, name: str | None, time_zone: str | None) -> None:
@@ -76,13 +74,16 @@ async def lock_membership(tx: Tx, team_id: UUID) -> None:
 async def list_members(
     tx: Tx, team_id: UUID, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:
-    return await tx.fetch_all(
+    sql, params = id_page_sql(
         "select m.user_id, u.email, u.display_name, m.role, m.created_at as joined_at"
-        " from team_member m join app_user u on u.id = m.user_id"
-        " where m.team_id = %(team)s and (%(after)s::uuid is null or m.user_id > %(after)s)"
-        " order by m.user_id limit %(limit)s",
-        {"team": team_id, "after": after, "limit": limit + 1},
+        " from team_member m join app_user u on u.id = m.user_id",
+        ["m.team_id = %(team)s"],
+        "m.user_id",
+        after,
+        limit,
+        {"team": team_id},
     )
+    return await tx.fetch_all(sql, params)
 
 
 async def get_member_role(tx: Tx, team_id: UUID, user_id: UUID) -> str | None:
@@ -159,12 +160,15 @@ async def replace_invitation(
 async def list_invitations(
     tx: Tx, team_id: UUID, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:
-    return await tx.fetch_all(
-        f"select {_INVITATION_COLUMNS} from invitation"
-        " where team_id = %(team)s and accepted_at is null and revoked_at is null"
-        " and (%(after)s::uuid is null or id > %(after)s) order by id limit %(limit)s",
-        {"team": team_id, "after": after, "limit": limit + 1},
+    sql, params = id_page_sql(
+        f"select {_INVITATION_COLUMNS} from invitation",
+        ["team_id = %(team)s", "accepted_at is null", "revoked_at is null"],
+        "id",
+        after,
+        limit,
+        {"team": team_id},
     )
+    return await tx.fetch_all(sql, params)
 
 
 async def revoke_invitation(tx: Tx, team_id: UUID, invitation_id: UUID) -> bool:
