@@ -80,3 +80,13 @@ def plans_chosen(
         owner.execute("deallocate tb_chosen")
     assert row is not None
     return dict(row)
+
+
+def applied_as(plan: str, condition: str) -> str:
+    """How ``plan`` (``explain`` text) applies its first condition containing ``condition``:
+    ``index`` (an index condition: only the matching rows are read) or ``filter`` (rows
+    read, then tested)."""
+    for line in plan.splitlines():
+        if condition in line:
+            return "filter" if "Filter:" in line else "index"
+    raise AssertionError(f"no {condition!r} in the plan:\n{plan}")

@@ -22,7 +22,7 @@ import pytest
 from teamboard.ops.database import DatabaseUrls
 from teamboard.projects.repository import page_query
 from tests.conftest import Actor, add_member
-from tests.plans import AppCaller, explain
+from tests.plans import AppCaller, applied_as, explain
 
 pytestmark = pytest.mark.asyncio
 
@@ -1068,14 +1068,6 @@ async def test_private_project_is_visible_to_its_members_only(
     assert await project_ids(client, other, team) == {private["id"], public["id"]}
 
 
-def _cursor_bound(plan: str) -> str:
-    """How a plan applies the cursor: ``index`` (a range of the index) or ``filter``."""
-    for line in plan.splitlines():
-        if "id >" in line:
-            return "index" if "Index Cond:" in line else "filter"
-    raise AssertionError(f"no cursor in the plan:\n{plan}")
-
-
 async def test_project_pages_are_index_ranges_under_a_generic_plan(
     client: httpx.AsyncClient,
     owner: Owner,
@@ -1097,7 +1089,7 @@ async def test_project_pages_are_index_ranges_under_a_generic_plan(
     for include_archived in (False, True):
         sql, params = page_query(50, after, include_archived)
         plan = explain(caller, sql, params, generic=True)
-        assert _cursor_bound(plan) == "index", plan
+        assert applied_as(plan, "id >") == "index", plan
         assert "Sort" not in plan, plan
     former = (
         "select id from project where deleted_at is null"
@@ -1105,7 +1097,7 @@ async def test_project_pages_are_index_ranges_under_a_generic_plan(
         " and (%(after)s::uuid is null or id > %(after)s) order by id limit %(limit)s"
     )
     values = {"archived": False, "after": after, "limit": 51}
-    assert _cursor_bound(explain(caller, former, values, generic=True)) == "filter"
+    assert applied_as(explain(caller, former, values, generic=True), "id >") == "filter"
 
 
 async def test_archive_hides_a_project_from_the_default_list(

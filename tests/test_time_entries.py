@@ -15,7 +15,9 @@ import psycopg
 import pytest
 
 from teamboard.ops.database import DatabaseUrls
+from teamboard.time_tracking.repository import entries_query
 from tests.conftest import Actor
+from tests.plans import AppCaller, applied_as, explain
 from tests.taskdata import create_task
 from tests.test_teams import create_project, events, problem, sql_count, without_instance
 
@@ -733,3 +735,27 @@ def test_rls_keeps_entries_to_their_user_or_admins(
             conn.execute("update time_entry set note = 'x' where id = %s", (entry,)).rowcount == 1
         )
         conn.rollback()
+
+
+async def test_entry_pages_start_at_the_cursor_under_a_generic_plan(
+    world: World, owner: psycopg.Connection[dict[str, Any]], db_urls: DatabaseUrls
+) -> None:
+    """Only the filters given and the cursor are in the statement text, so a generic plan
+    (PostgreSQL may settle on one for a prepared statement) starts an index at the cursor.
+    The former ``(%(after_at)s is null or (e.started_at, e.id) < (...))`` could only test
+    every entry read from the newest one (the last assertion shows it)."""
+    caller = AppCaller(owner, db_urls.app_role, world.member.id, world.team)
+    cursor = (ago(days=1), uuid.UUID(int=0))
+    filters = dict.fromkeys(("task", "project", "user", "from", "to", "running"))
+    sql, params = entries_query(filters, 50, cursor)
+    plan = explain(caller, sql, params, generic=True)
+    assert applied_as(plan, "ROW(started_at, id) <") == "index", plan
+    former = (
+        "select e.id from time_entry e where (%(user)s::uuid is null or e.user_id = %(user)s)"
+        " and (%(after_at)s::timestamptz is null"
+        "  or (e.started_at, e.id) < (%(after_at)s, %(after_id)s::uuid))"
+        " order by e.started_at desc, e.id desc limit %(limit)s"
+    )
+    values = {"user": None, "after_at": cursor[0], "after_id": cursor[1], "limit": 51}
+    plan = explain(caller, former, values, generic=True)
+    assert applied_as(plan, "ROW(started_at, id) <") == "filter", plan

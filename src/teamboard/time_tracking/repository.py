@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import limit_clause
 
 _COLUMNS = (
     "e.id, e.task_id, e.project_id, e.user_id, e.started_at, e.ended_at,"
@@ -95,23 +96,43 @@ async def list_entries(
 ) -> list[dict[str, Any]]:
     """One page, newest start first; ``filters`` has task, project, user, from, to and
     running (each None for no filter)."""
-    return await tx.fetch_all(
-        f"select {_COLUMNS} from time_entry e {_LIVE_TASK}"
-        " where (%(task)s::uuid is null or e.task_id = %(task)s)"
-        " and (%(project)s::uuid is null or e.project_id = %(project)s)"
-        " and (%(user)s::uuid is null or e.user_id = %(user)s)"
-        f"{_RANGE}"
-        " and (%(running)s::boolean is null or (e.ended_at is null) = %(running)s)"
-        " and (%(after_at)s::timestamptz is null"
-        "  or (e.started_at, e.id) < (%(after_at)s, %(after_id)s::uuid))"
-        " order by e.started_at desc, e.id desc limit %(limit)s",
-        {
-            **filters,
-            "after_at": after[0] if after else None,
-            "after_id": after[1] if after else None,
-            "limit": limit + 1,
-        },
+    return await tx.fetch_all(*entries_query(filters, limit, after))
+
+
+#: The filters of the entries list, each written into the statement only when given.
+_FILTERS = (
+    ("task", "e.task_id = %(task)s"),
+    ("project", "e.project_id = %(project)s"),
+    ("user", "e.user_id = %(user)s"),
+    ("from", "e.started_at >= %(from)s"),
+    ("to", "e.started_at < %(to)s"),
+)
+
+
+def entries_query(
+    filters: dict[str, Any], limit: int, after: tuple[datetime, UUID] | None
+) -> tuple[str, dict[str, Any]]:
+    """The statement of :func:`list_entries` and its parameters: only the filters given
+    and the cursor when there is one, rather than ``(%(x)s is null or ...)`` conditions
+    that a generic plan can only apply to every entry of the team (see ``id_page_sql``)."""
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
+    for name, condition in _FILTERS:
+        if filters.get(name) is not None:
+            conditions.append(condition)
+            params[name] = filters[name]
+    running = filters.get("running")
+    if running is not None:
+        conditions.append("e.ended_at is null" if running else "e.ended_at is not null")
+    if after is not None:
+        conditions.append("(e.started_at, e.id) < (%(after_at)s, %(after_id)s::uuid)")
+        params["after_at"], params["after_id"] = after
+    where = f" where {' and '.join(conditions)}" if conditions else ""
+    sql = (
+        f"select {_COLUMNS} from time_entry e {_LIVE_TASK}{where}"
+        f" order by e.started_at desc, e.id desc {limit_clause(limit + 1)}"
     )
+    return sql, params
 
 
 def _totals(target: str, source: str, group: str, id_name: str, key: str, breakdown: str) -> str:
