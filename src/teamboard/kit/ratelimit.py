@@ -390,12 +390,12 @@ class RateLimiter:
         peeked: Sequence[Budget] = (),
         room: int = 1,
     ) -> list[Usage]:
-        """Add ``cost`` to each ``charged`` budget and read each ``peeked`` one, in one store
-        round trip: the usages, charged first (a peeked usage's ``reset_after`` says when
+        """Add ``cost`` to each ``charged`` budget and read each ``peeked`` one, in one call
+        of the store: the usages, charged first (a peeked usage's ``reset_after`` says when
         ``room`` more units fit).
 
-        A request checks its caller's budget and its team's before it runs; doing both in
-        one trip saves a Redis round trip per request.
+        A request checks its caller's budget and its team's before it runs, both in this
+        one call (with ``SyncedCounters``, no call waits for Redis).
         """
         now = time.time()
         index = int(now // self.window)
