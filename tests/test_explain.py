@@ -35,9 +35,13 @@ class Explainer:
     app: Database
     sample: Sample
 
+    generic: bool
+
     async def run(self, *queries: HotQuery) -> list[explain.Report]:
         catalog = await explain.catalog(self.owner)
-        return await explain.explain(self.app, catalog, self.sample, queries, MAX_SEQ_ROWS)
+        return await explain.explain(
+            self.app, catalog, self.sample, queries, MAX_SEQ_ROWS, generic=self.generic
+        )
 
 
 OTHER_USERS = 20_000
@@ -64,10 +68,15 @@ def busy_team(
     return teams[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["generic", "custom"])
 async def explainer(
-    db_urls: DatabaseUrls, settings: Settings, busy_team: GeneratedTeam
+    request: pytest.FixtureRequest,
+    db_urls: DatabaseUrls,
+    settings: Settings,
+    busy_team: GeneratedTeam,
 ) -> AsyncIterator[Explainer]:
+    """Both plans of every statement: the generic one the API runs (its default
+    ``DATABASE_PLAN_CACHE_MODE``), and the one made for the values (under ``auto``)."""
     small = settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 2})
     owner_db, app_db = Database(db_urls.owner, small), Database(db_urls.app, small)
     await owner_db.open()
@@ -76,7 +85,7 @@ async def explainer(
         sample = await explain.sample(owner_db)
         assert sample is not None
         assert sample.team_id == busy_team.id
-        yield Explainer(owner_db, app_db, sample)
+        yield Explainer(owner_db, app_db, sample, generic=request.param == "generic")
     finally:
         await app_db.close()
         await owner_db.close()

@@ -322,6 +322,19 @@ EXPECTED_INDEX = {
 }
 
 
+async def test_the_api_runs_the_generic_plans_checked_here(app: Any) -> None:
+    """The API's connections plan each statement once (``DATABASE_PLAN_CACHE_MODE``): the
+    generic plans this module and ``teamboard db explain`` check are the ones that run,
+    and a deep page is not planned again at every request because its values make
+    another index look cheaper (bench/README.md)."""
+    database = app.state.services.db
+    conn = await database.acquire()
+    try:
+        assert await conn.fetchval("show plan_cache_mode") == "force_generic_plan"
+    finally:
+        database.release(conn)
+
+
 async def test_every_sort_is_a_keyset_index_scan(
     board: Board, owner: Owner, db_urls: DatabaseUrls
 ) -> None:

@@ -76,7 +76,10 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         db=Database(
-            settings.database_app_url, settings, answer_timeout=settings.database_answer_timeout
+            settings.database_app_url,
+            settings,
+            answer_timeout=settings.database_answer_timeout,
+            plan_cache_mode=settings.database_plan_cache_mode,
         ),
         tokens=TokenService(settings),
         hasher=PasswordHasher(settings),

@@ -257,7 +257,8 @@ def explain(
 ) -> None:
     """Fail (exit 1) when a registered hot query scans a large table sequentially or reads
     event partitions outside its window. Run it on realistic data (``teamboard seed
-    --events N``), as the app role, with the busiest team as context."""
+    --events N``), as the app role, with the busiest team as context, on the plans the API
+    runs (generic ones under the default ``DATABASE_PLAN_CACHE_MODE``)."""
     from teamboard.db import Database
     from teamboard.ops import explain as explain_ops
 
@@ -267,7 +268,9 @@ def explain(
 
         async def run() -> bool:
             small = settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 2})
-            owner_db, app_db = Database(urls.owner, small), Database(urls.app, small)
+            mode = settings.database_plan_cache_mode
+            owner_db = Database(urls.owner, small)
+            app_db = Database(urls.app, small, plan_cache_mode=mode)
             await owner_db.open()
             await app_db.open()
             try:
@@ -277,7 +280,12 @@ def explain(
                     typer.echo("db explain: no data to explain on (teamboard seed --events N)")
                     return False
                 reports = await explain_ops.explain(
-                    app_db, found, sample, explain_ops.registered(), max_seq_rows
+                    app_db,
+                    found,
+                    sample,
+                    explain_ops.registered(),
+                    max_seq_rows,
+                    generic=mode == "force_generic_plan",
                 )
             finally:
                 await app_db.close()

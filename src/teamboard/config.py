@@ -77,6 +77,16 @@ class Settings(BaseSettings):
         " first; no limit when STATEMENT_TIMEOUT_MS is 0.",
     )
 
+    database_plan_cache_mode: Literal["force_generic_plan", "auto"] = Field(
+        default="force_generic_plan",
+        description="PostgreSQL's plan_cache_mode on the API's connections. The API's"
+        " statements are prepared; with force_generic_plan each is planned once per"
+        " connection, and `teamboard db explain` and the plan tests check those generic"
+        " plans. With auto, PostgreSQL plans a statement again at every execution whenever"
+        " the values make a custom plan look cheaper: a deep page of a large project then"
+        " spends more time planning than running (bench/README.md).",
+    )
+
     redis_url: str | None = None
     redis_timeout_seconds: float = Field(
         default=0.5,

@@ -129,7 +129,8 @@ def native_sql(sql: str) -> NativeSql:
     return NativeSql(text, tuple(names) if names else None, positional or len(names))
 
 
-def _arguments(native: NativeSql, params: Params) -> list[Any]:
+def bind_arguments(native: NativeSql, params: Params) -> list[Any]:
+    """The values of ``params`` in the order of ``native``'s placeholders."""
     if params is None or (native.count == 0 and not params):
         args: list[Any] = []
     elif native.names is not None:
@@ -253,7 +254,7 @@ class Tx:
 
     def _statement(self, sql: str, params: Params) -> tuple[str, list[Any]]:
         native = native_sql(sql)
-        args = _arguments(native, params)
+        args = bind_arguments(native, params)
         if self._write:
             return native.text, args
         names = tuple(self._context)
@@ -355,12 +356,23 @@ class Database:
     """The app-role connection pool plus the units of work used by requests and jobs."""
 
     def __init__(
-        self, app_url: str, settings: Settings, *, answer_timeout: float | None = None
+        self,
+        app_url: str,
+        settings: Settings,
+        *,
+        answer_timeout: float | None = None,
+        plan_cache_mode: str | None = None,
     ) -> None:
         """``answer_timeout``: longest wait for the answer to any statement (the API sets
         ``Settings.database_answer_timeout``; jobs that may run long statements do not).
-        Opening a connection always waits at most ``DATABASE_CONNECT_TIMEOUT_SECONDS``."""
+        Opening a connection always waits at most ``DATABASE_CONNECT_TIMEOUT_SECONDS``.
+
+        ``plan_cache_mode``: PostgreSQL's setting for the connections (the API sets
+        ``DATABASE_PLAN_CACHE_MODE``; None keeps the server's, which the worker's rollup
+        functions are written for)."""
         self._arguments = connect_arguments(app_url)
+        if plan_cache_mode is not None:
+            self._arguments["server_settings"] = {"plan_cache_mode": plan_cache_mode}
         self._settings = settings
         self._answer_timeout = answer_timeout
         self._pool = ConnectionPool(

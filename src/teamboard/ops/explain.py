@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
 from teamboard.analytics.rollups import PARTITIONS_SQL
-from teamboard.db import Database, Params, RequestMetrics, Tx
+from teamboard.db import Database, Params, RequestMetrics, Tx, bind_arguments, native_sql
 from teamboard.deps import TeamContext
 from teamboard.kit.hot_queries import HotQuery, Sample
 from teamboard.kit.pagination import CursorCodec
@@ -37,6 +37,7 @@ from teamboard.kit.pagination import CursorCodec
 PROVIDERS = (
     "teamboard.analytics.hot_queries",
     "teamboard.projects.hot_queries",
+    "teamboard.tasks.hot_queries",
     "teamboard.teams.hot_queries",
     "teamboard.comments.hot_queries",
     "teamboard.notifications.hot_queries",
@@ -93,15 +94,58 @@ def registered() -> list[HotQuery]:
 
 class ExplainingTx(Tx):
     """A write transaction (rolled back by the caller) that explains each statement before
-    running it; the plans collect in ``plans``."""
+    running it; the plans collect in ``plans``.
 
-    def __init__(self, db: Database, *, user_id: Any, team_id: Any) -> None:
+    ``generic``: explain the plan PostgreSQL makes without the parameters' values, the one
+    the API runs (``DATABASE_PLAN_CACHE_MODE=force_generic_plan``); otherwise the plan made
+    for the actual values."""
+
+    def __init__(self, db: Database, *, user_id: Any, team_id: Any, generic: bool) -> None:
         super().__init__(db, RequestMetrics(), write=True, user_id=user_id, team_id=team_id)
         self.plans: list[tuple[str, dict[str, Any]]] = []
+        self._generic = generic
 
     async def _explain(self, sql: LiteralString, params: Params) -> None:
-        plan = await super().fetch_value("explain (format json) " + sql, params)
+        if self._generic:
+            plan = await self._explain_generic(sql, params)
+        else:
+            plan = await super().fetch_value("explain (format json) " + sql, params)
         self.plans.append((sql, plan[0]["Plan"]))
+
+    async def _explain_generic(self, sql: str, params: Params) -> Any:
+        """``EXPLAIN EXECUTE`` of the statement prepared under ``force_generic_plan``.
+
+        PostgreSQL 15 has no ``EXPLAIN (GENERIC_PLAN)``, and ``EXPLAIN EXECUTE`` takes no
+        bound parameters, so the values are written as literals of the prepared statement's
+        parameter types (``quote_nullable`` renders them, so nothing is quoted by hand).
+        They decide only which partitions the executor prunes at startup, as in the API.
+        """
+        native = native_sql(sql)
+        args = bind_arguments(native, params)
+        conn = await self._connection()
+        await conn.execute("set local plan_cache_mode = force_generic_plan")
+        await conn.execute(f"prepare tb_explained as {native.text}")
+        # PREPARE is not transactional: a failure below must not keep the transaction
+        # aborted, or the name could not be freed for the next statement.
+        await conn.execute("savepoint tb_explaining")
+        try:
+            types: list[str] = await conn.fetchval(
+                "select parameter_types::text[] from pg_catalog.pg_prepared_statements"
+                " where name = 'tb_explained'"
+            )
+            values = ""  # EXECUTE takes no parentheses without parameters
+            if args:
+                quoted = ", ".join(f"quote_nullable(${i + 1}::{t})" for i, t in enumerate(types))
+                literals = await conn.fetchrow(f"select {quoted}", *args)
+                assert literals is not None
+                values = ", ".join(f"{lit}::{t}" for lit, t in zip(literals, types, strict=True))
+                values = f"({values})"
+            return await conn.fetchval(f"explain (format json) execute tb_explained{values}")
+        except BaseException:
+            await conn.execute("rollback to savepoint tb_explaining")
+            raise
+        finally:
+            await conn.execute("deallocate tb_explained")
 
     async def fetch_one(self, sql: LiteralString, params: Params = None) -> dict[str, Any] | None:
         await self._explain(sql, params)
@@ -233,12 +277,15 @@ async def explain(
     sample_: Sample,
     queries: Sequence[HotQuery],
     max_seq_rows: int = DEFAULT_MAX_SEQ_ROWS,
+    *,
+    generic: bool,
 ) -> list[Report]:
+    """``generic``: check the generic plans (see :class:`ExplainingTx`)."""
     cursors = CursorCodec(b"teamboard-db-explain")
     reports = []
     for query in queries:
         report = Report(query.name, allowed=catalog_.allowed(query, sample_.now))
-        tx = ExplainingTx(app, user_id=sample_.user_id, team_id=sample_.team_id)
+        tx = ExplainingTx(app, user_id=sample_.user_id, team_id=sample_.team_id, generic=generic)
         try:
             ctx = TeamContext(tx, sample_.team_id, sample_.user_id, None)
             await query.run(ctx, sample_, cursors)
