@@ -16,6 +16,15 @@ cost), in one of two modes:
 * **Writes** open ``BEGIN`` and set the context in a single simple-protocol round trip, run
   their statements, and ``COMMIT`` (or roll back when the route raises).
 
+Statements are prepared (asyncpg's statement cache). The API's connections run with
+``plan_cache_mode = force_generic_plan`` (``DATABASE_PLAN_CACHE_MODE``): each statement is
+planned once per connection, without its values. Under ``auto``, PostgreSQL plans a
+statement again at every execution whenever the values make a custom plan look cheaper
+than the generic one, which for a deep page of a large project cost more than running it.
+So statements are written for their generic plan (conditions and page sizes in the text
+only when they apply, see ``kit.pagination``), and ``teamboard db explain`` and the plan
+tests check those plans.
+
 Repositories write SQL with psycopg-style placeholders (``%s``, ``%(name)s``, ``%%``);
 :func:`native_sql` rewrites them once per statement text into PostgreSQL's ``$n``.
 """
