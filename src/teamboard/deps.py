@@ -29,7 +29,7 @@ from teamboard.errors import BadRequest, Forbidden, NotFound, RateLimited, Unaut
 from teamboard.kit.pagination import CursorCodec
 from teamboard.kit.ratelimit import Budget, RateLimiter, Usage, route_cost
 from teamboard.kit.throttled import Refusal, ThrottledCallers, team_of_path
-from teamboard.unit_of_work import unit_of_work
+from teamboard.unit_of_work import UnitOfWork, unit_of_work
 
 Role = Literal["owner", "admin", "member", "guest"]
 ROLE_RANK: dict[str, int] = {"guest": 0, "member": 1, "admin": 2, "owner": 3}
@@ -236,8 +236,8 @@ async def spend(
     if team is not None:
         charged_team = team
 
-        async def charge_team() -> None:
-            unit.response_headers.extend(limiter.headers([usage]))
+        async def charge_team(done: UnitOfWork) -> None:
+            done.response_headers.extend(limiter.headers([usage]))
             await limiter.add([charged_team], cost)
 
         unit.on_success.append(charge_team)

@@ -45,7 +45,10 @@ class UnitOfWork:
     transactions: list[Tx] = field(default_factory=list)
     keep_changes: bool = False
     before_commit: BeforeCommit | None = None
-    on_success: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: Called with the unit once it committed. A hook takes the unit rather than closing
+    #: over it: a closure in this list would make a reference cycle of every request's
+    #: unit, left to the cyclic garbage collector instead of freed when the request ends.
+    on_success: list[Callable[[UnitOfWork], Awaitable[None]]] = field(default_factory=list)
     response_headers: Headers = field(default_factory=list)
 
     def add(self, tx: Tx) -> Tx:
@@ -143,7 +146,7 @@ class UnitOfWorkMiddleware:
         if status < 400:
             for hook in unit.on_success:
                 try:
-                    await hook()
+                    await hook(unit)
                 except Exception:  # bookkeeping must not turn a success into an error
                     logger.warning("an after-success hook failed", exc_info=True)
         return False

@@ -133,6 +133,20 @@ class RequestScope:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def close(self) -> None:
+        """End the request's work: no statement runs any more, and every row it loaded is
+        let go at once.
+
+        The scopes and their loaders refer to each other (a team's loaders fetch for their
+        team, in this request); left as they are, all the rows of a request would wait for
+        the cyclic garbage collector instead of being freed when the request ends (measured
+        on the dashboard of bench.harness: about 2 ms of collections per request).
+        """
+        self.closed = True
+        for team in self._teams.values():
+            team.loaders.forget()
+        self._teams.clear()
+
     def context_set(self, team_id: UUID | None) -> None:
         """Record a context the transaction already has (set by API-key resolution)."""
         self._context = team_id

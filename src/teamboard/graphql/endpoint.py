@@ -217,7 +217,7 @@ async def graphql(request: Request) -> Response:
             result["extensions"] = {"idempotentReplays": scope.replayed}
             scope.replayed = []
         results.append(result)
-    scope.closed = True
+    scope.close()
     if _database_lost(results):
         # The unit of work cannot commit anyway: answer like REST, so that clients and load
         # balancers see the outage (and retry) rather than a 200 with null fields.

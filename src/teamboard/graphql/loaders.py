@@ -18,6 +18,7 @@ batch fails every key of it.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Hashable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -60,6 +61,15 @@ class Pending(Generic[K, V]):
 Start = Callable[[Coroutine[Any, Any, None]], object]
 
 
+async def _request_over(keys: list[Any]) -> list[Any]:
+    raise RuntimeError("the request's loaders are closed")
+
+
+def _refuse(work: Coroutine[Any, Any, None]) -> object:
+    work.close()
+    raise RuntimeError("the request's loaders are closed")
+
+
 class Loader(Generic[K, V]):
     """Collects keys and fetches them with one call of ``fetch`` (see the module docstring);
     ``fetch`` answers one value per key, in order. ``start`` runs a batch as a task of the
@@ -81,6 +91,14 @@ class Loader(Generic[K, V]):
             batch.keys[key] = None
             self._batches[key] = batch
         return Pending(batch, key)
+
+    def forget(self) -> None:
+        """Let go of every value fetched, and of ``fetch`` and ``start``, which refer back
+        to the request (its scope owns this loader): the request is over."""
+        self._batches = {}
+        self._open = None
+        self._fetch = _request_over
+        self._start = _refuse
 
     async def _dispatch(self, batch: _Batch[K, V]) -> None:
         self._open = None
@@ -127,7 +145,9 @@ class TeamLoaders:
     """The DataLoaders of one team's rows for one request."""
 
     def __init__(self, team: TeamScope) -> None:
-        self._team = team
+        # Weak: the team's scope owns its loaders, and a strong reference back would make
+        # a cycle of every request's scopes (see ``RequestScope.close``).
+        self._team_ref = weakref.ref(team)
         start = team.request.start
         self.pages: Loader[PageKey, ConnectionValue] = Loader(self._pages, start)
         self.projects = self._lookup(repository.projects)
@@ -135,12 +155,24 @@ class TeamLoaders:
         self.statuses = self._lookup(repository.statuses)
         self.descriptions: Loader[UUID, str] = Loader(self._descriptions, start)
 
+    @property
+    def _team(self) -> TeamScope:
+        team = self._team_ref()
+        assert team is not None, "the team's scope owns its loaders"
+        return team
+
+    def forget(self) -> None:
+        """Let go of every row fetched (see ``RequestScope.close``)."""
+        for loader in (self.pages, self.projects, self.tasks, self.statuses, self.descriptions):
+            loader.forget()
+
     async def _pages(self, keys: list[PageKey]) -> list[ConnectionValue]:
-        fetched = await fetch_pages(self._team, keys)
-        request = self._team.request
+        team = self._team
+        fetched = await fetch_pages(team, keys)
+        request = team.request
         codec = request.services.cursors
         connections = []
-        team_id = self._team.team_id
+        team_id = team.team_id
         for definition, want, parent in keys:
             page = Page.from_fetch(list(fetched[(definition, want)][parent[0]]), want)
             where = partial(definition.where, request.user_id, team_id, parent[0])
