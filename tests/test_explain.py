@@ -130,6 +130,22 @@ async def test_an_unindexed_query_fails(
     assert "FAIL deliberately unindexed" in explain.format_report([report])
 
 
+async def _missing_table(ctx: TeamContext, sample: Sample, cursors: CursorCodec) -> object:
+    return await ctx.tx.fetch_all("select id from explain_no_such_table")
+
+
+async def test_a_failing_statement_is_a_finding_and_frees_its_connection(
+    explainer: Explainer,
+) -> None:
+    """The failure is reported, and the next queries run on the same (pooled) connections:
+    nothing of the failed one, such as a prepared statement's name, is left behind."""
+    queries = explain.registered()[:3]
+    broken, *others = await explainer.run(HotQuery("broken", _missing_table), *queries * 2)
+    (finding,) = broken.findings
+    assert finding.startswith("error: UndefinedTableError"), finding
+    assert all(report.ok for report in others), explain.format_report(others)
+
+
 async def test_a_query_reading_every_partition_fails(explainer: Explainer) -> None:
     (report,) = await explainer.run(
         HotQuery("every partition", _every_partition, window=timedelta(days=7))

@@ -10,6 +10,7 @@ a cycle (an after-success hook closed over it). bench/README.md has the figures.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from teamboard.graphql.loaders import Loader
 from tests.conftest import Actor
 from tests.gql import DASHBOARD, build_board, data, executor, gql
 from tests.work import make_board
@@ -83,4 +85,19 @@ async def test_the_graphql_dashboard_leaves_no_cycles(
         # scope; the scope has let go of its loaders, and with them of every row.
         rows = ("teamboard.graphql.loaders.", "teamboard.graphql.pagination.")
         assert {kind for kind in found if kind.startswith(rows)} == set(), found
-        assert "teamboard.graphql.engine.CountingExecutor" in found
+
+
+async def test_a_forgotten_loader_refuses_loads_and_fails_its_waiting_batch() -> None:
+    """Once the request is over nothing may wait forever on a loader, nor bring one back."""
+
+    async def double(keys: list[int]) -> list[int]:
+        return [key * 2 for key in keys]
+
+    loader: Loader[int, int] = Loader(double, asyncio.ensure_future)
+    assert await loader.load(1) == 2
+    waiting = loader.load(2)  # its batch is dispatched on a later turn of the loop
+    loader.forget()
+    with pytest.raises(RuntimeError, match="closed"):
+        await waiting
+    with pytest.raises(RuntimeError, match="closed"):
+        loader.load(3)

@@ -101,6 +101,8 @@ class RequestScope:
         """The scope of a team (no SQL); an API key's other teams are not found."""
         scope = self._teams.get(team_id)
         if scope is None:
+            if self.closed:
+                raise RuntimeError("the request's unit of work is over")
             if self.key_team is not None and team_id != self.key_team:
                 raise NotFound()
             ctx = TeamContext(self.tx, team_id, self.user_id, self.scopes)

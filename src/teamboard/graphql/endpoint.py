@@ -211,13 +211,15 @@ async def graphql(request: Request) -> Response:
     except TeamboardError as exc:
         return _refused(exc, _debug_headers(settings, scope))
     results = []
-    for operation in prepared:
-        result = await engine.run(operation, scope)
-        if scope.replayed:
-            result["extensions"] = {"idempotentReplays": scope.replayed}
-            scope.replayed = []
-        results.append(result)
-    scope.close()
+    try:
+        for operation in prepared:
+            result = await engine.run(operation, scope)
+            if scope.replayed:
+                result["extensions"] = {"idempotentReplays": scope.replayed}
+                scope.replayed = []
+            results.append(result)
+    finally:
+        scope.close()
     if _database_lost(results):
         # The unit of work cannot commit anyway: answer like REST, so that clients and load
         # balancers see the outage (and retry) rather than a 200 with null fields.

@@ -60,14 +60,7 @@ class Pending(Generic[K, V]):
 
 Start = Callable[[Coroutine[Any, Any, None]], object]
 
-
-async def _request_over(keys: list[Any]) -> list[Any]:
-    raise RuntimeError("the request's loaders are closed")
-
-
-def _refuse(work: Coroutine[Any, Any, None]) -> object:
-    work.close()
-    raise RuntimeError("the request's loaders are closed")
+_CLOSED = "the request's loaders are closed"
 
 
 class Loader(Generic[K, V]):
@@ -76,35 +69,38 @@ class Loader(Generic[K, V]):
     request (``RequestScope.start``)."""
 
     def __init__(self, fetch: Callable[[list[K]], Awaitable[list[V]]], start: Start) -> None:
-        self._fetch = fetch
-        self._start = start
+        # Both refer back to the request, whose scope owns this loader: None once forgotten.
+        self._source: tuple[Callable[[list[K]], Awaitable[list[V]]], Start] | None = (fetch, start)
         self._batches: dict[K, _Batch[K, V]] = {}
         self._open: _Batch[K, V] | None = None
 
     def load(self, key: K) -> Pending[K, V]:
+        if self._source is None:
+            raise RuntimeError(_CLOSED)
         batch = self._batches.get(key)
         if batch is None:
             batch = self._open
             if batch is None:
                 batch = self._open = _Batch()
-                asyncio.get_running_loop().call_soon(self._start, self._dispatch(batch))
+                asyncio.get_running_loop().call_soon(self._source[1], self._dispatch(batch))
             batch.keys[key] = None
             self._batches[key] = batch
         return Pending(batch, key)
 
     def forget(self) -> None:
-        """Let go of every value fetched, and of ``fetch`` and ``start``, which refer back
-        to the request (its scope owns this loader): the request is over."""
+        """Let go of every value fetched, and of ``fetch`` and ``start``: the request is
+        over, and any later :meth:`load` (or a batch still waiting) raises RuntimeError."""
         self._batches = {}
         self._open = None
-        self._fetch = _request_over
-        self._start = _refuse
+        self._source = None
 
     async def _dispatch(self, batch: _Batch[K, V]) -> None:
         self._open = None
         keys = list(batch.keys)
         try:
-            values = await self._fetch(keys)
+            if self._source is None:
+                raise RuntimeError(_CLOSED)
+            values = await self._source[0](keys)
         except BaseException as exc:
             batch.future.set_exception(exc)
             batch.future.exception()  # retrieved: a key nobody awaits logs nothing

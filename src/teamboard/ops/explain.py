@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
+import asyncpg
+
 from teamboard.analytics.rollups import PARTITIONS_SQL
 from teamboard.db import Database, Params, RequestMetrics, Tx, bind_arguments, native_sql
 from teamboard.deps import TeamContext
@@ -124,11 +126,13 @@ class ExplainingTx(Tx):
         args = bind_arguments(native, params)
         conn = await self._connection()
         await conn.execute("set local plan_cache_mode = force_generic_plan")
-        await conn.execute(f"prepare tb_explained as {native.text}")
-        # PREPARE is not transactional: a failure below must not keep the transaction
-        # aborted, or the name could not be freed for the next statement.
+        # PREPARE is not transactional: a failure must neither leave the transaction aborted
+        # (the name could not be freed) nor leave the name taken on the pooled connection.
         await conn.execute("savepoint tb_explaining")
+        prepared = False
         try:
+            await conn.execute(f"prepare tb_explained as {native.text}")
+            prepared = True
             types: list[str] = await conn.fetchval(
                 "select parameter_types::text[] from pg_catalog.pg_prepared_statements"
                 " where name = 'tb_explained'"
@@ -140,12 +144,18 @@ class ExplainingTx(Tx):
                 assert literals is not None
                 values = ", ".join(f"{lit}::{t}" for lit, t in zip(literals, types, strict=True))
                 values = f"({values})"
-            return await conn.fetchval(f"explain (format json) execute tb_explained{values}")
-        except BaseException:
+            plan = await conn.fetchval(f"explain (format json) execute tb_explained{values}")
+            await conn.execute("release savepoint tb_explaining")
+            return plan
+        except asyncpg.PostgresError:
             await conn.execute("rollback to savepoint tb_explaining")
             raise
+        except BaseException:
+            self._reusable = False  # interrupted mid-protocol: the pool drops the connection
+            raise
         finally:
-            await conn.execute("deallocate tb_explained")
+            if prepared and self._reusable:
+                await conn.execute("deallocate tb_explained")
 
     async def fetch_one(self, sql: LiteralString, params: Params = None) -> dict[str, Any] | None:
         await self._explain(sql, params)

@@ -21,6 +21,8 @@ async def _two_pages(
     ctx: TeamContext, cursors: CursorCodec, project_id: UUID | None, query: dict[str, Any]
 ) -> object:
     first = await service.list_tasks(ctx, cursors, project_id, TaskQuery(**query))
+    if first["next_cursor"] is None:
+        raise ValueError("the sample holds a single page: the cursor's statement is not explained")
     after = TaskQuery(**query, cursor=first["next_cursor"])
     return await service.list_tasks(ctx, cursors, project_id, after)
 
