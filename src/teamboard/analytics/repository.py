@@ -34,6 +34,7 @@ from teamboard.analytics.sql import (
     tail,
 )
 from teamboard.db import Tx
+from teamboard.kit.pagination import limit_clause
 
 GroupBy = Literal["project", "user", "label"]
 
@@ -415,9 +416,9 @@ async def drilldown(
         + kind
         + projects(filters, "e.project_id")
         + keyset
-        + " order by e.occurred_at desc, e.id desc limit %(limit)s"
+        + f" order by e.occurred_at desc, e.id desc {limit_clause(limit + 1)}"
     )
-    extra: dict[str, Any] = {"limit": limit + 1}
+    extra: dict[str, Any] = {}
     if after is not None:
         extra["at"], extra["id"] = after
     return await tx.fetch_all(sql, params(team_id, period, filters, **extra))

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from teamboard.db import Tx
 from teamboard.kit.ids import new_id
+from teamboard.kit.pagination import limit_clause
 
 #: Notifications of ``{source}`` (the table, or the rows an update returned) with their task
 #: and actor, in one statement.
@@ -110,8 +111,7 @@ async def list_notifications(
     if after is not None:
         sql += " and n.id < %(after)s"
     return await tx.fetch_all(
-        sql + " order by n.id desc limit %(limit)s",
-        {"me": tx.user_id, "after": after, "limit": limit + 1},
+        sql + f" order by n.id desc {limit_clause(limit + 1)}", {"me": tx.user_id, "after": after}
     )
 
 
