@@ -6,6 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import id_page_sql
 
 _COLUMNS = (
     "a.id, a.task_id, a.project_id, a.filename, a.content_type, a.size_bytes, a.sha256,"
@@ -40,13 +41,15 @@ async def list_attachments(
     tx: Tx, task_id: UUID, project_id: UUID, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:
     """One page of a task's attachments in upload order (ids are time-ordered)."""
-    return await tx.fetch_all(
-        f"select {_COLUMNS} from attachment a"
-        " where a.task_id = %(task)s and a.project_id = %(project)s"
-        " and (%(after)s::uuid is null or a.id > %(after)s)"
-        " order by a.id limit %(limit)s",
-        {"task": task_id, "project": project_id, "after": after, "limit": limit + 1},
+    sql, params = id_page_sql(
+        f"select {_COLUMNS} from attachment a",
+        ["a.task_id = %(task)s", "a.project_id = %(project)s"],
+        "a.id",
+        after,
+        limit,
+        {"task": task_id, "project": project_id},
     )
+    return await tx.fetch_all(sql, params)
 
 
 async def delete_attachment(tx: Tx, attachment_id: UUID) -> bool:

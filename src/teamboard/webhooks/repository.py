@@ -7,6 +7,7 @@ from typing import Any, LiteralString
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import id_page_sql, limit_clause
 
 _WEBHOOK: LiteralString = (
     "select id, url, kinds, description, enabled, disabled_reason, consecutive_failures,"
@@ -44,10 +45,8 @@ async def get_webhook(tx: Tx, webhook_id: UUID) -> dict[str, Any] | None:
 
 
 async def list_webhooks(tx: Tx, limit: int, after: UUID | None) -> list[dict[str, Any]]:
-    return await tx.fetch_all(
-        _WEBHOOK + " where (%(after)s::uuid is null or id > %(after)s) order by id limit %(n)s",
-        {"after": after, "n": limit + 1},
-    )
+    sql, params = id_page_sql(_WEBHOOK, [], "id", after, limit, {})
+    return await tx.fetch_all(sql, params)
 
 
 async def update_webhook(tx: Tx, webhook_id: UUID, changes: dict[str, Any]) -> bool:
@@ -82,11 +81,17 @@ async def delete_webhook(tx: Tx, webhook_id: UUID) -> bool:
 async def list_deliveries(
     tx: Tx, webhook_id: UUID, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:
-    """Newest first (ids are UUIDv7)."""
+    """Newest first (ids are UUIDv7). The cursor is in the text only on the pages that
+    have one, and the page size always is, as in ``id_page_sql``: a webhook's deliveries
+    can be many, and a generic plan must start the index at the cursor."""
+    cursor = "" if after is None else " and d.id < %(after)s"
     return await tx.fetch_all(
-        "select " + _DELIVERY + " from webhook_delivery d where d.webhook_id = %(webhook)s"
-        " and (%(after)s::uuid is null or d.id < %(after)s) order by d.id desc limit %(n)s",
-        {"webhook": webhook_id, "after": after, "n": limit + 1},
+        "select "
+        + _DELIVERY
+        + " from webhook_delivery d where d.webhook_id = %(webhook)s"
+        + cursor
+        + f" order by d.id desc {limit_clause(limit + 1)}",
+        {"webhook": webhook_id, "after": after},
     )
 
 
