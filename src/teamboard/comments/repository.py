@@ -8,6 +8,7 @@ from uuid import UUID
 
 from teamboard.comments.mentions import MentionNames
 from teamboard.db import Tx
+from teamboard.kit.pagination import limit_clause
 from teamboard.tasks.refs import TaskRef
 
 # Author and mentioned users with their names, in the same statement as the comments.
@@ -26,9 +27,10 @@ async def list_comments(
     tx: Tx, task: TaskRef, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:
     """Oldest first (ids are UUIDv7, so id order is creation order)."""
-    params = {"task": task.id, "project": task.project_id, "after": after, "limit": limit + 1}
+    params = {"task": task.id, "project": task.project_id, "after": after}
     keyset = "" if after is None else " and c.id > %(after)s"
-    return await tx.fetch_all(_SELECT + keyset + " order by c.id limit %(limit)s", params)
+    order = f" order by c.id {limit_clause(limit + 1)}"
+    return await tx.fetch_all(_SELECT + keyset + order, params)
 
 
 async def get_comment(tx: Tx, task: TaskRef, comment_id: UUID) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import limit_clause
 from teamboard.tasks.refs import TaskRef
 
 _SELECT = (
@@ -44,6 +45,7 @@ async def get_follower(tx: Tx, task: TaskRef, user_id: UUID) -> dict[str, Any] |
 async def list_followers(
     tx: Tx, task: TaskRef, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:
-    params = {"task": task.id, "project": task.project_id, "after": after, "limit": limit + 1}
+    params = {"task": task.id, "project": task.project_id, "after": after}
     keyset = "" if after is None else " and f.user_id > %(after)s"
-    return await tx.fetch_all(_SELECT + keyset + " order by f.user_id limit %(limit)s", params)
+    order = f" order by f.user_id {limit_clause(limit + 1)}"
+    return await tx.fetch_all(_SELECT + keyset + order, params)
