@@ -24,14 +24,17 @@ from teamboard.config import Settings
 from teamboard.db import Database
 from teamboard.events.log import Offset
 from teamboard.kit.crypto import SecretBox
+from teamboard.ops.database import DatabaseUrls
 from teamboard.webhooks import signing
 from teamboard.webhooks.delivery import Deliverer, retry_delay, secret_binding
 from teamboard.webhooks.fanout import WebhooksConsumer, matches
+from teamboard.webhooks.repository import deliveries_sql
 from teamboard.webhooks.ssrf import Guard, RefusedUrl, parse_networks, system_resolver
 from teamboard.worker.consumers import ConsumerRunner, drain
 from tests.collab import API, Owner, create_project, create_task, events, post_comment
 from tests.conftest import Actor, add_member
 from tests.live import served_in_thread
+from tests.plans import AppCaller, applied_as, explain
 
 MakeUser = Callable[..., Actor]
 MakeTeam = Callable[..., Awaitable[uuid.UUID]]
@@ -588,3 +591,22 @@ async def test_webhook_routes_are_for_admins(
     response = await client.get(f"{API}/teams/{team}/webhooks", headers=guest.headers)
     assert response.status_code == 403
     assert response.json()["code"] == "insufficient_role"
+
+
+async def test_delivery_pages_start_at_the_cursor_under_a_generic_plan(
+    owner: Owner, db_urls: DatabaseUrls
+) -> None:
+    """A webhook's deliveries can be many: under the generic plan the API runs, the page
+    after a cursor is an index range that starts at the cursor. The former
+    ``(%(after)s::uuid is null or d.id < %(after)s)`` could only test every delivery read
+    from the newest one (the last assertion shows it)."""
+    caller = AppCaller(owner, db_urls.app_role, uuid.uuid4(), uuid.uuid4())
+    params = {"webhook": uuid.uuid4(), "after": uuid.uuid4()}
+    plan = explain(caller, deliveries_sql(after=True, limit=50), params, generic=True)
+    assert applied_as(plan, "id <") == "index", plan
+    former = (
+        "select d.id from webhook_delivery d where d.webhook_id = %(webhook)s"
+        " and (%(after)s::uuid is null or d.id < %(after)s) order by d.id desc limit %(n)s"
+    )
+    plan = explain(caller, former, {**params, "n": 51}, generic=True)
+    assert applied_as(plan, "id <") == "filter", plan

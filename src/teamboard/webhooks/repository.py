@@ -81,17 +81,20 @@ async def delete_webhook(tx: Tx, webhook_id: UUID) -> bool:
 async def list_deliveries(
     tx: Tx, webhook_id: UUID, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:
-    """Newest first (ids are UUIDv7). The cursor is in the text only on the pages that
-    have one, and the page size always is, as in ``id_page_sql``: a webhook's deliveries
-    can be many, and a generic plan must start the index at the cursor."""
-    cursor = "" if after is None else " and d.id < %(after)s"
-    return await tx.fetch_all(
-        "select "
-        + _DELIVERY
-        + " from webhook_delivery d where d.webhook_id = %(webhook)s"
-        + cursor
-        + f" order by d.id desc {limit_clause(limit + 1)}",
-        {"webhook": webhook_id, "after": after},
+    """Newest first (ids are UUIDv7)."""
+    sql = deliveries_sql(after=after is not None, limit=limit)
+    return await tx.fetch_all(sql, {"webhook": webhook_id, "after": after})
+
+
+def deliveries_sql(*, after: bool, limit: int) -> str:
+    """A page of a webhook's deliveries (public so that its plan can be checked). The
+    cursor is in the text only on the pages that have one, and the page size always is, as
+    in ``id_page_sql``: a webhook's deliveries can be many, and a generic plan must start
+    the index at the cursor."""
+    cursor = " and d.id < %(after)s" if after else ""
+    return (
+        f"select {_DELIVERY} from webhook_delivery d where d.webhook_id = %(webhook)s"
+        f"{cursor} order by d.id desc {limit_clause(limit + 1)}"
     )
 
 
