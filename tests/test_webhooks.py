@@ -28,7 +28,7 @@ from teamboard.ops.database import DatabaseUrls
 from teamboard.webhooks import signing
 from teamboard.webhooks.delivery import Deliverer, retry_delay, secret_binding
 from teamboard.webhooks.fanout import WebhooksConsumer, matches
-from teamboard.webhooks.repository import deliveries_sql
+from teamboard.webhooks.repository import deliveries_query
 from teamboard.webhooks.ssrf import Guard, RefusedUrl, parse_networks, system_resolver
 from teamboard.worker.consumers import ConsumerRunner, drain
 from tests.collab import API, Owner, create_project, create_task, events, post_comment
@@ -601,8 +601,8 @@ async def test_delivery_pages_start_at_the_cursor_under_a_generic_plan(
     ``(%(after)s::uuid is null or d.id < %(after)s)`` could only test every delivery read
     from the newest one (the last assertion shows it)."""
     caller = AppCaller(owner, db_urls.app_role, uuid.uuid4(), uuid.uuid4())
-    params = {"webhook": uuid.uuid4(), "after": uuid.uuid4()}
-    plan = explain(caller, deliveries_sql(after=True, limit=50), params, generic=True)
+    sql, params = deliveries_query(uuid.uuid4(), uuid.uuid4(), 50)
+    plan = explain(caller, sql, params, generic=True)
     assert applied_as(plan, "id <") == "index", plan
     former = (
         "select d.id from webhook_delivery d where d.webhook_id = %(webhook)s"

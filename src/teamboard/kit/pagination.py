@@ -52,9 +52,12 @@ def id_page_sql(
     after: UUID | None,
     limit: int,
     params: Mapping[str, Any],
+    *,
+    descending: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """A page of ``select`` (a statement up to its ``where``) ordered by the unique
-    ``column``: ``limit + 1`` rows after the cursor ``after``, and the parameters.
+    ``column`` (``descending``: newest UUIDv7 first): ``limit + 1`` rows after the cursor
+    ``after``, and the parameters.
 
     The cursor is a condition of the text on the pages that have one, rather than
     ``(%(after)s is null or column > %(after)s)``: under the generic plan PostgreSQL settles
@@ -65,10 +68,11 @@ def id_page_sql(
     where = list(conditions)
     values = dict(params)
     if after is not None:
-        where.append(f"{column} > %(after)s")
+        where.append(f"{column} {'<' if descending else '>'} %(after)s")
         values["after"] = after
     clause = f" where {' and '.join(where)}" if where else ""
-    return f"{select}{clause} order by {column} {limit_clause(limit + 1)}", values
+    order = f"{column} desc" if descending else column
+    return f"{select}{clause} order by {order} {limit_clause(limit + 1)}", values
 
 
 @dataclass(frozen=True)

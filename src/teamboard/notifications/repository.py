@@ -10,7 +10,7 @@ from uuid import UUID
 
 from teamboard.db import Tx
 from teamboard.kit.ids import new_id
-from teamboard.kit.pagination import limit_clause
+from teamboard.kit.pagination import id_page_sql
 
 #: Notifications of ``{source}`` (the table, or the rows an update returned) with their task
 #: and actor, in one statement.
@@ -105,14 +105,17 @@ async def list_notifications(
     tx: Tx, limit: int, after: UUID | None, *, unread_only: bool
 ) -> list[dict[str, Any]]:
     """The caller's notifications, newest first (ids are UUIDv7)."""
-    sql = _SELECT.format(source="notification") + " where n.recipient_id = %(me)s"
-    if unread_only:
-        sql += " and n.read_at is null"
-    if after is not None:
-        sql += " and n.id < %(after)s"
-    return await tx.fetch_all(
-        sql + f" order by n.id desc {limit_clause(limit + 1)}", {"me": tx.user_id, "after": after}
+    mine = ["n.recipient_id = %(me)s"] + (["n.read_at is null"] if unread_only else [])
+    sql, params = id_page_sql(
+        _SELECT.format(source="notification"),
+        mine,
+        "n.id",
+        after,
+        limit,
+        {"me": tx.user_id},
+        descending=True,
     )
+    return await tx.fetch_all(sql, params)
 
 
 async def unread_count(tx: Tx) -> int:

@@ -7,7 +7,7 @@ from typing import Any, LiteralString
 from uuid import UUID
 
 from teamboard.db import Tx
-from teamboard.kit.pagination import id_page_sql, limit_clause
+from teamboard.kit.pagination import id_page_sql
 
 _WEBHOOK: LiteralString = (
     "select id, url, kinds, description, enabled, disabled_reason, consecutive_failures,"
@@ -82,19 +82,23 @@ async def list_deliveries(
     tx: Tx, webhook_id: UUID, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:
     """Newest first (ids are UUIDv7)."""
-    sql = deliveries_sql(after=after is not None, limit=limit)
-    return await tx.fetch_all(sql, {"webhook": webhook_id, "after": after})
+    return await tx.fetch_all(*deliveries_query(webhook_id, after, limit))
 
 
-def deliveries_sql(*, after: bool, limit: int) -> str:
-    """A page of a webhook's deliveries (public so that its plan can be checked). The
-    cursor is in the text only on the pages that have one, and the page size always is, as
-    in ``id_page_sql``: a webhook's deliveries can be many, and a generic plan must start
-    the index at the cursor."""
-    cursor = " and d.id < %(after)s" if after else ""
-    return (
-        f"select {_DELIVERY} from webhook_delivery d where d.webhook_id = %(webhook)s"
-        f"{cursor} order by d.id desc {limit_clause(limit + 1)}"
+def deliveries_query(
+    webhook_id: UUID, after: UUID | None, limit: int
+) -> tuple[str, dict[str, Any]]:
+    """The statement of :func:`list_deliveries` and its parameters (public so that its
+    plan can be checked): a webhook's deliveries can be many, and a generic plan must start
+    the index at the cursor (see ``id_page_sql``)."""
+    return id_page_sql(
+        f"select {_DELIVERY} from webhook_delivery d",
+        ["d.webhook_id = %(webhook)s"],
+        "d.id",
+        after,
+        limit,
+        {"webhook": webhook_id},
+        descending=True,
     )
 
 
