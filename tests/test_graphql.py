@@ -61,6 +61,35 @@ async def test_a_task_reads_as_in_rest(board: Board, app: Any) -> None:
     }
 
 
+
+async def test_comments_read_as_in_rest(board: Board, app: Any) -> None:
+    """A comment's author and mentions come as REST shows them (mentions by name), with
+    mentions and without, through both executors."""
+    task = await board.create(title="Talked about")
+    path = f"{API}/teams/{board.team}/tasks/{task['id']}/comments"
+    for body in (f"@{board.gina.email} and @{board.bob.email}, look", "To no one"):
+        posted = await board.client.post(path, json={"body": body}, headers=board.alice.headers)
+        assert posted.status_code == 201, posted.text
+    rest = (await board.client.get(path, headers=board.alice.headers)).json()["items"]
+    query = """query($t: UUID!, $id: UUID!) { team(id: $t) { task(id: $id) { comments(first: 5)
+        { nodes { id body author { id displayName } mentions { id displayName } } } } } }"""
+    response = await both(
+        app, board.client, board.alice, query, {"t": str(board.team), "id": task["id"]}
+    )
+    nodes = data(response)["team"]["task"]["comments"]["nodes"]
+    assert [node["id"] for node in nodes] == [comment["id"] for comment in rest]
+    assert nodes[0]["mentions"] == [
+        {"id": str(board.bob.id), "displayName": "bob"},
+        {"id": str(board.gina.id), "displayName": "gina"},
+    ]
+    assert [[m["id"] for m in node["mentions"]] for node in nodes] == [
+        [m["id"] for m in comment["mentions"]] for comment in rest
+    ]
+    assert nodes[1]["mentions"] == []
+    alice = {"id": str(board.alice.id), "displayName": "alice"}
+    assert [node["author"] for node in nodes] == [alice, alice]
+
+
 PAGE = """
 query($t: UUID!, $p: UUID!, $first: Int, $after: String, $last: Int, $before: String) {
   team(id: $t) {

@@ -73,36 +73,57 @@ STATUS_COLUMNS = (
 )
 LABEL_COLUMNS = "l.team_id, l.id, l.project_id, l.name, l.color, l.created_at, l.updated_at"
 #: A task without its description (fetched apart, on demand): a REST list item's fields,
-#: its key, and its card's assignees and labels as text (``card_*``, turned into GraphQL's
-#: shapes for a whole page at once by :data:`TASK_DECORATION`; text, so that the driver
-#: does not decode what only PostgreSQL reads).
+#: its key, and its card (migration ``2026-12-06_task_cards``): the assignees' ids and the
+#: labels (``[{id, name, color}]``), as :func:`convert_task` completes them.
 TASK_COLUMNS = (
     "t.team_id, t.id, t.key, t.number, t.project_id, t.title, t.status_id, t.priority,"
     " t.parent_id, t.due_at, t.estimate, t.position, t.created_by, t.created_at,"
-    " t.updated_at, t.completed_at, t.version, t.assignee_ids::text as card_assignee_ids,"
-    " t.labels::text as card_labels"
+    " t.updated_at, t.completed_at, t.version, t.assignee_ids, t.labels"
 )
-_PERSON = "json_build_object('id', {id}, 'display_name', {name})"
-#: The REST task's assignees (by user id, with their names) and labels (by name, with
-#: their project), from the task's card (migration ``2026-12-06_task_cards``): per task, a
-#: look-up of its assignees' names and a walk over its labels, whatever the plan.
+#: The assignees' names, in the card's order, for the rows of a page once it is cut: one
+#: look-up per task. Names and labels travel as plain values, not as JSON built here and
+#: parsed again by the driver (on the harness's dashboard, building them as JSON cost
+#: PostgreSQL as much as fetching the tasks; see bench/README.md).
 TASK_DECORATION = Decoration(
-    f"coalesce((select json_agg({_PERSON.format(id='a.id', name='u.display_name')}"
-    " order by a.id) from unnest(tb_page.card_assignee_ids::uuid[]) a (id)"
-    " left join app_user u on u.id = a.id), '[]'::json) as assignees,"
-    " coalesce((select json_agg(json_build_object('id', x.label -> 'id',"
-    " 'project_id', tb_page.project_id, 'name', x.label -> 'name', 'color', x.label -> 'color')"
-    " order by x.n) from json_array_elements(tb_page.card_labels::json)"
-    " with ordinality x (label, n)), '[]'::json) as labels",
+    "(select array_agg(u.display_name order by a.n)"
+    " from unnest(tb_page.assignee_ids) with ordinality a (id, n)"
+    " left join app_user u on u.id = a.id) as assignee_names",
     "",
 )
+
+
+def convert_task(row: Row) -> None:
+    """The REST task's ``assignees`` (by user id, with their names) and ``labels`` (with
+    their project) from the card's columns."""
+    names = row.pop("assignee_names") or ()
+    row["assignees"] = [
+        {"id": user, "display_name": name}
+        for user, name in zip(row.pop("assignee_ids"), names, strict=True)
+    ]
+    project = row["project_id"]
+    for label in row["labels"]:
+        label["project_id"] = project
+
+
+_PERSON = "json_build_object('id', {id}, 'display_name', {name})"
+#: A comment with its author's name, and its mentions (null when there are none: the
+#: common case costs no look-up), as :func:`convert_comment` completes them.
 COMMENT_COLUMNS = (
     "c.team_id, c.id, c.task_id, c.project_id, c.body, c.created_at, c.updated_at,"
-    f" c.edited_at, {_PERSON.format(id='c.author_id', name='a.display_name')} as author,"
-    " coalesce((select json_agg(json_build_object('id', m.id, 'display_name', u.display_name)"
-    " order by u.display_name, m.id) from unnest(c.mentions) m(id)"
-    " left join app_user u on u.id = m.id), '[]') as mentions"
+    " c.edited_at, c.author_id, a.display_name as author_name,"
+    " case when c.mentions <> '{}' then (select json_agg(json_build_object('id', m.id,"
+    " 'display_name', u.display_name) order by u.display_name, m.id) from unnest(c.mentions)"
+    " m(id) left join app_user u on u.id = m.id) end as mentions"
 )
+
+
+def convert_comment(row: Row) -> None:
+    """The REST comment's ``author`` and ``mentions`` from the plain columns."""
+    row["author"] = {"id": row.pop("author_id"), "display_name": row.pop("author_name")}
+    if row["mentions"] is None:
+        row["mentions"] = []
+
+
 ATTACHMENT_COLUMNS = (
     "a.team_id, a.id, a.task_id, a.project_id, a.filename, a.content_type, a.size_bytes,"
     " a.sha256, a.uploaded_by, a.created_at"
@@ -238,6 +259,7 @@ def tasks(sort: Sort, filters: TaskFilters, *, project: bool) -> ListDef:
         lambda _user, team, parent: f"tasks:{team}:{parent if project else 'team'}",
         binding={"sort": sort, **filters.binding()},
         params=params,
+        convert=convert_task,
     )
 
 
@@ -252,6 +274,7 @@ COMMENTS = ListDef(
     ),
     ID,
     lambda _user, team, task: f"comments:{team}:{task}",
+    convert=convert_comment,
 )
 
 #: ``GET /tasks/{task}/attachments`` (upload order).

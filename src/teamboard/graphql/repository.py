@@ -18,6 +18,7 @@ from teamboard.graphql.lists import (
     TASK_COLUMNS,
     TASK_DECORATION,
     TEAM_COLUMNS,
+    convert_task,
 )
 from teamboard.graphql.pagination import Row
 
@@ -68,11 +69,16 @@ async def tasks(tx: Tx, team_id: UUID, ids: Sequence[UUID]) -> dict[Any, Row]:
     """Live tasks of live projects (a deleted project's tasks are deleted with it, but a
     task read by id checks, like REST)."""
     rows = await tx.fetch_all(_TASKS_BY_ID, {"team": team_id, "ids": list(ids)})
+    for row in rows:
+        convert_task(row)
     return _by_id(rows)
 
 
 async def task_by_key(tx: Tx, team_id: UUID, project_key: str, number: int) -> Row | None:
-    return await tx.fetch_one(_TASK_BY_KEY, {"team": team_id, "key": project_key, "number": number})
+    row = await tx.fetch_one(_TASK_BY_KEY, {"team": team_id, "key": project_key, "number": number})
+    if row is not None:
+        convert_task(row)
+    return row
 
 
 async def descriptions(tx: Tx, team_id: UUID, ids: Sequence[UUID]) -> dict[Any, Row]:
