@@ -157,8 +157,8 @@ def test_activity_reads_the_subject_index(
             (str(alice.id), str(team)),
         )
         for task, after in ((quiet, False), (quiet, True), (busy, False), (busy, True)):
-            params = {"task": task, "limit": 51, "at": "2100-01-01T00:00:00Z", "id": task}
-            statement = "explain (format json) " + activity_sql(after=after)
+            params = {"task": task, "at": "2100-01-01T00:00:00Z", "id": task}
+            statement = "explain (format json) " + activity_sql(after=after, rows=51)
             row = owner.execute(statement, params).fetchone()
             assert row is not None
             nodes = list(_plan_nodes(row["QUERY PLAN"][0]["Plan"]))

@@ -61,7 +61,6 @@ async def test_a_task_reads_as_in_rest(board: Board, app: Any) -> None:
     }
 
 
-
 async def test_comments_read_as_in_rest(board: Board, app: Any) -> None:
     """A comment's author and mentions come as REST shows them (mentions by name), with
     mentions and without, through both executors."""

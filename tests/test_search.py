@@ -159,8 +159,9 @@ def test_without_trigrams_search_falls_back_to_full_text(
     )
 
     def found(q: str) -> list[uuid.UUID]:
-        params = {"text": q, "tsquery": to_tsquery_text(q), "limit": 10}
-        return [row["id"] for row in owner.execute(search_sql(after=False), params).fetchall()]
+        params = {"text": q, "tsquery": to_tsquery_text(q)}
+        statement = search_sql(after=False, rows=10)
+        return [row["id"] for row in owner.execute(statement, params).fetchall()]
 
     with owner.transaction(force_rollback=True):
         owner.execute("drop function tb_similar_task_titles(text)")

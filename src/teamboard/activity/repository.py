@@ -8,10 +8,11 @@ in index order. RLS shows only events of projects the caller sees.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, LiteralString
+from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import limit_clause
 
 # Comment events show the comment's current text (null once deleted). The CASE keeps the
 # cast of payload.comment_id to comment events, whose payload this code writes.
@@ -27,17 +28,17 @@ _SELECT = (
 )
 
 
-def activity_sql(*, after: bool) -> LiteralString:
-    """The statement of a first page, or of a page after ``(%(at)s, %(id)s)`` (public so
-    that the plan can be checked)."""
+def activity_sql(*, after: bool, rows: int) -> str:
+    """The statement of a first page, or of a page after ``(%(at)s, %(id)s)``, of ``rows``
+    rows at most (public so that the plan can be checked)."""
     keyset = " and (e.occurred_at, e.id) < (%(at)s, %(id)s)" if after else ""
-    return _SELECT + keyset + " order by e.occurred_at desc, e.id desc limit %(limit)s"
+    return _SELECT + keyset + f" order by e.occurred_at desc, e.id desc {limit_clause(rows)}"
 
 
 async def task_activity(
     tx: Tx, task_id: UUID, limit: int, after: tuple[datetime, UUID] | None
 ) -> list[dict[str, Any]]:
-    params: dict[str, Any] = {"task": task_id, "limit": limit + 1}
+    params: dict[str, Any] = {"task": task_id}
     if after is not None:
         params["at"], params["id"] = after
-    return await tx.fetch_all(activity_sql(after=after is not None), params)
+    return await tx.fetch_all(activity_sql(after=after is not None, rows=limit + 1), params)

@@ -29,7 +29,7 @@ MAX_LIMIT = 200
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
-def limit_clause(rows: int) -> str:
+def limit_clause(rows: int, *, at_most: int | None = MAX_LIMIT + 1) -> str:
     """``limit <rows>``, written into the statement rather than passed as a parameter.
 
     With ``limit $n`` a generic plan does not know how many rows a page takes and costs it
@@ -38,10 +38,11 @@ def limit_clause(rows: int) -> str:
     execution: 0.4 ms per page of tasks with a million-task project in the team, more than
     running it (bench/README.md). With the number in the text the generic plan has its
     real cost and is kept. ``rows`` is a page size plus one (at most ``MAX_LIMIT + 1``),
-    so a list has few distinct texts and there is nothing to quote.
+    so a list has few distinct texts and there is nothing to quote; ``at_most=None`` is for
+    a read that is not a page but also takes few distinct sizes (see ``tasks.positions``).
     """
-    if type(rows) is not int or not 1 <= rows <= MAX_LIMIT + 1:
-        raise ValueError(f"a page takes 1 to {MAX_LIMIT + 1} rows, not {rows!r}")
+    if type(rows) is not int or rows < 1 or (at_most is not None and rows > at_most):
+        raise ValueError(f"a read takes 1 to {at_most} rows, not {rows!r}")
     return f"limit {rows}"
 
 

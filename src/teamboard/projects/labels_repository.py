@@ -6,6 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import limit_clause
 
 _COLUMNS = "id, project_id, name, color, created_at, updated_at"
 
@@ -16,13 +17,14 @@ async def list_labels(
     """Labels by name, keyset-paginated on ``(name, id)``."""
     if after is None:
         return await tx.fetch_all(
-            f"select {_COLUMNS} from label where project_id = %s order by name, id limit %s",
-            (project_id, limit + 1),
+            f"select {_COLUMNS} from label where project_id = %s order by name, id"
+            f" {limit_clause(limit + 1)}",
+            (project_id,),
         )
     return await tx.fetch_all(
         f"select {_COLUMNS} from label where project_id = %s"
-        " and (name, id) > (%s, %s) order by name, id limit %s",
-        (project_id, after[0], after[1], limit + 1),
+        f" and (name, id) > (%s, %s) order by name, id {limit_clause(limit + 1)}",
+        (project_id, after[0], after[1]),
     )
 
 

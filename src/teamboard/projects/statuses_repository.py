@@ -6,6 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import limit_clause
 
 _COLUMNS = "id, project_id, name, category, position, created_at, updated_at"
 
@@ -19,13 +20,14 @@ async def list_statuses(
     """Statuses in workflow order, keyset-paginated on ``(position, id)``."""
     if after is None:
         return await tx.fetch_all(
-            f"select {_COLUMNS} from status where project_id = %s order by position, id limit %s",
-            (project_id, limit + 1),
+            f"select {_COLUMNS} from status where project_id = %s order by position, id"
+            f" {limit_clause(limit + 1)}",
+            (project_id,),
         )
     return await tx.fetch_all(
         f"select {_COLUMNS} from status where project_id = %s and (position, id) > (%s, %s)"
-        " order by position, id limit %s",
-        (project_id, after[0], after[1], limit + 1),
+        f" order by position, id {limit_clause(limit + 1)}",
+        (project_id, after[0], after[1]),
     )
 
 

@@ -20,10 +20,11 @@ comments) changes meanwhile; ``id`` breaks ties.
 
 from __future__ import annotations
 
-from typing import Any, LiteralString
+from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import limit_clause
 
 _SEARCH = (
     "with query as ("
@@ -49,17 +50,17 @@ _SEARCH = (
 )
 
 
-def search_sql(*, after: bool) -> LiteralString:
-    """The statement of a first page, or of a page after ``(%(score)s, %(id)s)`` (public so
-    that it can be run as is in tests)."""
+def search_sql(*, after: bool, rows: int) -> str:
+    """The statement of a first page, or of a page after ``(%(score)s, %(id)s)``, of
+    ``rows`` rows at most (public so that it can be run as is in tests)."""
     keyset = " where (r.score, t.id) < (%(score)s::float8, %(id)s::uuid)" if after else ""
-    return _SEARCH + keyset + " order by r.score desc, t.id desc limit %(limit)s"
+    return _SEARCH + keyset + f" order by r.score desc, t.id desc {limit_clause(rows)}"
 
 
 async def search_tasks(
     tx: Tx, text: str, tsquery: str, limit: int, after: tuple[float, UUID] | None
 ) -> list[dict[str, Any]]:
-    params: dict[str, Any] = {"text": text, "tsquery": tsquery, "limit": limit + 1}
+    params: dict[str, Any] = {"text": text, "tsquery": tsquery}
     if after is not None:
         params["score"], params["id"] = after
-    return await tx.fetch_all(search_sql(after=after is not None), params)
+    return await tx.fetch_all(search_sql(after=after is not None, rows=limit + 1), params)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import limit_clause
 
 STEP = 1 << 16
 MAX_POSITION = (1 << 53) - 1
@@ -67,8 +68,10 @@ async def _rows(
         "team": tx.team_id,
         "status": status_id,
         "moving": moving,
-        "limit": limit,
     }
+    # The size in the text (a generic plan costs it right); sizes are 1, 2 and the
+    # rebalance windows, so there are few texts.
+    rows = limit_clause(limit, at_most=None)
     base = (
         "select id, position from task where team_id = %(team)s and status_id = %(status)s"
         " and deleted_at is null and id <> %(moving)s"
@@ -76,20 +79,20 @@ async def _rows(
     if key is None:
         if not after:
             return []
-        rows = await tx.fetch_all(base + " order by position, id limit %(limit)s", params)
+        found = await tx.fetch_all(base + f" order by position, id {rows}", params)
     else:
         params |= {"position": key.position, "id": key.id}
         if after:
             sql = base + (
-                " and (position, id) > (%(position)s, %(id)s) order by position, id limit %(limit)s"
+                f" and (position, id) > (%(position)s, %(id)s) order by position, id {rows}"
             )
         else:
             sql = base + (
                 " and (position, id) <= (%(position)s, %(id)s)"
-                " order by position desc, id desc limit %(limit)s"
+                f" order by position desc, id desc {rows}"
             )
-        rows = await tx.fetch_all(sql, params)
-    return [Key(row["position"], row["id"]) for row in rows]
+        found = await tx.fetch_all(sql, params)
+    return [Key(row["position"], row["id"]) for row in found]
 
 
 async def _last(tx: Tx, status_id: UUID, moving: UUID) -> Key | None:
