@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from teamboard.ops.database import DatabaseUrls
-from teamboard.time_tracking.repository import entries_query
+from teamboard.time_tracking.repository import entries_query, totals_sql
 from tests.conftest import Actor
 from tests.plans import AppCaller, applied_as, explain
 from tests.taskdata import create_task
@@ -759,3 +759,20 @@ async def test_entry_pages_start_at_the_cursor_under_a_generic_plan(
     values = {"user": None, "after_at": cursor[0], "after_id": cursor[1], "limit": 51}
     plan = explain(caller, former, values, generic=True)
     assert applied_as(plan, "ROW(started_at, id) <") == "filter", plan
+
+
+async def test_totals_start_an_index_at_the_range_under_a_generic_plan(
+    world: World, owner: psycopg.Connection[dict[str, Any]], db_urls: DatabaseUrls
+) -> None:
+    """A range's bounds are in the totals statement only when given, so a generic plan
+    starts the project's ``started_at`` index at them; without bounds the statement has
+    none to apply."""
+    caller = AppCaller(owner, db_urls.app_role, world.member.id, world.team)
+    bounded = {"from": ago(days=7), "to": ago(days=1)}
+    sql = totals_sql("project", bounded)
+    plan = explain(caller, sql, {"id": world.project, **bounded}, generic=True)
+    assert applied_as(plan, "started_at >=") == "index", plan
+    assert applied_as(plan, "started_at <") == "index", plan
+    unbounded = totals_sql("project", {"from": None, "to": None})
+    assert "started_at >=" not in unbounded
+    assert "started_at <" not in unbounded

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from teamboard.db import Tx
@@ -15,11 +17,6 @@ _COLUMNS = (
     " e.note, e.created_at, e.updated_at"
 )
 _LIVE_TASK = "join task t on t.team_id = e.team_id and t.id = e.task_id and t.deleted_at is null"
-#: Entries count in a range by their start: ``from`` inclusive, ``to`` exclusive.
-_RANGE = (
-    " and (%(from)s::timestamptz is null or e.started_at >= %(from)s)"
-    " and (%(to)s::timestamptz is null or e.started_at < %(to)s)"
-)
 
 
 async def start_timer(
@@ -99,13 +96,14 @@ async def list_entries(
     return await tx.fetch_all(*entries_query(filters, limit, after))
 
 
+#: Entries count in a range by their start: ``from`` inclusive, ``to`` exclusive.
+_RANGE = (("from", "e.started_at >= %(from)s"), ("to", "e.started_at < %(to)s"))
 #: The filters of the entries list, each written into the statement only when given.
 _FILTERS = (
     ("task", "e.task_id = %(task)s"),
     ("project", "e.project_id = %(project)s"),
     ("user", "e.user_id = %(user)s"),
-    ("from", "e.started_at >= %(from)s"),
-    ("to", "e.started_at < %(to)s"),
+    *_RANGE,
 )
 
 
@@ -137,13 +135,14 @@ def entries_query(
 
 def _totals(target: str, source: str, group: str, id_name: str, key: str, breakdown: str) -> str:
     """One statement: the target row (none: 404), the total of its finished entries in the
-    range, and the totals per ``group`` as a JSON array ordered by key."""
+    range (``{range}``, filled in by :func:`_in_range`), and the totals per ``group`` as a
+    JSON array ordered by key."""
     return (
         f"with target as ({target}), groups as ("
         f" select {group} as key, count(*) as entry_count,"
         " floor(extract(epoch from sum(e.ended_at - e.started_at)))::bigint as total_seconds"
         f" from time_entry e join target on true {source}"
-        f" where e.ended_at is not null{_RANGE} group by {group})"
+        f" where e.ended_at is not null{{range}} group by {group})"
         f" select target.id as {id_name},"
         " (select coalesce(sum(total_seconds), 0)::bigint from groups) as total_seconds,"
         " (select coalesce(sum(entry_count), 0)::bigint from groups) as entry_count,"
@@ -152,6 +151,11 @@ def _totals(target: str, source: str, group: str, id_name: str, key: str, breakd
         f" from groups) as {breakdown}"
         " from target"
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _with_bounds(statement: str, bounds: tuple[str, ...]) -> str:
+    return statement.replace("{range}", "".join(f" and {bound}" for bound in bounds))
 
 
 _TASK_TOTALS = _totals(
@@ -181,15 +185,25 @@ _USER_TOTALS = _totals(
 )
 
 
+def totals_sql(of: Literal["task", "project", "user"], range_: Mapping[str, Any]) -> str:
+    """The totals statement of a task, project or user with the bounds of ``range_`` that
+    are given, and only those: under a generic plan, ``(%(from)s is null or ...)`` could
+    not start an index at the bound (public so that the plan can be checked)."""
+    statement = {"task": _TASK_TOTALS, "project": _PROJECT_TOTALS, "user": _USER_TOTALS}[of]
+    bounds = tuple(bound for name, bound in _RANGE if range_.get(name) is not None)
+    return _with_bounds(statement, bounds)
+
+
 async def task_totals(tx: Tx, task_id: UUID, range_: dict[str, Any]) -> dict[str, Any] | None:
-    return await tx.fetch_one(_TASK_TOTALS, {"id": task_id, **range_})
+    return await tx.fetch_one(totals_sql("task", range_), {"id": task_id, **range_})
 
 
 async def project_totals(tx: Tx, project_id: UUID, range_: dict[str, Any]) -> dict[str, Any] | None:
-    return await tx.fetch_one(_PROJECT_TOTALS, {"id": project_id, **range_})
+    return await tx.fetch_one(totals_sql("project", range_), {"id": project_id, **range_})
 
 
 async def user_totals(
     tx: Tx, team_id: UUID, user_id: UUID, range_: dict[str, Any]
 ) -> dict[str, Any] | None:
-    return await tx.fetch_one(_USER_TOTALS, {"id": user_id, "team": team_id, **range_})
+    statement = totals_sql("user", range_)
+    return await tx.fetch_one(statement, {"id": user_id, "team": team_id, **range_})
