@@ -17,6 +17,7 @@ Security decides what they may read).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,7 @@ from typing import Any, LiteralString
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.pagination import limit_clause
 
 _OFFSET = re.compile(r"^(\d{1,19})-(\d{1,19})$")
 _MAX = 2**63 - 1
@@ -106,28 +108,37 @@ _COLUMNS = (
 )
 
 
-def _read_sql(extra: LiteralString, columns: LiteralString = "") -> LiteralString:
-    """Events after ``%(tx)s, %(seq)s`` in offset order, with the snapshot's xmin on every
-    row (and on one row of NULLs when there is no event). ``extra`` adds conditions."""
+def _read_sql(extra: str, limit: int, columns: str = "") -> str:
+    """Events after ``%(tx)s, %(seq)s`` in offset order, at most ``limit``, with the
+    snapshot's xmin on every row (and on one row of NULLs when there is no event). ``extra``
+    adds conditions. The limit is in the text (see ``kit.pagination.limit_clause``): a
+    reader's batch size is a setting, so there is one text per reader."""
     return (
         "select s.xmin" + columns + ", e.* from"
         " (select pg_snapshot_xmin(pg_current_snapshot()) as xmin) s"
         " left join lateral (select " + _COLUMNS + " from event e"
         " where (e.tx_id, e.seq) > (%(tx)s::xid8, %(seq)s::bigint)" + extra + ""
-        " order by e.tx_id, e.seq limit %(limit)s) e on true"
+        f" order by e.tx_id, e.seq {limit_clause(limit, at_most=None)}) e on true"
     )
 
 
-#: Every team's events (the worker role: see the events migration).
-ALL_TEAMS_SQL = _read_sql("")
-#: One team's events as the context user may see them (RLS), with their role in the team
-#: (NULL once they are no longer a member), leaving out those already committed in the
-#: snapshot ``%(since)s`` when one is given (see :func:`current_position`).
-TEAM_SQL = _read_sql(
-    " and e.team_id = %(team)s and (%(since)s::text is null"
-    " or not pg_visible_in_snapshot(e.tx_id, %(since)s::text::pg_snapshot))",
-    columns=", (select tb_current_member_role()) as member_role",
-)
+@functools.lru_cache(maxsize=8)
+def all_teams_sql(limit: int) -> str:
+    """Every team's events (the worker role: see the events migration)."""
+    return _read_sql("", limit)
+
+
+@functools.lru_cache(maxsize=8)
+def team_sql(limit: int, *, since: bool) -> str:
+    """One team's events as the context user may see them (RLS), with their role in the
+    team (NULL once they are no longer a member), leaving out, with ``since``, those already
+    committed in the snapshot ``%(since)s`` (see :func:`current_position`). The condition is
+    in the text only when there is a snapshot, so that it is not evaluated for every event
+    read once the reader is past the snapshot's horizon."""
+    extra = " and e.team_id = %(team)s"
+    if since:
+        extra += " and not pg_visible_in_snapshot(e.tx_id, %(since)s::text::pg_snapshot)"
+    return _read_sql(extra, limit, columns=", (select tb_current_member_role()) as member_role")
 
 
 #: One event as the context user may see it (RLS), with their role in the team; one row,
@@ -166,7 +177,7 @@ def page(rows: list[dict[str, Any]], after: Offset, limit: int) -> Page:
 
 
 async def read_all_teams(tx: Tx, after: Offset, limit: int) -> Page:
-    rows = await tx.fetch_all(ALL_TEAMS_SQL, {"tx": after.tx_id, "seq": after.seq, "limit": limit})
+    rows = await tx.fetch_all(all_teams_sql(limit), {"tx": after.tx_id, "seq": after.seq})
     return page(rows, after, limit)
 
 
@@ -176,16 +187,10 @@ async def read_team(
     """The context user's role in the team (None: not a member) and the page of the team's
     events after ``after`` that they may see (and, with ``since``, that were not committed
     yet in that snapshot)."""
-    rows = await tx.fetch_all(
-        TEAM_SQL,
-        {
-            "team": team_id,
-            "tx": after.tx_id,
-            "seq": after.seq,
-            "limit": limit,
-            "since": None if since is None else since.text,
-        },
-    )
+    params: dict[str, Any] = {"team": team_id, "tx": after.tx_id, "seq": after.seq}
+    if since is not None:
+        params["since"] = since.text
+    rows = await tx.fetch_all(team_sql(limit, since=since is not None), params)
     return rows[0]["member_role"], page(rows, after, limit)
 
 

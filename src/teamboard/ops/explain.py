@@ -47,6 +47,8 @@ PROVIDERS = (
     "teamboard.activity.hot_queries",
     "teamboard.time_tracking.hot_queries",
     "teamboard.attachments.hot_queries",
+    "teamboard.realtime.hot_queries",
+    "teamboard.webhooks.hot_queries",
 )
 DEFAULT_MAX_SEQ_ROWS = 10_000
 #: A scan condition bounding the transaction id from below: a rollup-tail probe.
