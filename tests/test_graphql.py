@@ -89,6 +89,43 @@ async def test_comments_read_as_in_rest(board: Board, app: Any) -> None:
     assert [node["author"] for node in nodes] == [alice, alice]
 
 
+async def test_people_read_in_card_order_and_hidden_names_as_null(board: Board, app: Any) -> None:
+    """A task's assignees come in its card's order (by id) with their names; once a member
+    has left, their comments' author and mentions keep their id and read as a null name
+    (Row Level Security hides their user row), as in REST, through both executors."""
+    both_ids = sorted([str(board.alice.id), str(board.bob.id)])
+    task = await board.create(title="Shared", assignee_ids=list(reversed(both_ids)))
+    path = f"{API}/teams/{board.team}/tasks/{task['id']}/comments"
+    for actor, body in ((board.bob, f"@{board.alice.email} done"), (board.alice, "thanks")):
+        posted = await board.client.post(path, json={"body": body}, headers=actor.headers)
+        assert posted.status_code == 201, posted.text
+    mention = await board.client.post(
+        path, json={"body": f"@{board.bob.email} see"}, headers=board.alice.headers
+    )
+    assert mention.status_code == 201, mention.text
+    query = """query($t: UUID!, $id: UUID!) { team(id: $t) { task(id: $id) {
+        assignees { id displayName } comments(first: 5) { nodes {
+        author { id displayName } mentions { id displayName } } } } } }"""
+    variables = {"t": str(board.team), "id": task["id"]}
+    names = {str(board.alice.id): "alice", str(board.bob.id): "bob"}
+    got = data(await both(app, board.client, board.alice, query, variables))["team"]["task"]
+    assert got["assignees"] == [{"id": i, "displayName": names[i]} for i in both_ids]
+
+    removed = await board.client.delete(
+        f"{API}/teams/{board.team}/members/{board.bob.id}", headers=board.alice.headers
+    )
+    assert removed.status_code == 204, removed.text
+    got = data(await both(app, board.client, board.alice, query, variables))["team"]["task"]
+    rest = (await board.client.get(path, headers=board.alice.headers)).json()["items"]
+    gone = {"id": str(board.bob.id), "displayName": None}
+    alice = {"id": str(board.alice.id), "displayName": "alice"}
+    assert got["assignees"] == [alice]  # leaving the team ends the assignment
+    assert [node["author"] for node in got["comments"]["nodes"]] == [gone, alice, alice]
+    assert [node["mentions"] for node in got["comments"]["nodes"]] == [[alice], [], [gone]]
+    assert [c["author"]["display_name"] for c in rest] == [None, "alice", "alice"]
+    assert rest[2]["mentions"] == [{"id": str(board.bob.id), "display_name": None}]
+
+
 PAGE = """
 query($t: UUID!, $p: UUID!, $first: Int, $after: String, $last: Int, $before: String) {
   team(id: $t) {

@@ -39,10 +39,12 @@ def limit_clause(rows: int, *, at_most: int | None = MAX_LIMIT + 1) -> str:
     running it (bench/README.md). With the number in the text the generic plan has its
     real cost and is kept. ``rows`` is a page size plus one (at most ``MAX_LIMIT + 1``),
     so a list has few distinct texts and there is nothing to quote; ``at_most=None`` is for
-    a read that is not a page but also takes few distinct sizes (see ``tasks.positions``).
+    a read that is not a page but also takes few distinct sizes (the rebalance windows of
+    ``tasks.positions``, the batch size setting of ``events.log``'s readers).
     """
     if type(rows) is not int or rows < 1 or (at_most is not None and rows > at_most):
-        raise ValueError(f"a read takes 1 to {at_most} rows, not {rows!r}")
+        most = "any number of" if at_most is None else f"1 to {at_most}"
+        raise ValueError(f"a read takes {most} rows, not {rows!r}")
     return f"limit {rows}"
 
 

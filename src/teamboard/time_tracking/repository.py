@@ -135,7 +135,7 @@ def entries_query(
 
 def _totals(target: str, source: str, group: str, id_name: str, key: str, breakdown: str) -> str:
     """One statement: the target row (none: 404), the total of its finished entries in the
-    range (``{range}``, filled in by :func:`_in_range`), and the totals per ``group`` as a
+    range (``{range}``, filled in by :func:`totals_sql`), and the totals per ``group`` as a
     JSON array ordered by key."""
     return (
         f"with target as ({target}), groups as ("
