@@ -20,15 +20,19 @@ from teamboard.kit.pagination import limit_clause
 # limit lets through and nothing else: as a join (even a lateral one, which PostgreSQL
 # flattens into a join), a generic plan that expects a task to have few events could hash
 # every user instead (seen with the test suite's many users, ``db explain``).
-_SELECT = (
-    "select e.id, e.kind, e.occurred_at, e.payload,"
+#: An event's actor and comment (columns over ``event e``); GraphQL's activity shows the same.
+ACTOR_AND_COMMENT = (
     " case when e.actor_id is not null then json_build_object('id', e.actor_id,"
     "  'display_name', (select u.display_name from app_user u where u.id = e.actor_id))"
     " end as actor,"
     " (select json_build_object('id', c.id, 'body', c.body, 'edited_at', c.edited_at)"
     "  from comment c where c.deleted_at is null and c.id = case"
     "   when e.kind like 'comment.%%' then (e.payload ->> 'comment_id')::uuid end) as comment"
-    " from event e where e.subject_id = %(task)s"
+)
+_SELECT = (
+    "select e.id, e.kind, e.occurred_at, e.payload,"
+    + ACTOR_AND_COMMENT
+    + " from event e where e.subject_id = %(task)s"
 )
 
 

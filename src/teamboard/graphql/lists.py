@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from teamboard.activity.repository import ACTOR_AND_COMMENT
 from teamboard.graphql.keyset import Decoration, Key, ListQuery
 from teamboard.graphql.pagination import Keyset, ListScope, Row
 from teamboard.kit.keyset import as_datetime, as_int, as_uuid
@@ -139,16 +140,8 @@ NOTIFICATION_COLUMNS = (
     "  'ref', p.key || '-' || t.number, 'title', t.title) as task,"
     f" {_PERSON.format(id='n.actor_id', name='a.display_name')} as actor"
 )
-#: Looked up per event of the page (see ``activity.repository``: never a join of every event).
-_ACTOR_NAME = "(select a.display_name from app_user a where a.id = e.actor_id)"
-ACTIVITY_COLUMNS = (
-    "e.team_id, e.id, e.kind, e.occurred_at, e.payload,"
-    " case when e.actor_id is not null then"
-    f"  {_PERSON.format(id='e.actor_id', name=_ACTOR_NAME)} end as actor,"
-    " (select json_build_object('id', c.id, 'body', c.body, 'edited_at', c.edited_at)"
-    "  from comment c where c.deleted_at is null and c.id = case"
-    "   when e.kind like 'comment.%%' then (e.payload ->> 'comment_id')::uuid end) as comment"
-)
+#: REST's activity item (``activity.repository``) with the team.
+ACTIVITY_COLUMNS = "e.team_id, e.id, e.kind, e.occurred_at, e.payload," + ACTOR_AND_COMMENT
 
 # ------------------------------------------------------------------------------------ lists
 

@@ -133,16 +133,59 @@ def entries_query(
     return sql, params
 
 
-def _totals(target: str, source: str, group: str, id_name: str, key: str, breakdown: str) -> str:
-    """One statement: the target row (none: 404), the total of its finished entries in the
-    range (``{range}``, filled in by :func:`totals_sql`), and the totals per ``group`` as a
-    JSON array ordered by key."""
+#: What each totals statement counts: the target row (none: 404), how its entries are
+#: found, and how they are grouped (the column, the target's id name, the group's key
+#: name, the breakdown's name).
+_TOTALS: dict[str, tuple[str, str, str, str, str, str]] = {
+    "task": (
+        "select id from task where id = %(id)s and deleted_at is null",
+        "and e.task_id = target.id",
+        "e.user_id",
+        "task_id",
+        "user_id",
+        "by_user",
+    ),
+    "project": (
+        "select id from project where id = %(id)s and deleted_at is null",
+        f"and e.project_id = target.id {_LIVE_TASK}",
+        "e.user_id",
+        "project_id",
+        "user_id",
+        "by_user",
+    ),
+    "user": (
+        "select user_id as id from team_member where team_id = %(team)s and user_id = %(id)s",
+        f"and e.user_id = target.id {_LIVE_TASK}"
+        " join project p on p.team_id = e.team_id and p.id = e.project_id"
+        " and p.deleted_at is null",
+        "e.project_id",
+        "user_id",
+        "project_id",
+        "by_project",
+    ),
+}
+
+
+def totals_sql(of: Literal["task", "project", "user"], range_: Mapping[str, Any]) -> str:
+    """The totals statement of a task, project or user with the bounds of ``range_`` that
+    are given, and only those: under a generic plan, ``(%(from)s is null or ...)`` could
+    not start an index at the bound (public so that the plan can be checked)."""
+    bounds = tuple(bound for name, bound in _RANGE if range_.get(name) is not None)
+    return _totals(of, bounds)
+
+
+@functools.lru_cache(maxsize=16)
+def _totals(of: str, bounds: tuple[str, ...]) -> str:
+    """One statement: the target row, the total of its finished entries within ``bounds``,
+    and the totals per group as a JSON array ordered by key."""
+    target, source, group, id_name, key, breakdown = _TOTALS[of]
+    within = "".join(f" and {bound}" for bound in bounds)
     return (
         f"with target as ({target}), groups as ("
         f" select {group} as key, count(*) as entry_count,"
         " floor(extract(epoch from sum(e.ended_at - e.started_at)))::bigint as total_seconds"
         f" from time_entry e join target on true {source}"
-        f" where e.ended_at is not null{{range}} group by {group})"
+        f" where e.ended_at is not null{within} group by {group})"
         f" select target.id as {id_name},"
         " (select coalesce(sum(total_seconds), 0)::bigint from groups) as total_seconds,"
         " (select coalesce(sum(entry_count), 0)::bigint from groups) as entry_count,"
@@ -151,47 +194,6 @@ def _totals(target: str, source: str, group: str, id_name: str, key: str, breakd
         f" from groups) as {breakdown}"
         " from target"
     )
-
-
-@functools.lru_cache(maxsize=16)
-def _with_bounds(statement: str, bounds: tuple[str, ...]) -> str:
-    return statement.replace("{range}", "".join(f" and {bound}" for bound in bounds))
-
-
-_TASK_TOTALS = _totals(
-    "select id from task where id = %(id)s and deleted_at is null",
-    "and e.task_id = target.id",
-    "e.user_id",
-    "task_id",
-    "user_id",
-    "by_user",
-)
-_PROJECT_TOTALS = _totals(
-    "select id from project where id = %(id)s and deleted_at is null",
-    f"and e.project_id = target.id {_LIVE_TASK}",
-    "e.user_id",
-    "project_id",
-    "user_id",
-    "by_user",
-)
-_USER_TOTALS = _totals(
-    "select user_id as id from team_member where team_id = %(team)s and user_id = %(id)s",
-    f"and e.user_id = target.id {_LIVE_TASK}"
-    " join project p on p.team_id = e.team_id and p.id = e.project_id and p.deleted_at is null",
-    "e.project_id",
-    "user_id",
-    "project_id",
-    "by_project",
-)
-
-
-def totals_sql(of: Literal["task", "project", "user"], range_: Mapping[str, Any]) -> str:
-    """The totals statement of a task, project or user with the bounds of ``range_`` that
-    are given, and only those: under a generic plan, ``(%(from)s is null or ...)`` could
-    not start an index at the bound (public so that the plan can be checked)."""
-    statement = {"task": _TASK_TOTALS, "project": _PROJECT_TOTALS, "user": _USER_TOTALS}[of]
-    bounds = tuple(bound for name, bound in _RANGE if range_.get(name) is not None)
-    return _with_bounds(statement, bounds)
 
 
 async def task_totals(tx: Tx, task_id: UUID, range_: dict[str, Any]) -> dict[str, Any] | None:
