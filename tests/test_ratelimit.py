@@ -202,13 +202,13 @@ async def test_a_caller_throttled_everywhere_is_refused_everywhere_at_the_edge(
 
 
 async def _charge(limiter: ratelimit.RateLimiter, budget: ratelimit.Budget, cost: int) -> int:
-    return (await limiter.settle([budget], cost))[0].used
+    return limiter.settle([budget], cost)[0].used
 
 
 async def _peek(
     limiter: ratelimit.RateLimiter, budget: ratelimit.Budget, room: int = 1
 ) -> ratelimit.Usage:
-    return (await limiter.settle((), 0, [budget], room))[0]
+    return limiter.settle((), 0, [budget], room)[0]
 
 
 async def test_budgets_slide_instead_of_refilling_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,7 +227,7 @@ async def test_budgets_slide_instead_of_refilling_at_once(monkeypatch: pytest.Mo
     assert (await _peek(limiter, budget)).remaining == 5
     assert await _charge(limiter, budget, 5) == 10
     assert (await _peek(limiter, budget, room=5)).reset_after == 30  # 10 → 5 + 5 at 60_120
-    await limiter.add([budget], 2)  # a charge after the fact: counted, not read back
+    limiter.add([budget], 2)  # a charge after the fact: counted, not read back
     assert (await _peek(limiter, budget)).used == 12
     now[0] = 60_180.0  # two windows later, nothing is left
     assert (await _peek(limiter, budget)).used == 0

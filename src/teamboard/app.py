@@ -31,8 +31,8 @@ from teamboard.kit.hot_reads import install_hot_reads
 from teamboard.kit.openapi import install_openapi
 from teamboard.kit.pagination import CursorCodec
 from teamboard.kit.ratelimit import (
-    Counters,
     CounterStore,
+    LocalCounters,
     MemoryCounterStore,
     RateLimiter,
     RedisCounterStore,
@@ -67,12 +67,13 @@ def build_services(settings: Settings) -> Services:
     redis = redis_client(settings)
     # Login throttling asks Redis at every attempt and fails closed without it; API rate
     # limits count in memory and merge into Redis in the background (see SyncedCounters).
-    throttle_store: CounterStore = RedisCounterStore(redis) if redis else MemoryCounterStore()
-    limits_store: Counters = (
-        SyncedCounters(throttle_store, settings.rate_limit_sync_seconds)
-        if redis
-        else throttle_store
-    )
+    throttle_store: CounterStore
+    limits_store: LocalCounters
+    if redis:
+        throttle_store = RedisCounterStore(redis)
+        limits_store = SyncedCounters(throttle_store, settings.rate_limit_sync_seconds)
+    else:
+        throttle_store = limits_store = MemoryCounterStore()
     return Services(
         settings=settings,
         db=Database(

@@ -220,7 +220,7 @@ async def spend(
     team = (
         None if team_id is None else Budget("team", f"team:{team_id}", settings.rate_limit_per_team)
     )
-    usages = await limiter.settle(charged, cost, [] if team is None else [team], room=cost)
+    usages = limiter.settle(charged, cost, [] if team is None else [team], room=cost)
     shown = usages[: len(charged)]
     exhausted = [u for u in shown if u.used > u.budget.limit]
     unit = unit_of_work(request)
@@ -238,7 +238,7 @@ async def spend(
 
         async def charge_team(done: UnitOfWork) -> None:
             done.response_headers.extend(limiter.headers([usage]))
-            await limiter.add([charged_team], cost)
+            limiter.add([charged_team], cost)
 
         unit.on_success.append(charge_team)
 

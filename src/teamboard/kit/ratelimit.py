@@ -42,6 +42,17 @@ class Counters(Protocol):
         ...
 
 
+class LocalCounters(Protocol):
+    """A store that counts in process memory and answers at once: the API rate limits'
+    (every request counts twice; an ``await`` per count cost more than the counting)."""
+
+    def totals(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[int]:
+        """Add each amount to its key's counter; the totals after, without any I/O."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 class CounterStore(Counters, Protocol):
     async def get(self, key: str) -> Count: ...
     async def hit(self, key: str, window_seconds: int) -> Count: ...
@@ -77,14 +88,25 @@ class MemoryCounterStore:
 
     async def spend(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[Count]:
         now = time.monotonic()
+        return [
+            Count(value, int(expires - now) + 1)
+            for value, expires in self._add(charges, window_seconds, now)
+        ]
+
+    def totals(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[int]:
+        return [value for value, _ in self._add(charges, window_seconds, time.monotonic())]
+
+    def _add(
+        self, charges: Sequence[tuple[str, int]], window_seconds: int, now: float
+    ) -> list[tuple[int, float]]:
         self._prune(now)
         counts = []
         for key, amount in charges:
             value, expires = self._counts.get(key, (0, 0.0))
             if expires <= now:
                 value, expires = 0, now + window_seconds
-            self._counts[key] = (value + amount, expires)
-            counts.append(Count(value + amount, int(expires - now) + 1))
+            counts.append((value + amount, expires))
+            self._counts[key] = counts[-1]
         return counts
 
     async def reset(self, key: str) -> None:
@@ -153,6 +175,9 @@ class RedisCounterStore:
         return None  # the client belongs to the application
 
 
+_UNKNOWN = (0, 0.0)  # a key's shared total and expiry before the store has answered
+
+
 class SyncedCounters:
     """Counters kept in process memory and merged into a shared store in the background.
 
@@ -200,22 +225,41 @@ class SyncedCounters:
 
     async def spend(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[Count]:
         now = time.monotonic()
-        self._window_seconds = max(self._window_seconds, window_seconds)
-        counts = []
+        expiries: list[float] = []
+        totals = self._add(charges, window_seconds, now, expiries)
+        return [
+            Count(total, int(expires - now) + 1)
+            for total, expires in zip(totals, expiries, strict=True)
+        ]
+
+    def totals(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[int]:
+        return self._add(charges, window_seconds, time.monotonic(), None)
+
+    def _add(
+        self,
+        charges: Sequence[tuple[str, int]],
+        window_seconds: int,
+        now: float,
+        expiries: list[float] | None,
+    ) -> list[int]:
+        """Count ``charges`` here; the totals (and, into ``expiries``, when each ends)."""
+        if window_seconds > self._window_seconds:
+            self._window_seconds = window_seconds
+        pending_of, known, sending = self._pending, self._known, self._sending
+        totals = []
         for key, amount in charges:
-            pending = self._pending.get(key, 0) + amount
-            self._pending[key] = pending
-            total, expires = self._known.get(key, (0, 0.0))
+            pending = pending_of[key] = pending_of.get(key, 0) + amount
+            total, expires = known.get(key, _UNKNOWN)
             if expires <= now:  # never seen, or its window is over: the counter starts now
                 total, expires = 0, now + window_seconds
-            counts.append(
-                Count(total + self._sending.get(key, 0) + pending, int(expires - now) + 1)
-            )
-        if len(self._pending) > self._max_keys:
+            totals.append(total + sending.get(key, 0) + pending if sending else total + pending)
+            if expiries is not None:
+                expiries.append(expires)
+        if len(pending_of) > self._max_keys:
             self._shed()
         if not self._closed:
             self._keep_syncing()
-        return counts
+        return totals
 
     async def sync(self) -> None:
         """Send the pending amounts and learn the shared totals; nothing to do while another
@@ -370,20 +414,20 @@ class RateLimiter:
     agrees on them; each window's counter lives two windows.
     """
 
-    def __init__(self, store: Counters, window_seconds: int) -> None:
+    def __init__(self, store: LocalCounters, window_seconds: int) -> None:
         self._store = store
         self.window = window_seconds
+        self._suffixes = (-1, "", "")  # a window's index and its keys' current, previous suffix
 
     async def aclose(self) -> None:
         await self._store.aclose()
 
-    async def add(self, budgets: Sequence[Budget], cost: int) -> None:
+    def add(self, budgets: Sequence[Budget], cost: int) -> None:
         """Add ``cost`` to each budget without reading it back (a charge after the fact)."""
-        window = f"@{int(time.time() // self.window)}"
-        charges = [(budget.key + window, cost) for budget in budgets]
-        await self._store.spend(charges, 2 * self.window)
+        current = self._window(time.time())[1]
+        self._store.totals([(budget.key + current, cost) for budget in budgets], 2 * self.window)
 
-    async def settle(
+    def settle(
         self,
         charged: Sequence[Budget],
         cost: int,
@@ -395,30 +439,33 @@ class RateLimiter:
         ``room`` more units fit).
 
         A request checks its caller's budget and its team's before it runs, both in this
-        one call (with ``SyncedCounters``, no call waits for Redis).
+        one call (the store counts in memory: nothing waits for Redis).
         """
         now = time.time()
-        index = int(now // self.window)
+        index, current, previous = self._window(now)
         elapsed = now - index * self.window
-        budgets = [*charged, *peeked]
-        if not budgets:
-            return []
-        current, previous = f"@{index}", f"@{index - 1}"
         charges = [(budget.key + current, cost) for budget in charged]
         charges += [(budget.key + current, 0) for budget in peeked]
-        charges += [(budget.key + previous, 0) for budget in budgets]  # read in the same trip
-        counts = await self._store.spend(charges, 2 * self.window)
-        first_peeked, older = len(charged), len(budgets)
+        budgets = [*charged, *peeked]
+        charges += [(budget.key + previous, 0) for budget in budgets]  # read in the same call
+        if not budgets:
+            return []
+        totals = self._store.totals(charges, 2 * self.window)
+        older = len(budgets)
         return [
             self._usage(
-                budget,
-                counts[older + i].value,
-                counts[i].value,
-                elapsed,
-                1 if i < first_peeked else room,
+                budget, totals[older + i], totals[i], elapsed, 1 if i < len(charged) else room
             )
             for i, budget in enumerate(budgets)
         ]
+
+    def _window(self, now: float) -> tuple[int, str, str]:
+        """The window ``now`` falls in: its index and the key suffixes of it and the one
+        before (kept until the window changes)."""
+        index = int(now // self.window)
+        if index != self._suffixes[0]:
+            self._suffixes = (index, f"@{index}", f"@{index - 1}")
+        return self._suffixes
 
     def _usage(
         self, budget: Budget, previous: int, current: int, elapsed: float, room: int
