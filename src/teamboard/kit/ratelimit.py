@@ -484,8 +484,8 @@ class RateLimiter:
         return Usage(budget, used, max(1, math.ceil(wait)))
 
     def headers(self, usages: Sequence[Usage]) -> list[tuple[bytes, bytes]]:
-        policy = self._policy(tuple((u.budget.name, u.budget.limit) for u in usages))
-        state = ", ".join(f'"{u.budget.name}";r={u.remaining};t={u.reset_after}' for u in usages)
+        policy = self._policy(tuple([(u.budget.name, u.budget.limit) for u in usages]))
+        state = ", ".join([f'"{u.budget.name}";r={u.remaining};t={u.reset_after}' for u in usages])
         return [(b"ratelimit-policy", policy), (b"ratelimit", state.encode())]
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one limiter per process, few policies
