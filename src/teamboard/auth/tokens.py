@@ -16,6 +16,7 @@ import jwt
 
 from teamboard.config import Settings
 from teamboard.errors import Unauthorized
+from teamboard.kit.ids import parse_uuid
 
 ALGORITHM = "HS256"
 ACCESS_TYP = "at+jwt"
@@ -102,7 +103,7 @@ class TokenService:
             return cached
         claims = self._decode(token, self._access_key, ACCESS_TYP, self._audience)
         try:
-            result = AccessClaims(UUID(str(claims["sub"])), UUID(str(claims["sid"])))
+            result = AccessClaims(parse_uuid(str(claims["sub"])), parse_uuid(str(claims["sid"])))
         except ValueError as exc:
             raise Unauthorized("The token is invalid", code="invalid_token") from exc
         if len(self._verified) >= VERIFIED_CACHE_SIZE:

@@ -33,6 +33,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
+from teamboard.kit.ids import parse_uuid
+
 Endpoint = Callable[..., Awaitable[Response]]
 _PARAM = re.compile(r"{(\w+)}")
 
@@ -130,7 +132,8 @@ class HotReadRoute(BaseRoute):
                 continue
             try:
                 params = {
-                    name: UUID(value) for name, value in zip(hot.names, found.groups(), strict=True)
+                    name: parse_uuid(value)
+                    for name, value in zip(hot.names, found.groups(), strict=True)
                 }
             except ValueError:
                 return Match.NONE, {}  # FastAPI answers malformed ids (422)
