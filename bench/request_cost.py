@@ -1,7 +1,7 @@
 """Python instructions per request, counted by callgrind: a cost that a noisy machine does not
 move (``bench/README.md``, ninth session).
 
-    python -m bench.request_cost                       # task read, team read and R
+    python -m bench.request_cost                       # task and team reads, a list, R
     python -m bench.request_cost --only task --requests 2000
 
 Creates the harness's scratch database, lets one teamboard server make the fixtures (user,
@@ -37,13 +37,14 @@ BASE_REQUESTS = 300
 TARGETS = {
     "task": "GET /api/v1/teams/{team_id}/tasks/{task_id}",
     "team": "GET /api/v1/teams/{team_id}",
+    "list": "GET {project}/tasks?limit=50",
     "r": "GET /row/{row_id}",
 }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(TARGETS), help="task, team, r")
+    parser.add_argument("--only", default=",".join(TARGETS), help=", ".join(TARGETS))
     parser.add_argument("--requests", type=int, default=1000, help="counted requests")
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # the child: target name
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
@@ -131,8 +132,8 @@ async def _drive(name: str, count: int) -> None:
     from asgi_lifespan import LifespanManager
 
     variables = json.loads(os.environ["TB_COST_VARIABLES"])
-    method, path = TARGETS[name].split(" ", 1)
-    path = path.format(**variables)
+    method, target = TARGETS[name].split(" ", 1)
+    path, _, query = target.format(**variables).partition("?")
     headers = [(b"host", b"127.0.0.1")]
     if name == "r":
         from bench.ceilings import read_one as app
@@ -155,7 +156,7 @@ async def _drive(name: str, count: int) -> None:
             scope = {
                 "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
                 "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-                "root_path": "", "query_string": b"", "headers": list(headers),
+                "root_path": "", "query_string": query.encode(), "headers": list(headers),
                 "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
                 "state": {},
             }  # fmt: skip
