@@ -45,7 +45,7 @@ TARGETS = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(TARGETS), help=", ".join(TARGETS))
-    parser.add_argument("--requests", type=int, default=1000, help="counted requests")
+    parser.add_argument("--requests", type=_positive, default=1000, help="counted requests")
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # the child: target name
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -68,10 +68,17 @@ def main() -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 @contextlib.contextmanager
 def _fixtures() -> Iterator[dict[str, str]]:
     """The scratch database with the harness's fixtures; the environment of the drivers."""
-    options, _ = harness.parse_args([])
+    options, _ = harness.parse_args(["--wrk", "unused"])  # no load is generated here
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tb-cost-")))
         ctx = harness.Context(options=options, workdir=workdir)
@@ -97,6 +104,10 @@ def _fixtures() -> Iterator[dict[str, str]]:
                 "BENCH_POOL_SIZE": "4",
                 "TB_COST_VARIABLES": json.dumps(variables),
                 "PYTHONHASHSEED": "0",
+                "PYTHONPATH": os.pathsep.join(
+                    [str(harness.PROJECT_DIR), *filter(None, [env.get("PYTHONPATH")])]
+                ),
+                "TB_COST_WORKDIR": str(workdir),
             }
         )
         yield env
@@ -107,7 +118,13 @@ def _app_url(env: dict[str, str]) -> str:
     from teamboard.config import Settings
     from teamboard.ops.database import provision_app_role
 
-    settings = Settings(secret_key=env["SECRET_KEY"], database_app_role=env["DATABASE_APP_ROLE"])
+    settings = Settings(  # this run's settings only: no .env, no app URL of another database
+        _env_file=None,
+        secret_key=env["SECRET_KEY"],
+        database_app_role=env["DATABASE_APP_ROLE"],
+        database_app_url=None,
+        database_worker_url=None,
+    )
     return provision_app_role(env["DATABASE_URL"], settings).app
 
 
@@ -118,8 +135,9 @@ def _instructions(name: str, count: int, env: dict[str, str]) -> int:
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out",
             sys.executable, "-m", "bench.request_cost", "--drive", name, "--count", str(count),
         ]  # fmt: skip
+        workdir = env["TB_COST_WORKDIR"]
         done = subprocess.run(
-            command, env=env, cwd=harness.PROJECT_DIR, capture_output=True, text=True, timeout=1800
+            command, env=env, cwd=workdir, capture_output=True, text=True, timeout=1800
         )
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
@@ -151,7 +169,7 @@ async def _drive(name: str, count: int) -> None:
         if message["type"] == "http.response.start":
             statuses.add(message["status"])
 
-    async with LifespanManager(app):
+    async with LifespanManager(app, startup_timeout=None, shutdown_timeout=None):  # valgrind
         for _ in range(50 + count):
             scope = {
                 "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",

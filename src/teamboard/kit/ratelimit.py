@@ -31,7 +31,7 @@ class Count(NamedTuple):
 
 
 class Counters(Protocol):
-    """What the API rate limits need of a store."""
+    """A store that may be shared (Redis): what :class:`SyncedCounters` merges into."""
 
     async def spend(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[Count]:
         """Add each amount to its key's counter (one round trip for all); the totals after."""
@@ -441,15 +441,15 @@ class RateLimiter:
         A request checks its caller's budget and its team's before it runs, both in this
         one call (the store counts in memory: nothing waits for Redis).
         """
+        budgets = [*charged, *peeked]
+        if not budgets:
+            return []
         now = time.time()
         index, current, previous = self._window(now)
         elapsed = now - index * self.window
         charges = [(budget.key + current, cost) for budget in charged]
         charges += [(budget.key + current, 0) for budget in peeked]
-        budgets = [*charged, *peeked]
         charges += [(budget.key + previous, 0) for budget in budgets]  # read in the same call
-        if not budgets:
-            return []
         totals = self._store.totals(charges, 2 * self.window)
         older = len(budgets)
         return [
