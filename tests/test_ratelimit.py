@@ -69,6 +69,9 @@ async def test_headers_report_policy_and_cost_weighted_use(
     assert read.status_code == 200
     assert read.headers["ratelimit-policy"] == f'"caller";q={CALLER};w=60, "team";q={TEAM};w=60'
     assert _remaining(read) == {"caller": CALLER - 1, "team": TEAM}  # team charged after
+    # Each field once, listing both budgets (the same list as a line per budget).
+    assert len(read.headers.get_list("ratelimit-policy")) == 1
+    assert len(read.headers.get_list("ratelimit")) == 1
     listed = await limited.get(f"{API}/teams/{team}/members", headers=actor.headers)
     assert listed.status_code == 200
     assert _remaining(listed) == {"caller": CALLER - 1 - 5, "team": TEAM - 1}

@@ -29,7 +29,7 @@ from teamboard.errors import BadRequest, Forbidden, NotFound, RateLimited, Unaut
 from teamboard.kit.pagination import CursorCodec
 from teamboard.kit.ratelimit import Budget, RateLimiter, Usage, route_cost
 from teamboard.kit.throttled import Refusal, ThrottledCallers, team_of_path
-from teamboard.unit_of_work import UnitOfWork, unit_of_work
+from teamboard.unit_of_work import unit_of_work
 
 Role = Literal["owner", "admin", "member", "guest"]
 ROLE_RANK: dict[str, int] = {"guest": 0, "member": 1, "admin": 2, "owner": 3}
@@ -229,18 +229,15 @@ async def spend(
         if usage.used + cost > team.limit and (is_member is None or await is_member()):
             exhausted.append(usage)
             shown.append(usage)
-    unit.response_headers.extend(limiter.headers(shown))
+    report = unit.rate_limits
+    if report is None:
+        report = unit.rate_limits = limiter.usages_shown()
+    report.shown += shown
     if exhausted:
         _remember_refusal(request, exhausted, limiter.window)
         raise RateLimited(max(u.reset_after for u in exhausted))
     if team is not None:
-        charged_team = team
-
-        async def charge_team(done: UnitOfWork) -> None:
-            done.response_headers.extend(limiter.headers([usage]))
-            limiter.add([charged_team], cost)
-
-        unit.on_success.append(charge_team)
+        report.due.append((team, cost, usage))
 
 
 def _remember_refusal(request: Request, exhausted: Sequence[Usage], window: int) -> None:

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from teamboard import db
 from teamboard.db import Tx
 from teamboard.errors import problem_response
+from teamboard.kit.ratelimit import ResponseUsages
 
 logger = logging.getLogger("teamboard.unit_of_work")
 STATE_KEY = "unit_of_work"
@@ -39,17 +40,13 @@ Headers = list[tuple[bytes, bytes]]
 
 @dataclass
 class UnitOfWork:
-    """The transactions a request opened, what to do before committing them and after a
-    success, and headers to add to the response (rate-limit state)."""
+    """The transactions a request opened, what to do before committing them, and the
+    rate-limit budgets its response reports (the team charges due on success with them)."""
 
     transactions: list[Tx] = field(default_factory=list)
     keep_changes: bool = False
     before_commit: BeforeCommit | None = None
-    #: Called with the unit once it committed. A hook takes the unit rather than closing
-    #: over it: a closure in this list would make a reference cycle of every request's
-    #: unit, left to the cyclic garbage collector instead of freed when the request ends.
-    on_success: list[Callable[[UnitOfWork], Awaitable[None]]] = field(default_factory=list)
-    response_headers: Headers = field(default_factory=list)
+    rate_limits: ResponseUsages | None = None
 
     def add(self, tx: Tx) -> Tx:
         self.transactions.append(tx)
@@ -66,6 +63,18 @@ class UnitOfWork:
         self.transactions.clear()
         if failure is not None:
             raise failure
+
+    def response_fields(self, status: int) -> Headers:
+        """The fields the response adds once its transactions have ended (the rate limits'),
+        making the charges due on a success (below 400). Bookkeeping: a failure here is
+        logged, and the response goes out without the fields rather than as an error."""
+        if self.rate_limits is None:
+            return []
+        try:
+            return self.rate_limits.finish(succeeded=status < 400)
+        except Exception:
+            logger.warning("the rate-limit fields could not be made", exc_info=True)
+            return []
 
 
 def unit_of_work(request: Request) -> UnitOfWork:
@@ -120,7 +129,7 @@ class UnitOfWorkMiddleware:
                 if await self._end(unit, message["status"], send):
                     dropped = True
                     return
-                message = _with_headers(message, unit.response_headers)
+                message = _with_headers(message, unit.response_fields(message["status"]))
             await send(message)
 
         try:
@@ -143,12 +152,6 @@ class UnitOfWorkMiddleware:
             await unit.finish(commit=commit)
         except Exception as exc:
             return await self._send_commit_failure(exc, send)
-        if status < 400:
-            for hook in unit.on_success:
-                try:
-                    await hook(unit)
-                except Exception:  # bookkeeping must not turn a success into an error
-                    logger.warning("an after-success hook failed", exc_info=True)
         return False
 
     async def _store_and_send(self, unit: UnitOfWork, messages: list[Message], send: Send) -> None:
@@ -163,7 +166,7 @@ class UnitOfWorkMiddleware:
                 return
         if await self._end(unit, status, send):
             return
-        await send(_with_headers(start, unit.response_headers))
+        await send(_with_headers(start, unit.response_fields(status)))
         for message in messages[1:]:
             await send(message)
 

@@ -483,6 +483,10 @@ class RateLimiter:
             wait = self.window - elapsed + max(0.0, self.window * (1 - allowed / max(current, 1)))
         return Usage(budget, used, max(1, math.ceil(wait)))
 
+    def usages_shown(self) -> ResponseUsages:
+        """A request's record of the usages its response shows (see ``ResponseUsages``)."""
+        return ResponseUsages(self)
+
     def headers(self, usages: Sequence[Usage]) -> list[tuple[bytes, bytes]]:
         policy = self._policy(tuple([(u.budget.name, u.budget.limit) for u in usages]))
         state = ", ".join([f'"{u.budget.name}";r={u.remaining};t={u.reset_after}' for u in usages])
@@ -491,3 +495,31 @@ class RateLimiter:
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one limiter per process, few policies
     def _policy(self, budgets: tuple[tuple[str, int], ...]) -> bytes:
         return ", ".join(f'"{name}";q={limit};w={self.window}' for name, limit in budgets).encode()
+
+
+class ResponseUsages:
+    """The budgets a request's response reports, in its ``RateLimit`` fields: those checked
+    before it ran (the caller's), and the team charges due once it has succeeded, which
+    :meth:`finish` makes and then reports too.
+
+    One record per request, however many times it spends (GraphQL spends per team), and the
+    fields built once, when the response starts: one ``RateLimit-Policy`` and one
+    ``RateLimit`` line listing every budget, the same list as one line per budget.
+    """
+
+    __slots__ = ("_limiter", "due", "shown")
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+        self.shown: list[Usage] = []
+        self.due: list[tuple[Budget, int, Usage]] = []  # budget, cost, usage before it
+
+    def finish(self, succeeded: bool) -> list[tuple[bytes, bytes]]:
+        """The response's fields; when it ``succeeded``, the due charges are made first."""
+        shown = self.shown
+        if succeeded and self.due:
+            shown = [*shown, *(usage for _, _, usage in self.due)]
+            for budget, cost, _ in self.due:
+                self._limiter.add([budget], cost)
+        self.due = []  # made, or dropped with the failure: never twice
+        return self._limiter.headers(shown) if shown else []
