@@ -222,7 +222,10 @@ async def spend(
     )
     usages = limiter.settle(charged, cost, [] if team is None else [team], room=cost)
     shown = usages[: len(charged)]
-    exhausted = [u for u in shown if u.used > u.budget.limit]
+    exhausted = []
+    for checked in shown:  # a loop, not a comprehension (a call): every request runs this
+        if checked.used > checked.budget.limit:
+            exhausted.append(checked)
     unit = unit_of_work(request)
     if team is not None:
         usage = usages[-1]

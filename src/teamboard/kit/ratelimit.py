@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import heapq
 import logging
 import math
@@ -357,6 +356,9 @@ class SyncedCounters:
 # ------------------------------------------------------------------------------------------
 
 ITEM_COST, LIST_COST, WRITE_COST = 1, 5, 2
+#: Distinct ``RateLimit-Policy`` values kept (each a few budgets: limits change only with
+#: the settings, so a handful per process; the bound only guards against a surprise).
+_MAX_POLICIES = 64
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 E = TypeVar("E", bound=Callable[..., Any])
 
@@ -418,6 +420,7 @@ class RateLimiter:
         self._store = store
         self.window = window_seconds
         self._suffixes = (-1, "", "")  # a window's index and its keys' current, previous suffix
+        self._policies: dict[tuple[Budget, ...], bytes] = {}  # RateLimit-Policy per budgets
 
     async def aclose(self) -> None:
         await self._store.aclose()
@@ -425,7 +428,10 @@ class RateLimiter:
     def add(self, budgets: Sequence[Budget], cost: int) -> None:
         """Add ``cost`` to each budget without reading it back (a charge after the fact)."""
         current = self._window(time.time())[1]
-        self._store.totals([(budget.key + current, cost) for budget in budgets], 2 * self.window)
+        charges = []
+        for budget in budgets:  # a loop, not a comprehension: see settle
+            charges.append((budget.key + current, cost))
+        self._store.totals(charges, 2 * self.window)
 
     def settle(
         self,
@@ -447,17 +453,22 @@ class RateLimiter:
         now = time.time()
         index, current, previous = self._window(now)
         elapsed = now - index * self.window
-        charges = [(budget.key + current, cost) for budget in charged]
-        charges += [(budget.key + current, 0) for budget in peeked]
-        charges += [(budget.key + previous, 0) for budget in budgets]  # read in the same call
+        # Loops rather than comprehensions: each comprehension is a call, for one or two
+        # budgets per request (every request comes through here).
+        charges = []
+        for budget in charged:
+            charges.append((budget.key + current, cost))
+        for budget in peeked:
+            charges.append((budget.key + current, 0))
+        for budget in budgets:  # the previous windows, read in the same call
+            charges.append((budget.key + previous, 0))
         totals = self._store.totals(charges, 2 * self.window)
-        older = len(budgets)
-        return [
-            self._usage(
-                budget, totals[older + i], totals[i], elapsed, 1 if i < len(charged) else room
-            )
-            for i, budget in enumerate(budgets)
-        ]
+        older, first_peeked = len(budgets), len(charged)
+        usages = []
+        for i, budget in enumerate(budgets):
+            wanted = 1 if i < first_peeked else room
+            usages.append(self._usage(budget, totals[older + i], totals[i], elapsed, wanted))
+        return usages
 
     def _window(self, now: float) -> tuple[int, str, str]:
         """The window ``now`` falls in: its index and the key suffixes of it and the one
@@ -488,13 +499,20 @@ class RateLimiter:
         return ResponseUsages(self)
 
     def headers(self, usages: Sequence[Usage]) -> list[tuple[bytes, bytes]]:
-        policy = self._policy(tuple([(u.budget.name, u.budget.limit) for u in usages]))
-        state = ", ".join([f'"{u.budget.name}";r={u.remaining};t={u.reset_after}' for u in usages])
-        return [(b"ratelimit-policy", policy), (b"ratelimit", state.encode())]
-
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - one limiter per process, few policies
-    def _policy(self, budgets: tuple[tuple[str, int], ...]) -> bytes:
-        return ", ".join(f'"{name}";q={limit};w={self.window}' for name, limit in budgets).encode()
+        """The ``RateLimit-Policy`` and ``RateLimit`` fields of ``usages``, in their order.
+        (Written out rather than through ``Usage.remaining``: every response has them, and
+        each call or comprehension less is about a thousand instructions.)"""
+        budgets = tuple([usage.budget for usage in usages])
+        policy = self._policies.get(budgets)
+        if policy is None:
+            policy = ", ".join(f'"{b.name}";q={b.limit};w={self.window}' for b in budgets).encode()
+            if len(self._policies) < _MAX_POLICIES:
+                self._policies[budgets] = policy
+        state = []
+        for budget, used, reset_after in usages:
+            left = budget.limit - used
+            state.append(f'"{budget.name}";r={left if left > 0 else 0};t={reset_after}')
+        return [(b"ratelimit-policy", policy), (b"ratelimit", ", ".join(state).encode())]
 
 
 class ResponseUsages:
@@ -518,8 +536,9 @@ class ResponseUsages:
         """The response's fields; when it ``succeeded``, the due charges are made first."""
         shown = self.shown
         if succeeded and self.due:
-            shown = [*shown, *(usage for _, _, usage in self.due)]
-            for budget, cost, _ in self.due:
+            shown = list(shown)
+            for budget, cost, usage in self.due:
                 self._limiter.add([budget], cost)
+                shown.append(usage)
         self.due = []  # made, or dropped with the failure: never twice
         return self._limiter.headers(shown) if shown else []
