@@ -367,3 +367,20 @@ async def test_the_cost_is_spent_from_the_rest_budgets(
     assert int(response.headers["retry-after"]) >= 1
     assert resolved_fields(response) == 0
     assert statements(response) == 0
+
+
+async def test_a_query_reaching_two_teams_reports_every_budget_in_one_line(
+    limited: httpx.AsyncClient, alice: tuple[Actor, uuid.UUID], make_team: MakeTeam
+) -> None:
+    actor, first = alice
+    second = await make_team(actor)
+    query = "query($a: UUID!, $b: UUID!) { a: team(id: $a) { name } b: team(id: $b) { name } }"
+    response = await gql(limited, actor, query, {"a": str(first), "b": str(second)})
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data["a"]["name"]
+    assert data["b"]["name"]
+    (policy,) = response.headers.get_list("ratelimit-policy")
+    (state,) = response.headers.get_list("ratelimit")
+    assert policy == f'"caller";q={CALLER};w=60, "team";q={TEAM};w=60, "team";q={TEAM};w=60'
+    assert re.fullmatch(r'"caller";r=\d+;t=\d+, "team";r=\d+;t=\d+, "team";r=\d+;t=\d+', state)

@@ -234,3 +234,16 @@ async def test_budgets_slide_instead_of_refilling_at_once(monkeypatch: pytest.Mo
     assert (await _peek(limiter, budget)).used == 12
     now[0] = 60_180.0  # two windows later, nothing is left
     assert (await _peek(limiter, budget)).used == 0
+
+
+def test_fields_list_every_budget_and_the_policy_line_is_kept_per_limits_not_per_caller() -> None:
+    limiter = ratelimit.RateLimiter(ratelimit.MemoryCounterStore(), 60)
+    for i in range(300):  # more callers than the kept lines: the line is shared by all
+        caller = ratelimit.Budget("caller", f"user:{i}", 10)
+        team = ratelimit.Budget("team", f"team:{i}", 100)
+        fields = dict(
+            limiter.headers([ratelimit.Usage(caller, 3, 5), ratelimit.Usage(team, 120, 7)])
+        )
+        assert fields[b"ratelimit-policy"] == b'"caller";q=10;w=60, "team";q=100;w=60'
+        assert fields[b"ratelimit"] == b'"caller";r=7;t=5, "team";r=0;t=7'  # never below 0
+    assert len(limiter._policies) == 1

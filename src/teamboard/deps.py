@@ -27,7 +27,7 @@ from teamboard.config import Settings
 from teamboard.db import Database, RequestMetrics, Tx
 from teamboard.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
 from teamboard.kit.pagination import CursorCodec
-from teamboard.kit.ratelimit import Budget, RateLimiter, Usage, route_cost
+from teamboard.kit.ratelimit import Budget, RateLimiter, ResponseUsages, Usage, route_cost
 from teamboard.kit.throttled import Refusal, ThrottledCallers, team_of_path
 from teamboard.unit_of_work import unit_of_work
 
@@ -234,7 +234,7 @@ async def spend(
             shown.append(usage)
     report = unit.rate_limits
     if report is None:
-        report = unit.rate_limits = limiter.usages_shown()
+        report = unit.rate_limits = ResponseUsages(limiter)
     report.shown += shown
     if exhausted:
         _remember_refusal(request, exhausted, limiter.window)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,7 +29,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from teamboard import db
 from teamboard.db import Tx
 from teamboard.errors import problem_response
-from teamboard.kit.ratelimit import ResponseUsages
+
+if TYPE_CHECKING:
+    from teamboard.kit.ratelimit import ResponseUsages
 
 logger = logging.getLogger("teamboard.unit_of_work")
 STATE_KEY = "unit_of_work"

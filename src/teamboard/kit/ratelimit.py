@@ -356,9 +356,9 @@ class SyncedCounters:
 # ------------------------------------------------------------------------------------------
 
 ITEM_COST, LIST_COST, WRITE_COST = 1, 5, 2
-#: Distinct ``RateLimit-Policy`` values kept (each a few budgets: limits change only with
-#: the settings, so a handful per process; the bound only guards against a surprise).
-_MAX_POLICIES = 64
+#: ``RateLimit-Policy`` lines kept: one per sequence of budget names and limits, a handful
+#: (the limits are settings; a GraphQL request lists one team per team it reached).
+_MAX_POLICY_SHAPES = 256
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 E = TypeVar("E", bound=Callable[..., Any])
 
@@ -420,7 +420,7 @@ class RateLimiter:
         self._store = store
         self.window = window_seconds
         self._suffixes = (-1, "", "")  # a window's index and its keys' current, previous suffix
-        self._policies: dict[tuple[Budget, ...], bytes] = {}  # RateLimit-Policy per budgets
+        self._policies: dict[tuple[tuple[str, int], ...], bytes] = {}  # per names and limits
 
     async def aclose(self) -> None:
         await self._store.aclose()
@@ -494,31 +494,32 @@ class RateLimiter:
             wait = self.window - elapsed + max(0.0, self.window * (1 - allowed / max(current, 1)))
         return Usage(budget, used, max(1, math.ceil(wait)))
 
-    def usages_shown(self) -> ResponseUsages:
-        """A request's record of the usages its response shows (see ``ResponseUsages``)."""
-        return ResponseUsages(self)
-
     def headers(self, usages: Sequence[Usage]) -> list[tuple[bytes, bytes]]:
-        """The ``RateLimit-Policy`` and ``RateLimit`` fields of ``usages``, in their order.
-        (Written out rather than through ``Usage.remaining``: every response has them, and
-        each call or comprehension less is about a thousand instructions.)"""
-        budgets = tuple([usage.budget for usage in usages])
-        policy = self._policies.get(budgets)
-        if policy is None:
-            policy = ", ".join(f'"{b.name}";q={b.limit};w={self.window}' for b in budgets).encode()
-            if len(self._policies) < _MAX_POLICIES:
-                self._policies[budgets] = policy
+        """The ``RateLimit-Policy`` and ``RateLimit`` fields of ``usages``, in their order
+        (``r`` is ``Usage.remaining``, written out: every response has these fields, and
+        each call or comprehension less is about a thousand instructions).
+
+        The policy line depends on the budgets' names and limits only, and is kept."""
+        policies: list[tuple[str, int]] = []
         state = []
         for budget, used, reset_after in usages:
+            policies.append((budget.name, budget.limit))
             left = budget.limit - used
             state.append(f'"{budget.name}";r={left if left > 0 else 0};t={reset_after}')
+        shape = tuple(policies)  # names and limits only: the same few lines for everyone
+        policy = self._policies.get(shape)
+        if policy is None:
+            text = ", ".join(f'"{name}";q={limit};w={self.window}' for name, limit in shape)
+            policy = text.encode()
+            if len(self._policies) < _MAX_POLICY_SHAPES:
+                self._policies[shape] = policy
         return [(b"ratelimit-policy", policy), (b"ratelimit", ", ".join(state).encode())]
 
 
 class ResponseUsages:
     """The budgets a request's response reports, in its ``RateLimit`` fields: those checked
-    before it ran (the caller's), and the team charges due once it has succeeded, which
-    :meth:`finish` makes and then reports too.
+    before it ran (the caller's, and a team's that refused it), and the team charges due
+    once it has succeeded, which :meth:`finish` makes and then reports too.
 
     One record per request, however many times it spends (GraphQL spends per team), and the
     fields built once, when the response starts: one ``RateLimit-Policy`` and one
@@ -533,12 +534,16 @@ class ResponseUsages:
         self.due: list[tuple[Budget, int, Usage]] = []  # budget, cost, usage before it
 
     def finish(self, succeeded: bool) -> list[tuple[bytes, bytes]]:
-        """The response's fields; when it ``succeeded``, the due charges are made first."""
+        """The response's fields; when it ``succeeded``, the due charges are made (each on
+        its own: a charge that fails is logged, and the others and the fields stand)."""
+        due, self.due = self.due, []  # made now, or dropped with the failure: never twice
         shown = self.shown
-        if succeeded and self.due:
+        if succeeded and due:
             shown = list(shown)
-            for budget, cost, usage in self.due:
-                self._limiter.add([budget], cost)
+            for budget, cost, usage in due:
+                try:
+                    self._limiter.add([budget], cost)
+                except Exception:
+                    logger.warning("a team's rate-limit charge failed", exc_info=True)
                 shown.append(usage)
-        self.due = []  # made, or dropped with the failure: never twice
         return self._limiter.headers(shown) if shown else []
