@@ -89,7 +89,6 @@ def fixtures() -> Iterator[dict[str, str]]:
         stack.callback(harness.drop_role, options.database_url, f"{ctx.app_role}_worker")
         ctx.scratch_url = stack.enter_context(harness.scratch_database(options.database_url))
         env = harness._teamboard_env(ctx)
-        env["RATE_LIMIT_SYNC_SECONDS"] = "10"
         port = harness.free_port()
         command = harness._teamboard_command(ctx, port)
         server = harness.ServerProcess("teamboard", command, env, workdir, workdir / "tb.log")

@@ -233,7 +233,8 @@ def measure(db: Scratch, load: Load) -> dict[str, Rates]:
     try:
         for form in every:
             policy.reduce(form.team_only_policy)
-            check(form, db.owner if form.owner else db.app, defines, **_expected(variables))
+            conninfo = db.owner if form.owner else db.app
+            check(form, conninfo, defines, task=variables["task_id"], row=variables["row_id"])
         for round_number in range(load.rounds):
             for form in every if round_number % 2 == 0 else every[::-1]:
                 policy.reduce(form.team_only_policy)
@@ -244,11 +245,6 @@ def measure(db: Scratch, load: Load) -> dict[str, Rates]:
     finally:
         policy.reduce(False)
     return rates
-
-
-def _expected(variables: dict[str, str]) -> dict[str, str]:
-    """What :func:`check` expects back: the task's id, or R's row's."""
-    return {"task": variables["task_id"], "row": variables["row_id"]}
 
 
 def report(rates: dict[str, Rates], load: Load) -> None:
