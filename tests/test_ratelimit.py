@@ -236,7 +236,7 @@ async def test_budgets_slide_instead_of_refilling_at_once(monkeypatch: pytest.Mo
     assert (await _peek(limiter, budget)).used == 0
 
 
-def test_fields_list_every_budget_and_the_policy_line_is_kept_per_limits_not_per_caller() -> None:
+async def test_fields_list_every_budget_and_one_policy_line_per_limits_not_per_caller() -> None:
     limiter = ratelimit.RateLimiter(ratelimit.MemoryCounterStore(), 60)
     for i in range(300):  # more callers than the kept lines: the line is shared by all
         caller = ratelimit.Budget("caller", f"user:{i}", 10)

@@ -169,12 +169,10 @@ def _wants_ide(request: Request) -> bool:
     )
 
 
-@router.api_route(
-    "/graphql",
-    methods=["GET", "POST"],
-    summary="GraphQL (see schema.graphql)",
-    response_class=Response,
-)
+# One route per method, each with its own OpenAPI operation id (one route for both gave
+# both the same id, which OpenAPI forbids).
+@router.get("/graphql", summary="GraphQL query (see schema.graphql)", response_class=Response)
+@router.post("/graphql", summary="GraphQL (see schema.graphql)", response_class=Response)
 async def graphql(request: Request) -> Response:
     engine = engine_of(request)
     settings = engine.settings
