@@ -82,9 +82,12 @@ COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 ALL_COMMANDS = "*"
 PARTITION_PRIVILEGES = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"]
 
-#: Everything the worker role may do to tables (the events migration grants exactly this).
+#: Everything the worker role may do to tables (the events migration grants exactly this,
+#: and ``2026-12-07_inline_visible_sets`` the read of the visible-project sets that
+#: ``event``'s select policy holds: with no context, the worker's read finds no row).
 WORKER_PRIVILEGES: dict[str, frozenset[str]] = {
     "event": frozenset({"SELECT"}),
+    "team_member_visibility": frozenset({"SELECT"}),
     "event_consumer": frozenset({"SELECT", "INSERT", "UPDATE"}),
     "webhook": frozenset({"SELECT", "UPDATE"}),
     "webhook_delivery": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"}),

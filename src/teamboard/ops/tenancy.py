@@ -28,8 +28,27 @@ OWNER = f"team_id = {CURRENT_TEAM} and {CURRENT_ROLE} = 'owner'"
 DENY = "false"
 
 
+#: The projects the caller may see (team projects, or private ones they belong to): their
+#: stored set, read by a sub-select under ``team_member_visibility``'s own policy (the
+#: caller's row only; no row, not a member: NULL, which matches nothing). A call of
+#: ``tb_visible_project_ids()`` answers the same, and cost a quarter of a task read's time in
+#: PostgreSQL (PL/pgSQL, ``SECURITY DEFINER``, its ``search_path``: migration
+#: ``2026-12-07_inline_visible_sets``).
+VISIBLE_PROJECTS = (
+    "(select v.project_ids from team_member_visibility v"
+    f" where v.team_id = {CURRENT_TEAM} and v.user_id = {CURRENT_USER})"
+)
+
+
 def project_visible(column: str = "project_id") -> str:
-    """Rows of a project the caller may see (team projects, or private ones they belong to)."""
+    """Rows of a project the caller may see (see ``VISIBLE_PROJECTS``)."""
+    return f"{IN_TEAM} and {column} = any({VISIBLE_PROJECTS})"
+
+
+def project_visible_by_call(column: str = "project_id") -> str:
+    """What ``project_visible`` wrote before ``team_member_visibility`` existed: the
+    migrations of that time keep it, so that they replay as they ran, and
+    ``2026-12-07_inline_visible_sets`` rewrites it into the current form."""
     return f"{IN_TEAM} and {column} = any((select tb_visible_project_ids())::uuid[])"
 
 

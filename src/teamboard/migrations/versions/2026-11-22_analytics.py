@@ -47,7 +47,7 @@ from teamboard.ops.tenancy import (
     DENY,
     IN_TEAM,
     Policies,
-    project_visible,
+    project_visible_by_call,
     secure_table,
 )
 
@@ -725,7 +725,7 @@ def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
         for table in ("analytics_daily", "analytics_actor_daily", "analytics_flow_total")
     ]
     secured += [
-        (table, Policies(project_visible(), DENY, DENY, DENY), read_only)
+        (table, Policies(project_visible_by_call(), DENY, DENY, DENY), read_only)
         for table in ("analytics_task", "analytics_completion", "analytics_task_link")
     ]
     whole_team = f"{IN_TEAM} and (select tb_analytics_sees_all())"

@@ -41,7 +41,7 @@ from teamboard.ops.tenancy import (
     CURRENT_USER,
     DENY,
     Policies,
-    project_visible,
+    project_visible_by_call,
     secure_table,
 )
 
@@ -246,7 +246,7 @@ def trigram_schema(bind: Connection) -> str | None:
 
 def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
     me = CURRENT_USER
-    visible = project_visible()
+    visible = project_visible_by_call()
     return [
         (
             "comment",

@@ -22,7 +22,7 @@ from teamboard.ops.tenancy import (
     CURRENT_USER,
     DENY,
     Policies,
-    project_visible,
+    project_visible_by_call,
     secure_table,
 )
 
@@ -132,7 +132,7 @@ def own_or_admin(column: str) -> str:
 
 
 def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
-    visible = project_visible()
+    visible = project_visible_by_call()
     return [
         (
             "attachment",

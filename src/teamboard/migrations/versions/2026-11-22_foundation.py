@@ -21,7 +21,7 @@ from teamboard.ops.tenancy import (
     OWNER,
     Policies,
     lookup,
-    project_visible,
+    project_visible_by_call,
     secure_table,
 )
 
@@ -521,10 +521,10 @@ def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
         (
             "project",
             Policies(
-                select=project_visible("id"),
+                select=project_visible_by_call("id"),
                 insert=NOT_GUEST,
-                update=f"{project_visible('id')} and {NOT_GUEST}",
-                delete=f"{project_visible('id')} and {ADMIN}",
+                update=f"{project_visible_by_call('id')} and {NOT_GUEST}",
+                delete=f"{project_visible_by_call('id')} and {ADMIN}",
             ),
             {
                 "grants": (
@@ -539,33 +539,33 @@ def _policies() -> list[tuple[str, Policies, dict[str, object]]]:
         (
             "project_member",
             Policies(
-                select=project_visible(),
+                select=project_visible_by_call(),
                 insert=(
                     f"{NOT_GUEST} and (project_id = any((select tb_visible_project_ids())::uuid[])"
                     f" or (user_id = {me} and tb_is_project_creator(project_id)))"
                 ),
-                update=f"{project_visible()} and {NOT_GUEST}",
-                delete=f"{project_visible()} and {NOT_GUEST}",
+                update=f"{project_visible_by_call()} and {NOT_GUEST}",
+                delete=f"{project_visible_by_call()} and {NOT_GUEST}",
             ),
             {},
         ),
         (
             "status",
             Policies(
-                select=project_visible(),
-                insert=f"{project_visible()} and {NOT_GUEST}",
-                update=f"{project_visible()} and {NOT_GUEST}",
-                delete=f"{project_visible()} and {NOT_GUEST}",
+                select=project_visible_by_call(),
+                insert=f"{project_visible_by_call()} and {NOT_GUEST}",
+                update=f"{project_visible_by_call()} and {NOT_GUEST}",
+                delete=f"{project_visible_by_call()} and {NOT_GUEST}",
             ),
             {},
         ),
         (
             "task",
             Policies(
-                select=project_visible(),
-                insert=project_visible(),
-                update=project_visible(),
-                delete=f"{project_visible()} and {NOT_GUEST}",
+                select=project_visible_by_call(),
+                insert=project_visible_by_call(),
+                update=project_visible_by_call(),
+                delete=f"{project_visible_by_call()} and {NOT_GUEST}",
             ),
             {},
         ),

@@ -19,7 +19,13 @@ from alembic import op
 
 from teamboard.migrations.support import app_role
 from teamboard.ops import tenancy
-from teamboard.ops.tenancy import IN_TEAM, NOT_GUEST, Policies, project_visible, secure_table
+from teamboard.ops.tenancy import (
+    IN_TEAM,
+    NOT_GUEST,
+    Policies,
+    project_visible_by_call,
+    secure_table,
+)
 
 revision = "20261122_work"
 down_revision = "20261122_files"
@@ -137,8 +143,8 @@ def _list_indexes() -> list[str]:
 
 #: Guests read what they can see and write nothing (the foundation let them insert and
 #: update tasks at the RLS level; the API never did).
-TASK_WRITE = f"{project_visible()} and {NOT_GUEST}"
-FOUNDATION_TASK_WRITE = project_visible()
+TASK_WRITE = f"{project_visible_by_call()} and {NOT_GUEST}"
+FOUNDATION_TASK_WRITE = project_visible_by_call()
 
 
 #: Reading tasks: the project check as ``array_position(...) is not null`` instead of
@@ -173,7 +179,7 @@ def _task_write_policies(predicate: str) -> list[str]:
 
 #: Reading a project's rows: the visible-project set already implies membership of the
 #: context team (it is computed from the caller's membership row), so the role check of
-#: ``project_visible()`` is left out. Each check is a PL/pgSQL call per table and statement,
+#: ``project_visible_by_call()`` is left out. Each check is a PL/pgSQL call per table and statement,
 #: and a task read touches four of these tables.
 VISIBLE = (
     "team_id = (select tb_current_team_id())"

@@ -37,7 +37,7 @@ from alembic import op
 
 from teamboard.migrations.support import app_role
 from teamboard.ops import tenancy
-from teamboard.ops.tenancy import DENY, IN_TEAM, Policies, project_visible, secure_table
+from teamboard.ops.tenancy import DENY, IN_TEAM, Policies, project_visible_by_call, secure_table
 
 revision = "20261206_analytics_nodes"
 down_revision = "20261206_visible_policies"
@@ -481,7 +481,7 @@ def _policies() -> list[tuple[str, Policies]]:
                 DENY,
             ),
         ),
-        ("analytics_time_daily", Policies(project_visible(), DENY, DENY, DENY)),
+        ("analytics_time_daily", Policies(project_visible_by_call(), DENY, DENY, DENY)),
     ]
 
 
