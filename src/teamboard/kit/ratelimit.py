@@ -225,23 +225,23 @@ class SyncedCounters:
     async def spend(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[Count]:
         now = time.monotonic()
         expiries: list[float] = []
-        totals = self._add(charges, window_seconds, now, expiries)
+        totals = self.totals(charges, window_seconds, now, expiries)
         return [
             Count(total, int(expires - now) + 1)
             for total, expires in zip(totals, expiries, strict=True)
         ]
 
-    def totals(self, charges: Sequence[tuple[str, int]], window_seconds: int) -> list[int]:
-        return self._add(charges, window_seconds, time.monotonic(), None)
-
-    def _add(
+    def totals(
         self,
         charges: Sequence[tuple[str, int]],
         window_seconds: int,
-        now: float,
-        expiries: list[float] | None,
+        now: float | None = None,
+        expiries: list[float] | None = None,
     ) -> list[int]:
-        """Count ``charges`` here; the totals (and, into ``expiries``, when each ends)."""
+        """Count ``charges`` here; the totals (and, into ``expiries``, when each ends, from
+        ``now``, the monotonic clock's time by default)."""
+        if now is None:
+            now = time.monotonic()
         if window_seconds > self._window_seconds:
             self._window_seconds = window_seconds
         pending_of, known, sending = self._pending, self._known, self._sending
@@ -257,7 +257,9 @@ class SyncedCounters:
         if len(pending_of) > self._max_keys:
             self._shed()
         if not self._closed:
-            self._keep_syncing()
+            task = self._syncing  # running on this loop: the common case, without a call
+            if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+                self._keep_syncing()
         return totals
 
     async def sync(self) -> None:
@@ -326,10 +328,9 @@ class SyncedCounters:
         self._pending = kept
 
     def _keep_syncing(self) -> None:
-        task = self._syncing
-        loop = asyncio.get_running_loop()
-        if task is None or task.done() or task.get_loop() is not loop:
-            self._syncing = loop.create_task(self._sync_while_pending())
+        """Start syncing on the running loop (none yet, the last sync ended, or it ran on
+        another loop, which a test's loop may have closed)."""
+        self._syncing = asyncio.get_running_loop().create_task(self._sync_while_pending())
 
     async def _sync_while_pending(self) -> None:
         delay = self._interval
@@ -403,6 +404,12 @@ class Usage(NamedTuple):
         return max(0, self.budget.limit - self.used)
 
 
+#: ``_new_usage(Usage, (budget, used, reset_after))`` is ``Usage(budget, used,
+#: reset_after)`` without the Python-level ``__new__`` a named tuple's class has (every
+#: request builds one or two).
+_new_usage = tuple.__new__
+
+
 class RateLimiter:
     """Cost-weighted sliding windows, reported with the IETF ``RateLimit`` and
     ``RateLimit-Policy`` fields (draft-ietf-httpapi-ratelimit-headers).
@@ -452,8 +459,10 @@ class RateLimiter:
             return []
         now = time.time()
         index, current, previous = self._window(now)
-        elapsed = now - index * self.window
-        # Loops rather than comprehensions: each comprehension is a call, for one or two
+        window = self.window
+        elapsed = now - index * window
+        # Loops rather than comprehensions, and the usual usage written out here: each
+        # comprehension and each call costs about a thousand instructions, for one or two
         # budgets per request (every request comes through here).
         charges = []
         for budget in charged:
@@ -462,12 +471,21 @@ class RateLimiter:
             charges.append((budget.key + current, 0))
         for budget in budgets:  # the previous windows, read in the same call
             charges.append((budget.key + previous, 0))
-        totals = self._store.totals(charges, 2 * self.window)
+        totals = self._store.totals(charges, 2 * window)
         older, first_peeked = len(budgets), len(charged)
+        weight = 1 - elapsed / window
+        until_next = max(1, math.ceil(window - elapsed))
         usages = []
         for i, budget in enumerate(budgets):
             wanted = 1 if i < first_peeked else room
-            usages.append(self._usage(budget, totals[older + i], totals[i], elapsed, wanted))
+            used = math.ceil(totals[older + i] * weight + totals[i] - 1e-9)
+            if used <= budget.limit - wanted:  # room left: reset when this window ends
+                usages.append(_new_usage(Usage, (budget, used, until_next)))
+            else:
+                previous_total, current_total = totals[older + i], totals[i]
+                usages.append(
+                    self._spent(budget, used, previous_total, current_total, elapsed, wanted)
+                )
         return usages
 
     def _window(self, now: float) -> tuple[int, str, str]:
@@ -478,16 +496,12 @@ class RateLimiter:
             self._suffixes = (index, f"@{index}", f"@{index - 1}")
         return self._suffixes
 
-    def _usage(
-        self, budget: Budget, previous: int, current: int, elapsed: float, room: int
+    def _spent(
+        self, budget: Budget, used: int, previous: int, current: int, elapsed: float, room: int
     ) -> Usage:
-        """``reset_after``: seconds until ``room`` more units fit when the budget is spent,
-        else until the current window ends."""
-        weight = 1 - elapsed / self.window
-        used = math.ceil(previous * weight + current - 1e-9)
+        """The usage of a budget without ``room`` more units (``previous`` and ``current``
+        windows' counts): ``reset_after`` says when they fit."""
         allowed = budget.limit - room
-        if used <= allowed:
-            return Usage(budget, used, max(1, math.ceil(self.window - elapsed)))
         if current <= allowed and previous > 0:  # the previous window's share fades first
             wait = self.window * (1 - (allowed - current) / previous) - elapsed
         else:  # then this window's count, once it has become the previous one
