@@ -11,15 +11,19 @@ from typing import Any
 from uuid import UUID
 
 from teamboard.db import Tx
+from teamboard.kit.sql_times import as_api_text
 
 #: A task without its description (a list item) with its card: key, assignees and labels
 #: are columns of the task row, kept by triggers (migration ``2026-12-06_task_cards``): no
 #: subquery per task, whatever the page. (Lists need no project filter: deleting a project
-#: soft-deletes its tasks.)
+#: soft-deletes its tasks.) Rows of these columns only go out as responses: their
+#: timestamps come as the API's text (``teamboard.kit.sql_times``).
 SUMMARY_COLUMNS = (
     "t.id, t.key, t.number, t.project_id, t.title, t.status_id, t.priority, t.parent_id,"
-    " t.due_at, t.estimate, t.position, t.created_by, t.created_at, t.updated_at,"
-    " t.completed_at, t.version, t.assignee_ids, t.labels"
+    f" {as_api_text('t.due_at', 'due_at')}, t.estimate, t.position, t.created_by,"
+    f" {as_api_text('t.created_at', 'created_at')},"
+    f" {as_api_text('t.updated_at', 'updated_at')},"
+    f" {as_api_text('t.completed_at', 'completed_at')}, t.version, t.assignee_ids, t.labels"
 )
 FROM_LIVE = (
     " from task t join project p on p.team_id = t.team_id and p.id = t.project_id"
