@@ -83,8 +83,9 @@ ALL_COMMANDS = "*"
 PARTITION_PRIVILEGES = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"]
 
 #: Everything the worker role may do to tables (the events migration grants exactly this,
-#: and ``2026-12-07_inline_visible_sets`` the read of the visible-project sets that
-#: ``event``'s select policy holds: with no context, the worker's read finds no row).
+#: and ``2026-12-07_inline_visible_sets`` SELECT on the visible-project sets, which
+#: ``event``'s select policy names: a privilege every statement on ``event`` is checked
+#: for; the worker sees events through its own policy, not through that table).
 WORKER_PRIVILEGES: dict[str, frozenset[str]] = {
     "event": frozenset({"SELECT"}),
     "team_member_visibility": frozenset({"SELECT"}),

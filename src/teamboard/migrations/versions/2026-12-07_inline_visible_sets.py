@@ -13,9 +13,13 @@ The policies now hold the same read as a sub-select (``tenancy.VISIBLE_PROJECTS`
 PostgreSQL plans into the statement as an init plan: evaluated once per statement, as the
 call was. It reads the table under its own policy, which shows a caller their own row
 only, the row the function read; a caller who is not a member has no row, and NULL matches
-nothing where the function's ``{}`` matched nothing. The worker role reads ``event``, whose
-select policy (for everyone) holds the check: it may now read ``team_member_visibility``,
-where it has no context and so sees no row, as the function saw none for it.
+nothing where the function's ``{}`` matched nothing (every use is ``= any(...)`` or
+``array_position(...) is not null`` in a policy; ``tb_analytics_sees_all()``, which negates
+the set, keeps calling the function, which stays). The worker role reads ``event``, whose
+select policy (for everyone) now names ``team_member_visibility``: PostgreSQL checks the
+table privilege of every relation a statement names, so the worker is granted SELECT on
+it. It reads no row through it: its own policy ``event_worker`` (``true``) is what lets
+it see events, and it may not even call the context functions that table's policy uses.
 
 Revision ID: 20261207_inline_visible_sets
 Revises: 20261206_visible_project_sets
@@ -53,7 +57,9 @@ order by c.relname, p.polname
 
 
 def _rewrite(replace: Callable[[str], str]) -> None:
-    """Alter every policy whose expressions ``replace`` changes."""
+    """Alter every policy whose expressions ``replace`` changes; none is an error (a schema
+    printed otherwise than expected would leave every policy as it was, silently)."""
+    altered = 0
     for table, name, using, check in op.get_bind().exec_driver_sql(_POLICIES).fetchall():
         clauses = []
         if using is not None and replace(using) != using:
@@ -62,6 +68,9 @@ def _rewrite(replace: Callable[[str], str]) -> None:
             clauses.append(f"with check ({replace(check)})")
         if clauses:
             op.execute(f"alter policy {name} on {table} {' '.join(clauses)}")
+            altered += 1
+    if not altered:
+        raise RuntimeError("no policy holds the visible-project check in the expected form")
 
 
 def _inline(expression: str) -> str:
