@@ -64,3 +64,71 @@ def test_upgrade_downgrade_upgrade_with_data(server_url: str) -> None:
         with psycopg.connect(owner_url, autocommit=True) as conn:
             assert _tables(conn) == head_tables
             assert _version(conn) == database.head_revision()
+
+
+def test_compact_labels_rewrite_stored_cards_both_ways(server_url: str) -> None:
+    """``2026-12-07_compact_task_labels`` rewrites the labels of existing tasks (compact
+    up, spaced down) without touching ``updated_at``, and its card function writes them."""
+    settings = test_settings()
+    user, team, project, status, task, label = (uuid.uuid4() for _ in range(6))
+    spaced = f'[{{"id" : "{label}", "name" : "Bug \\"1\\"", "color" : "#ff0000"}}]'
+    compact = f'[{{"id":"{label}","name":"Bug \\"1\\"","color":"#ff0000"}}]'
+    stored = "select labels::text, updated_at from task where id = %s"
+    with fresh_database(server_url, prefix="teamboard_labels_migration") as owner_url:
+        urls = database.prepare(settings, owner_url)
+        with psycopg.connect(owner_url, autocommit=True) as conn:
+            conn.execute(
+                "insert into app_user (id, email, display_name, password_hash)"
+                " values (%s, 'm@example.com', 'm', 'x')",
+                (user,),
+            )
+            conn.execute(
+                "insert into team (id, name, created_by) values (%s, 't', %s)", (team, user)
+            )
+            conn.execute(
+                "insert into team_member (team_id, user_id, role) values (%s, %s, 'owner')",
+                (team, user),
+            )
+            conn.execute(
+                "insert into project (team_id, id, key, name, created_by)"
+                " values (%s, %s, 'LAB', 'labels', %s)",
+                (team, project, user),
+            )
+            conn.execute(
+                "insert into status (team_id, id, project_id, name, category, position)"
+                " values (%s, %s, %s, 'Todo', 'unstarted', 1)",
+                (team, status, project),
+            )
+            conn.execute(
+                "insert into task (team_id, id, project_id, number, title, status_id,"
+                " created_by, position) values (%s, %s, %s, 1, 't', %s, %s, 1)",
+                (team, task, project, status, user),
+            )
+            conn.execute(
+                "insert into label (team_id, id, project_id, name, color)"
+                " values (%s, %s, %s, 'Bug \"1\"', '#ff0000')",
+                (team, label, project),
+            )
+            conn.execute(
+                "insert into task_label (team_id, project_id, task_id, label_id)"
+                " values (%s, %s, %s, %s)",
+                (team, project, task, label),
+            )
+            text, updated_at = conn.execute(stored, (task,)).fetchone() or (None, None)
+            assert text == compact  # written by the card function
+
+        database.migrate(urls, "20261207_inline_visible_sets", downgrade=True)
+        with psycopg.connect(owner_url, autocommit=True) as conn:
+            assert conn.execute(stored, (task,)).fetchone() == (spaced, updated_at)
+            conn.execute("update label set color = '#00ff00' where id = %s", (label,))
+            assert conn.execute(stored, (task,)).fetchone() == (
+                spaced.replace("#ff0000", "#00ff00"),
+                updated_at,
+            )
+
+        database.prepare(settings, owner_url)
+        with psycopg.connect(owner_url, autocommit=True) as conn:
+            assert conn.execute(stored, (task,)).fetchone() == (
+                compact.replace("#ff0000", "#00ff00"),
+                updated_at,
+            )

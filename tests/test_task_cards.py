@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 
 from teamboard.ops.database import DatabaseUrls
-from tests.work import Board, Owner, board
+from tests.work import API, Board, Owner, board
 
 __all__ = ["board"]  # the fixture, imported for this module
 
@@ -29,17 +30,25 @@ where t.team_id = %(team)s and (
     t.key <> p.key || '-' || t.number
     or t.assignee_ids <> array(select a.user_id from task_assignee a where a.team_id = t.team_id
         and a.project_id = t.project_id and a.task_id = t.id order by a.user_id)
-    or t.labels::text <> coalesce((select json_agg(json_build_object('id', l.id,
+    or t.labels::jsonb <> coalesce((select json_agg(json_build_object('id', l.id,
         'name', l.name, 'color', l.color) order by lower(l.name), l.id)
         from task_label tl join label l on l.team_id = tl.team_id
         and l.project_id = tl.project_id and l.id = tl.label_id
         where tl.team_id = t.team_id and tl.project_id = t.project_id
-        and tl.task_id = t.id), '[]'::json)::text)
+        and tl.task_id = t.id), '[]'::json)::jsonb)
 """
 
 
 def stale_cards(owner: Owner, team: uuid.UUID) -> list[dict[str, Any]]:
-    return list(owner.execute(STALE_CARDS, {"team": team}).fetchall())
+    """Cards that differ from the links, or whose labels are not stored as the compact text
+    a response writes (they go out as stored)."""
+    stale = list(owner.execute(STALE_CARDS, {"team": team}).fetchall())
+    cards = owner.execute("select id, labels::text from task where team_id = %s", (team,))
+    return stale + [card for card in cards.fetchall() if card["labels"] != compact(card["labels"])]
+
+
+def compact(text: str) -> str:
+    return orjson.dumps(orjson.loads(text)).decode()
 
 
 def updated_at(owner: Owner, task_id: str) -> Any:
@@ -233,3 +242,27 @@ async def test_a_label_attached_while_it_is_renamed_shows_the_new_name(
     )
     assert stale_cards(owner, board.team) == []
     assert (await board.get(str(task))).json()["labels"][0]["name"] == "defect"
+
+
+async def test_responses_carry_the_card_as_stored(
+    board: Board, owner: Owner, client: httpx.AsyncClient
+) -> None:
+    """Assignees and labels go out as PostgreSQL wrote them: the bytes must be what the
+    encoder writes, whatever a label's name holds (quotes, backslashes, tabs, non-ASCII)."""
+    names = ['say "hi"', "back\\slash", "tab\there", "ünïcødé 🚀", "</script>"]
+    labels = [await board.label(name) for name in names]
+    task = await board.create(
+        assignee_ids=[str(board.bob.id), str(board.alice.id)], label_ids=labels
+    )
+    assert sorted(label["name"] for label in task["labels"]) == sorted(names)
+    assert stale_cards(owner, board.team) == []
+    listed = await client.get(board.tasks, headers=board.alice.headers)
+    by_key = await client.get(
+        f"{API}/teams/{board.team}/tasks/by-key/{task['key']}", headers=board.alice.headers
+    )
+    for response in (await board.get(task["id"]), listed, by_key):
+        assert response.status_code == 200, response.text
+        assert response.content == orjson.dumps(response.json())
+    item = listed.json()["items"][0]
+    assert item["assignee_ids"] == sorted([str(board.alice.id), str(board.bob.id)])
+    assert item["labels"] == task["labels"] == by_key.json()["labels"]

@@ -252,7 +252,7 @@ def tasks(sort: Sort, filters: TaskFilters, *, project: bool) -> ListDef:
         ),
         Keyset((key.column, "id"), tuple(listing.cursor_converters(sort))),
         lambda _user, team, parent: f"tasks:{team}:{parent if project else 'team'}",
-        binding={"sort": sort, **filters.binding()},
+        binding={"sort": sort, **filters.binding},
         params=params,
         convert=convert_task,
     )

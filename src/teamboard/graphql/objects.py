@@ -44,10 +44,9 @@ from teamboard.graphql.types import (
     resolved,
 )
 from teamboard.notifications import service as notifications
-from teamboard.tasks.listing import TaskFilters, TaskQuery
+from teamboard.tasks.listing import NO_FILTERS, TaskQuery
 from teamboard.tasks.service import parse_key
 
-NO_FILTERS = TaskFilters()
 ParentKey = Callable[[Row], tuple[Any, ...]]
 
 

@@ -23,6 +23,7 @@ import types
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, get_args, get_origin
+from urllib.parse import parse_qsl
 from uuid import UUID
 
 from fastapi import APIRouter, FastAPI, params
@@ -68,7 +69,9 @@ class _HotEndpoint:
         self.passed = [name for name in self.names if name != "team_id"]
         self.context = _only(kinds, _CONTEXT)
         self.services = [name for name, kind in kinds.items() if kind is _SERVICES]
-        self.queries = {name: kind for name, kind in kinds.items() if isinstance(kind, type)}
+        self.queries = {
+            name: _QueryReader(kind) for name, kind in kinds.items() if isinstance(kind, type)
+        }
         unknown = set(inspect.signature(endpoint).parameters) - set(kinds) - set(self.passed)
         if unknown or "team_id" not in self.names or self.context is None:
             raise TypeError(f"{endpoint.__qualname__} cannot be a hot read")
@@ -84,20 +87,30 @@ def _only(kinds: dict[str, Any], kind: object) -> str | None:
     return names[0] if names else None
 
 
-def _query_model(model: type[BaseModel], request: Request) -> BaseModel:
-    """Validate the query string into ``model`` as FastAPI does for ``Annotated[Model,
-    Query()]`` (list fields take every value, others the last), with the same errors."""
-    params = request.query_params
-    data: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        key = info.alias or name
-        if key in params:
-            data[key] = params.getlist(key) if _is_sequence(info.annotation) else params[key]
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [{**error, "loc": ("query", *error["loc"])} for error in exc.errors()]
-        raise RequestValidationError(errors) from None
+class _QueryReader:
+    """Validates a query string into ``model`` as FastAPI does for ``Annotated[Model,
+    Query()]`` (list fields take every value, others the last; other names are ignored),
+    with the same errors. Which fields are lists is worked out once, not per request."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+        keys = {info.alias or name: info for name, info in model.model_fields.items()}
+        self.lists = frozenset(key for key, info in keys.items() if _is_sequence(info.annotation))
+        self.scalars = frozenset(keys) - self.lists
+
+    def __call__(self, query_string: bytes) -> BaseModel:
+        data: dict[str, Any] = {}
+        if query_string:  # decoded as Starlette's ``request.query_params`` does
+            for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+                if key in self.scalars:
+                    data[key] = value
+                elif key in self.lists:
+                    data.setdefault(key, []).append(value)
+        try:
+            return self.model.model_validate(data)
+        except ValidationError as exc:
+            errors = [{**error, "loc": ("query", *error["loc"])} for error in exc.errors()]
+            raise RequestValidationError(errors) from None
 
 
 def _is_sequence(annotation: Any) -> bool:
@@ -151,8 +164,8 @@ class HotReadRoute(BaseRoute):
         arguments: dict[str, Any] = {
             hot.context: await self._context(request, params["team_id"], caller)
         }
-        for name, model in hot.queries.items():
-            arguments[name] = _query_model(model, request)
+        for name, read in hot.queries.items():
+            arguments[name] = read(scope["query_string"])
         for name in hot.passed:
             arguments[name] = params[name]
         for name in hot.services:

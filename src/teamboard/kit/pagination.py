@@ -9,7 +9,6 @@ another page.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -100,7 +99,8 @@ class CursorCodec:
 
     def _mac(self, scope: str, filters: Mapping[str, Any], payload: bytes) -> bytes:
         binding = self._binding(scope, filters) + payload
-        return hmac.new(self._key, binding, hashlib.sha256).digest()[:_MAC_BYTES]
+        # The one-shot form: OpenSSL in one call, where ``hmac.new`` builds a Python object.
+        return hmac.digest(self._key, binding, "sha256")[:_MAC_BYTES]
 
     def decode(self, scope: str, filters: Mapping[str, Any], cursor: str) -> list[Any]:
         try:

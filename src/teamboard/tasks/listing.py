@@ -20,9 +20,10 @@ starting right after the cursor, whatever its depth.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -34,7 +35,7 @@ from teamboard.kit.keyset import as_datetime, as_int, as_uuid, optional
 from teamboard.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, limit_clause
 from teamboard.kit.text import NO_NUL
 from teamboard.projects.schemas import StatusCategory
-from teamboard.tasks.repository import SUMMARY_COLUMNS
+from teamboard.tasks.repository import SUMMARY_COLUMNS, as_response
 
 Sort = Literal[
     "created_at",
@@ -98,8 +99,10 @@ class TaskFilters:
     parent_id: UUID | None = None
     q: str | None = None
 
-    def binding(self) -> dict[str, Any]:
-        """The filters in one canonical form (what a cursor is bound to)."""
+    @cached_property
+    def binding(self) -> Mapping[str, Any]:
+        """The filters in one canonical form (what a cursor is bound to); not to be
+        modified (the filters are frozen, and this is worked out once per instance)."""
         bound: dict[str, Any] = {}
         for field in fields(self):
             value = getattr(self, field.name)
@@ -112,6 +115,11 @@ class TaskFilters:
                 bound[field.name] = str(value)
         return bound
 
+
+#: Filters that keep every task (the usual list): its binding is worked out once.
+NO_FILTERS = TaskFilters()
+#: The query parameters that are not filters.
+_PAGING = frozenset({"sort", "limit", "cursor"})
 
 UuidValues = Annotated[list[UUID], Field(max_length=MAX_VALUES)]
 Moment = AwareDatetime | None
@@ -146,6 +154,8 @@ class TaskQuery(BaseModel):
     q: Annotated[str | None, Field(min_length=1, max_length=200), NO_NUL] = None
 
     def filters(self) -> TaskFilters:
+        if self.model_fields_set <= _PAGING:
+            return NO_FILTERS
         return TaskFilters(
             status_id=tuple(dict.fromkeys(self.status_id)),
             status_category=tuple(dict.fromkeys(self.status_category)),
@@ -288,7 +298,7 @@ async def fetch_page(
     limit: int,
 ) -> list[dict[str, Any]]:
     sql, params = list_query(team_id, project_id, filters, sort, after, limit)
-    return await tx.fetch_all(sql, params)
+    return [as_response(row) for row in await tx.fetch_all(sql, params)]
 
 
 def cursor_converters(sort: Sort) -> list[Callable[[Any], Any]]:

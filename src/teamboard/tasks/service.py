@@ -86,10 +86,12 @@ async def list_tasks(
     filters, sort = query.filters(), query.sort
     key = listing.sort_key(sort, filters, project=project_id is not None)
     scope = f"tasks:{ctx.team_id}:{project_id or 'team'}"
-    binding = {"sort": sort, **filters.binding()}
-    async with ctx.cursor_for_members():
-        page = cursors.page(scope, binding, query.limit, query.cursor)
-        after = typed_key(page.after, listing.cursor_converters(sort))
+    binding = {"sort": sort, **filters.binding}
+    after = None
+    if query.cursor:  # an empty cursor is the first page
+        async with ctx.cursor_for_members():
+            key_values = cursors.decode(scope, binding, query.cursor)
+            after = typed_key(key_values, listing.cursor_converters(sort))
     rows = await listing.fetch_page(
         ctx.tx, ctx.team_id, project_id, filters, sort, after, query.limit
     )

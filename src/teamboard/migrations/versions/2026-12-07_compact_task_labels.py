@@ -1,0 +1,74 @@
+"""A task card's labels are stored as compact JSON, the text a response writes.
+
+The card column ``task.labels`` (``2026-12-06_task_cards``) was built with ``json_agg`` and
+``json_build_object``, whose text has spaces (``[{"id" : "…", "name" : "…"}]``). Task reads
+and lists decoded it into Python lists and dicts, only for orjson to write them again:
+about 5,800 instructions a task with one label, 12 % of a page of 50 tasks (callgrind,
+bench/README.md, twelfth session). Stored as the compact text orjson writes
+(``row_to_json`` and ``array_to_json``: no spaces, the same escapes), it goes into the
+response as it is (``teamboard.tasks.repository``).
+
+``tb_task_card`` is the card migration's own function with the compact expression; the
+labels of existing tasks are rewritten without touching ``updated_at``. The downgrade puts
+back the function and the spaced text.
+
+Revision ID: 20261207_compact_task_labels
+Revises: 20261207_inline_visible_sets
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from teamboard.migrations.support import sibling
+
+revision = "20261207_compact_task_labels"
+down_revision = "20261207_inline_visible_sets"
+branch_labels = None
+depends_on = None
+
+_CARDS = sibling("2026-12-06_task_cards.py")
+_FUNCTIONS: str = _CARDS.FUNCTIONS
+_SPACED_LABELS_OF_T: str = _CARDS.LABELS_OF_T
+
+#: Task ``t``'s labels, in the card's order, as compact JSON.
+COMPACT_LABELS_OF_T = (
+    "coalesce((select array_to_json(array_agg(row_to_json(x) order by lower(x.name), x.id))"
+    " from (select l.id, l.name, l.color from task_label tl join label l"
+    " on l.team_id = tl.team_id and l.project_id = tl.project_id and l.id = tl.label_id"
+    " where tl.team_id = t.team_id and tl.project_id = t.project_id and tl.task_id = t.id) x),"
+    " '[]'::json)"
+)
+
+
+def _card_function(labels: str) -> str:
+    """``tb_task_card`` as the card migration created it, with ``labels`` as its labels
+    expression (one body, not a second copy of it here)."""
+    start = _FUNCTIONS.index("create function tb_task_card(")
+    end = _FUNCTIONS.index("$$;", start) + len("$$;")
+    body = _FUNCTIONS[start:end]
+    if _SPACED_LABELS_OF_T not in body:
+        raise RuntimeError("tb_task_card no longer holds the card migration's labels")
+    return body.replace("create function", "create or replace function", 1).replace(
+        _SPACED_LABELS_OF_T, labels
+    )
+
+
+def _rewrite(labels: str) -> str:
+    """The labels of every task that has some, as ``labels`` writes them."""
+    return f"""
+alter table task disable trigger task_touch;
+update task t set labels = {labels} where t.labels::text <> '[]';
+alter table task enable trigger task_touch;
+"""
+
+
+def upgrade() -> None:
+    op.execute(_card_function(COMPACT_LABELS_OF_T))
+    op.execute(_rewrite(COMPACT_LABELS_OF_T))
+
+
+def downgrade() -> None:
+    op.execute(_card_function(_SPACED_LABELS_OF_T))
+    op.execute(_rewrite(_SPACED_LABELS_OF_T))
