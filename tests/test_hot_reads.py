@@ -96,6 +96,7 @@ async def test_same_answers_with_and_without_the_hot_path(
         (f"{project_path}/tasks?status_category=nope&cursor=forged", owner.headers),
         (f"{project_path}/tasks?unknown=1", owner.headers),
         (f"{project_path}/tasks?%6Cimit=1&q=Nope&q=Hot+t%61sk&priority=", owner.headers),
+        (f"{project_path}/tasks?%6Cimit=1&q=Nope&q=Hot+t%61sk&unknown", owner.headers),
         (f"{project_path}/tasks?priority=0&&priority=0&sort=number", owner.headers),
         (f"{project_path}/tasks?limit=0", {}),
         (f"{API}/teams/{team}/tasks?q=Hot", owner.headers),
@@ -113,7 +114,9 @@ async def test_same_answers_with_and_without_the_hot_path(
         statuses.append(hot.status_code)
     assert statuses[:11] == [200, 404, 200, 401, 401, 404, 200, 422, 200, 404, 404]
     assert statuses[11:19] == [200, 404, 200, 200, 422, 422, 422, 200]
-    assert statuses[19:] == [422, 200, 401, 200, 400, 404]
+    assert statuses[19:] == [422, 200, 200, 401, 200, 400, 404]
+    decoded = await client.get(cases[20][0], headers=owner.headers)  # key, "+", last value
+    assert [item["title"] for item in decoded.json()["items"]] == ["Hot task"]
 
 
 async def test_hot_get_refuses_endpoints_that_need_fastapi() -> None:

@@ -48,7 +48,9 @@ _SCALARS = ("title", "description", "priority", "due_at", "estimate")
 
 
 async def get_task(ctx: TeamContext, task_id: UUID) -> dict[str, Any]:
-    """The live task with assignees and labels: one statement, RLS decides (404)."""
+    """The live task with assignees and labels: one statement, RLS decides (404). A task
+    from here is a response: its ``assignee_ids`` and ``labels`` are JSON text for the
+    encoder (``repository.as_response``), not lists to read."""
     task = await repository.get_task(ctx.tx, ctx.team_id, task_id)
     if task is None:
         raise NotFound()
