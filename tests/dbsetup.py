@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -77,3 +78,28 @@ def test_settings(**overrides: Any) -> Settings:
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]  # a factory, not a test
+
+
+def insert_owned_team(conn: psycopg.Connection[Any], user: uuid.UUID, team: uuid.UUID) -> None:
+    """The user ``m@example.com`` and a team they own, written as the database's owner (for
+    migration tests, which run below the API)."""
+    conn.execute(
+        "insert into app_user (id, email, display_name, password_hash)"
+        " values (%s, 'm@example.com', 'm', 'x')",
+        (user,),
+    )
+    conn.execute("insert into team (id, name, created_by) values (%s, 't', %s)", (team, user))
+    conn.execute(
+        "insert into team_member (team_id, user_id, role) values (%s, %s, 'owner')",
+        (team, user),
+    )
+
+
+def insert_project(
+    conn: psycopg.Connection[Any], team: uuid.UUID, project: uuid.UUID, user: uuid.UUID, key: str
+) -> None:
+    """A project ``key`` of ``team`` created by ``user`` (as :func:`insert_owned_team`)."""
+    conn.execute(
+        "insert into project (team_id, id, key, name, created_by) values (%s, %s, %s, %s, %s)",
+        (team, project, key, key.lower(), user),
+    )

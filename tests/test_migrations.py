@@ -7,7 +7,7 @@ import uuid
 import psycopg
 
 from teamboard.ops import database
-from tests.dbsetup import fresh_database, test_settings
+from tests.dbsetup import fresh_database, insert_owned_team, insert_project, test_settings
 
 
 def _tables(conn: psycopg.Connection[tuple[str]]) -> set[str]:
@@ -29,18 +29,7 @@ def test_upgrade_downgrade_upgrade_with_data(server_url: str) -> None:
         urls = database.prepare(settings, owner_url)
         with psycopg.connect(owner_url, autocommit=True) as conn:
             user, team = uuid.uuid4(), uuid.uuid4()
-            conn.execute(
-                "insert into app_user (id, email, display_name, password_hash)"
-                " values (%s, 'm@example.com', 'm', 'x')",
-                (user,),
-            )
-            conn.execute(
-                "insert into team (id, name, created_by) values (%s, 't', %s)", (team, user)
-            )
-            conn.execute(
-                "insert into team_member (team_id, user_id, role) values (%s, %s, 'owner')",
-                (team, user),
-            )
+            insert_owned_team(conn, user, team)
             conn.execute(
                 "insert into event (team_id, id, actor_id, kind)"
                 " values (%s, %s, %s, 'team.created')",
@@ -77,23 +66,8 @@ def test_compact_labels_rewrite_stored_cards_both_ways(server_url: str) -> None:
     with fresh_database(server_url, prefix="teamboard_labels_migration") as owner_url:
         urls = database.prepare(settings, owner_url)
         with psycopg.connect(owner_url, autocommit=True) as conn:
-            conn.execute(
-                "insert into app_user (id, email, display_name, password_hash)"
-                " values (%s, 'm@example.com', 'm', 'x')",
-                (user,),
-            )
-            conn.execute(
-                "insert into team (id, name, created_by) values (%s, 't', %s)", (team, user)
-            )
-            conn.execute(
-                "insert into team_member (team_id, user_id, role) values (%s, %s, 'owner')",
-                (team, user),
-            )
-            conn.execute(
-                "insert into project (team_id, id, key, name, created_by)"
-                " values (%s, %s, 'LAB', 'labels', %s)",
-                (team, project, user),
-            )
+            insert_owned_team(conn, user, team)
+            insert_project(conn, team, project, user, "LAB")
             conn.execute(
                 "insert into status (team_id, id, project_id, name, category, position)"
                 " values (%s, %s, %s, 'Todo', 'unstarted', 1)",

@@ -8,7 +8,7 @@ import uuid
 import psycopg
 
 from teamboard.ops import database
-from tests.dbsetup import fresh_database, test_settings
+from tests.dbsetup import fresh_database, insert_owned_team, insert_project, test_settings
 
 PREVIOUS = "20261122_foundation"
 
@@ -20,23 +20,8 @@ def test_existing_tasks_get_positions_in_number_order(server_url: str) -> None:
         database.migrate(urls, PREVIOUS, downgrade=True)
         user, team, project, todo, doing = (uuid.uuid4() for _ in range(5))
         with psycopg.connect(owner_url, autocommit=True) as conn:
-            conn.execute(
-                "insert into app_user (id, email, display_name, password_hash)"
-                " values (%s, 'm@example.com', 'm', 'x')",
-                (user,),
-            )
-            conn.execute(
-                "insert into team (id, name, created_by) values (%s, 't', %s)", (team, user)
-            )
-            conn.execute(
-                "insert into team_member (team_id, user_id, role) values (%s, %s, 'owner')",
-                (team, user),
-            )
-            conn.execute(
-                "insert into project (team_id, id, key, name, created_by)"
-                " values (%s, %s, 'OLD', 'old', %s)",
-                (team, project, user),
-            )
+            insert_owned_team(conn, user, team)
+            insert_project(conn, team, project, user, "OLD")
             for status, name in ((todo, "Todo"), (doing, "Doing")):
                 conn.execute(
                     "insert into status (team_id, id, project_id, name, category, position)"
