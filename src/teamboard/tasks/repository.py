@@ -40,9 +40,9 @@ _DETAIL = f"select {SUMMARY_COLUMNS}, t.description{FROM_LIVE}"
 
 def as_response(task: dict[str, Any]) -> dict[str, Any]:
     """A row of :data:`SUMMARY_COLUMNS` ready for the response encoder, in place: its
-    assignees and labels, JSON text written by PostgreSQL, go out as they are. Decoding
-    them into lists and dicts only for orjson to write them again cost about 6,000
-    instructions a task with one label and one assignee (callgrind)."""
+    assignees and labels, JSON text written by PostgreSQL, go out as they are, rather than
+    decoded into lists and dicts only for orjson to write them again: about 4,300
+    instructions less a task with one label and one assignee (callgrind, a page of 50)."""
     task["assignee_ids"] = Fragment(task["assignee_ids"])
     task["labels"] = Fragment(task["labels"])
     return task
