@@ -33,10 +33,6 @@ down_revision = "20261207_inline_visible_sets"
 branch_labels = None
 depends_on = None
 
-_CARDS = sibling("2026-12-06_task_cards.py")
-_FUNCTIONS: str = _CARDS.FUNCTIONS
-_SPACED_LABELS_OF_T: str = _CARDS.LABELS_OF_T
-
 #: Task ``t``'s labels, in the card's order, as compact JSON.
 COMPACT_LABELS_OF_T = (
     "coalesce((select array_to_json(array_agg(row_to_json(x) order by lower(x.name), x.id))"
@@ -47,17 +43,23 @@ COMPACT_LABELS_OF_T = (
 )
 
 
+def _spaced_labels_and_functions() -> tuple[str, str]:
+    """The card migration's labels expression and its functions' SQL, loaded when this
+    migration runs (not whenever Alembic reads the scripts)."""
+    cards = sibling("2026-12-06_task_cards.py")
+    return str(cards.LABELS_OF_T), str(cards.FUNCTIONS)
+
+
 def _card_function(labels: str) -> str:
     """``tb_task_card`` as the card migration created it, with ``labels`` as its labels
     expression (one body, not a second copy of it here)."""
-    start = _FUNCTIONS.index("create function tb_task_card(")
-    end = _FUNCTIONS.index("$$;", start) + len("$$;")
-    body = _FUNCTIONS[start:end]
-    if _SPACED_LABELS_OF_T not in body:
+    spaced, functions = _spaced_labels_and_functions()
+    start = functions.index("create function tb_task_card(")
+    end = functions.index("$$;", start) + len("$$;")
+    body = functions[start:end]
+    if spaced not in body:
         raise RuntimeError("tb_task_card no longer holds the card migration's labels")
-    return body.replace("create function", "create or replace function", 1).replace(
-        _SPACED_LABELS_OF_T, labels
-    )
+    return body.replace("create function", "create or replace function", 1).replace(spaced, labels)
 
 
 def _rewrite(labels: str) -> str:
@@ -79,5 +81,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(_card_function(_SPACED_LABELS_OF_T))
-    op.execute(_rewrite(_SPACED_LABELS_OF_T))
+    spaced, _ = _spaced_labels_and_functions()
+    op.execute(_card_function(spaced))
+    op.execute(_rewrite(spaced))
