@@ -4,15 +4,18 @@ a bounded time, then 503; probes and realtime streams never wait."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 
 from teamboard.app import create_app
 from teamboard.config import Settings
 from teamboard.db import Database
-from teamboard.kit.admission import AdmissionMiddleware
+from teamboard.kit.admission import AdmissionMiddleware, Places
+from teamboard.logging import RequestMiddleware, access_log
 
 
 class Held:
@@ -117,3 +120,133 @@ async def test_the_app_gates_requests_before_they_reach_the_database(
             assert (await inside).status_code == 200
             again = await client.get(f"/api/v1/teams/{team}", headers=owner.headers)
             assert again.status_code == 200
+
+
+async def _call(app: Any, path: str, receive: Any) -> list[dict[str, Any]]:
+    """One GET through ``app`` with the given ``receive``; the messages it sent."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+    await app(scope, receive, send)
+    return sent
+
+
+async def _request() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _gone() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
+
+
+async def test_a_request_whose_client_left_while_waiting_is_dropped_unrun() -> None:
+    inner = Held()
+    gate = AdmissionMiddleware(inner, limit=1, wait_seconds=5.0)
+    holder = asyncio.create_task(_call(gate, "/hold/0", _request))
+    await inner.until(1)
+    left = asyncio.create_task(_call(gate, "/left", _gone))
+    stays = asyncio.create_task(_call(gate, "/stays", _request))
+    await asyncio.sleep(0.01)
+    inner.release.set()
+    assert await left == []  # nothing sent: nobody to read it
+    assert (await stays)[0]["status"] == 200
+    assert (await holder)[0]["status"] == 200
+    assert inner.entered == ["/hold/0", "/stays"]  # the place went to the next in line
+    assert (await _call(gate, "/after", _request))[0]["status"] == 200  # and came back
+
+
+async def test_a_waiter_reads_the_request_once_then_the_server_again() -> None:
+    """The gate's check reads the request's first message; the app still gets it."""
+    received: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        received.extend([await receive(), await receive()])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    inner = Held()
+    gate = AdmissionMiddleware(inner, limit=1, wait_seconds=5.0)
+    holder = asyncio.create_task(_call(gate, "/hold/0", _request))
+    await inner.until(1)
+    body, gone = {"type": "http.request", "body": b"abc"}, {"type": "http.disconnect"}
+    messages = iter([body, gone])
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    gate.app = app
+    waiter = asyncio.create_task(_call(gate, "/body", receive))
+    await asyncio.sleep(0.01)
+    inner.release.set()
+    await holder
+    assert (await waiter)[0]["status"] == 200
+    assert received == [body, gone]
+
+
+async def test_places_turn_away_waiters_in_order_past_their_deadline() -> None:
+    places = Places(1, wait_seconds=0.05)
+    assert places.take()
+    assert not places.take()
+    first = asyncio.create_task(places.wait())
+    await asyncio.sleep(0.03)
+    second = asyncio.create_task(places.wait())
+    assert await first is False
+    assert not second.done()  # its own deadline is later
+    assert await second is False
+    places.give_back()
+    assert places.take()
+
+
+async def test_a_place_handed_to_a_cancelled_waiter_goes_to_the_next() -> None:
+    places = Places(1, wait_seconds=5.0)
+    assert places.take()
+    cancelled_early = asyncio.create_task(places.wait())
+    handed = asyncio.create_task(places.wait())
+    after = asyncio.create_task(places.wait())
+    await asyncio.sleep(0)
+    cancelled_early.cancel()  # skipped when a place is freed
+    await asyncio.sleep(0)
+    places.give_back()  # to ``handed``, cancelled before it could run: passed on
+    handed.cancel()
+    for task in (cancelled_early, handed):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await asyncio.wait_for(after, 1.0) is True
+    assert not places.take()  # ``after`` holds the one place
+    places.give_back()
+    assert places.take()
+
+
+class Recorded(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_the_access_log_says_499_for_a_request_dropped_unanswered() -> None:
+    handler = Recorded()
+    records = handler.records
+    inner = Held()
+    gate = AdmissionMiddleware(inner, limit=1, wait_seconds=5.0)
+    app = RequestMiddleware(gate, expose_sql_count=False)
+    level = access_log.level
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    try:
+        holder = asyncio.create_task(_call(app, "/hold/0", _request))
+        await inner.until(1)
+        left = asyncio.create_task(_call(app, "/left", _gone))
+        await asyncio.sleep(0.01)
+        inner.release.set()
+        await asyncio.gather(holder, left)
+    finally:
+        access_log.removeHandler(handler)
+        access_log.setLevel(level)
+    logged = sorted((r.__dict__["path"], r.__dict__["status"]) for r in records)
+    assert logged == [("/hold/0", 200), ("/left", 499)]

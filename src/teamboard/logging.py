@@ -19,6 +19,9 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 access_log = logging.getLogger("teamboard.access")
 LIVENESS_PATH = "/health/live"
 _LIVE_BODY = b'{"status":"ok"}'
+#: Logged for a request that ended without a response and without an error: its client
+#: went away first (nginx's code; the admission gate drops such requests).
+CLIENT_CLOSED_REQUEST = 499
 _LIVE_HEADERS = [
     (b"content-type", b"application/json"),
     (b"content-length", str(len(_LIVE_BODY)).encode()),
@@ -71,7 +74,7 @@ class RequestMiddleware:
         metrics = RequestMetrics()
         scope.setdefault("state", {})["metrics"] = metrics
         started = time.perf_counter()
-        status = 500
+        status = 0  # until the response starts
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -86,6 +89,9 @@ class RequestMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            status = status or 500
+            raise
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 route = scope.get("route")
@@ -95,7 +101,7 @@ class RequestMiddleware:
                         "request_id": request_id,
                         "method": scope["method"],
                         "path": getattr(route, "path", scope["path"]),
-                        "status": status,
+                        "status": status or CLIENT_CLOSED_REQUEST,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                         "sql_statements": metrics.statements,
                     },

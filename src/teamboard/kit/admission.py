@@ -8,7 +8,8 @@ again, and the process serves fewer requests per second than under a moderate lo
 gate makes the excess wait *before* any of that, in arrival order. It sits just inside the
 request-id and throttling edge, so that a refusal is logged and a throttled caller never
 queues. A request that could not get in within ``wait_seconds`` is answered ``503
-overloaded`` (problem+json, ``Retry-After``) having done nothing.
+overloaded`` (problem+json, ``Retry-After``) having done nothing, and one whose client
+left while it waited is dropped unrun (logged 499): under overload, clients give up.
 
 Not gated: the health probes (they must answer while the app is saturated) and the
 exchanges whose length the client sets: the realtime stream (hours), attachment downloads
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -47,30 +49,95 @@ def is_exempt(method: str, path: str) -> bool:
     return method == "POST" and _UPLOADS.search(path) is not None
 
 
+class Places:
+    """``limit`` places taken in arrival order, each wait bounded by ``wait_seconds``.
+
+    Under a flood most requests of a process wait here (512 per process at 1,024
+    connections), so a wait costs one future: a freed place goes straight to the oldest
+    waiter, and one timer, set for the oldest waiter's deadline, turns away those who
+    waited too long (``asyncio.wait_for`` on a semaphore gives every waiter a task and a
+    timer of its own). Bound to the event loop that first waits on it.
+    """
+
+    def __init__(self, limit: int, wait_seconds: float) -> None:
+        self._free = limit
+        self._wait_seconds = wait_seconds
+        self._queue: deque[tuple[float, asyncio.Future[bool]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def take(self) -> bool:
+        """Take a place at once if one is free and nobody is waiting (no suspension)."""
+        if self._free and not self._queue:
+            self._free -= 1
+            return True
+        return False
+
+    async def wait(self) -> bool:
+        """Wait in line: True once a place is the caller's, False when the wait ran out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait_seconds
+        turn: asyncio.Future[bool] = loop.create_future()
+        self._queue.append((deadline, turn))
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._turn_away)
+        try:
+            return await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled() and turn.result():
+                self.give_back()  # handed a place while being cancelled: pass it on
+            raise
+
+    def give_back(self) -> None:
+        """Free a place: to the oldest waiter still waiting, else to the pool of places."""
+        queue = self._queue
+        while queue:
+            turn = queue.popleft()[1]
+            if not turn.done():  # a cancelled waiter's turn is skipped
+                turn.set_result(True)
+                return
+        self._free += 1
+
+    def _turn_away(self) -> None:
+        """Answer False to every waiter past its deadline; set the timer for the next."""
+        loop = asyncio.get_running_loop()
+        now, queue = loop.time(), self._queue
+        while queue and queue[0][0] <= now:
+            turn = queue.popleft()[1]
+            if not turn.done():
+                turn.set_result(False)
+        self._timer = loop.call_at(queue[0][0], self._turn_away) if queue else None
+
+
 class AdmissionMiddleware:
-    """Pure ASGI: a FIFO semaphore of ``limit`` places around the app for HTTP requests."""
+    """Pure ASGI: :class:`Places` of ``limit`` around the app for HTTP requests."""
 
     def __init__(self, app: App, *, limit: int, wait_seconds: float) -> None:
         self.app = app
         self.wait_seconds = wait_seconds
-        self._places = asyncio.Semaphore(limit)
+        self._places = Places(limit, wait_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_exempt(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        if self._places.locked():
-            try:
-                await asyncio.wait_for(self._places.acquire(), self.wait_seconds)
-            except TimeoutError:
+        places = self._places
+        if not places.take():
+            if not await places.wait():
                 await self._refuse(scope, receive, send)
                 return
-        else:
-            await self._places.acquire()  # a free place: taken without suspending
+            try:
+                admitted = await _unless_gone(receive)
+            except BaseException:
+                places.give_back()
+                raise
+            if admitted is None:  # nobody to answer: the place goes to the next in line
+                places.give_back()
+                return
+            receive = admitted
         try:
             await self.app(scope, receive, send)
         finally:
-            self._places.release()
+            places.give_back()
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         retry_after = str(max(1, math.ceil(self.wait_seconds)))
@@ -82,3 +149,28 @@ class AdmissionMiddleware:
             headers={"Retry-After": retry_after},
         )
         await response(scope, receive, send)
+
+
+async def _unless_gone(receive: Receive) -> Receive | None:
+    """After a wait at the gate: None when the client has gone meanwhile, else a
+    ``receive`` that hands the app the request's first message again.
+
+    Under overload, clients give up and close their connections (a load generator's
+    warm-up ends with a full queue behind it): without this check each of their requests
+    would still run its statements and render a response nobody reads, while the requests
+    of connected clients waited behind them. The server reports the disconnect as the next
+    message (ASGI ``http.disconnect``); for a request whose body has arrived, reading that
+    message does not suspend. Only requests that waited pay for the check."""
+    first = await receive()
+    if first["type"] == "http.disconnect":
+        return None
+    replayed = False
+
+    async def receive_again() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return first
+
+    return receive_again
