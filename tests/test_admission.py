@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -122,14 +123,16 @@ async def test_the_app_gates_requests_before_they_reach_the_database(
             assert again.status_code == 200
 
 
-async def _call(app: Any, path: str, receive: Any) -> list[dict[str, Any]]:
+async def _call(
+    app: Any, path: str, receive: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> list[dict[str, Any]]:
     """One GET through ``app`` with the given ``receive``; the messages it sent."""
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+    scope = {"type": "http", "method": "GET", "path": path, "headers": headers or []}
     await app(scope, receive, send)
     return sent
 
@@ -156,6 +159,39 @@ async def test_a_request_whose_client_left_while_waiting_is_dropped_unrun() -> N
     assert (await holder)[0]["status"] == 200
     assert inner.entered == ["/hold/0", "/stays"]  # the place went to the next in line
     assert (await _call(gate, "/after", _request))[0]["status"] == 200  # and came back
+
+
+async def test_the_gate_does_not_read_a_body_the_request_declares() -> None:
+    """Reading a declared body could wait for the client (or answer its ``Expect:
+    100-continue`` before the body limit): such a request goes in, and the app reads."""
+    inner = Held()
+    gate = AdmissionMiddleware(inner, limit=1, wait_seconds=5.0)
+    holder = asyncio.create_task(_call(gate, "/hold/0", _request))
+    await inner.until(1)
+    declared = [
+        [(b"content-length", b"3")],
+        [(b"transfer-encoding", b"chunked")],
+    ]
+    waiting = [
+        asyncio.create_task(_call(gate, f"/body/{i}", _gone, h)) for i, h in enumerate(declared)
+    ]
+    await asyncio.sleep(0.01)
+    inner.release.set()
+    await asyncio.gather(holder, *waiting)
+    assert inner.entered == ["/hold/0", "/body/0", "/body/1"]
+
+
+async def test_places_belong_to_one_event_loop() -> None:
+    places = Places(1, wait_seconds=5.0)
+    assert places.take()
+    waiter = asyncio.create_task(places.wait())
+    await asyncio.sleep(0)
+    with ThreadPoolExecutor(1) as pool:  # another thread, another loop
+        refused = pool.submit(asyncio.run, places.wait())
+        with pytest.raises(RuntimeError, match="another event loop"):
+            refused.result(timeout=5)
+    places.give_back()
+    assert await waiter is True
 
 
 async def test_a_waiter_reads_the_request_once_then_the_server_again() -> None:

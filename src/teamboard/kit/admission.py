@@ -64,6 +64,7 @@ class Places:
         self._wait_seconds = wait_seconds
         self._queue: deque[tuple[float, asyncio.Future[bool]]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def take(self) -> bool:
         """Take a place at once if one is free and nobody is waiting (no suspension)."""
@@ -75,6 +76,10 @@ class Places:
     async def wait(self) -> bool:
         """Wait in line: True once a place is the caller's, False when the wait ran out."""
         loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:  # its waiters' futures and its timer belong to it
+                raise RuntimeError("the admission gate is bound to another event loop")
+            self._loop = loop
         deadline = loop.time() + self._wait_seconds
         turn: asyncio.Future[bool] = loop.create_future()
         self._queue.append((deadline, turn))
@@ -125,15 +130,16 @@ class AdmissionMiddleware:
             if not await places.wait():
                 await self._refuse(scope, receive, send)
                 return
-            try:
-                admitted = await _unless_gone(receive)
-            except BaseException:
-                places.give_back()
-                raise
-            if admitted is None:  # nobody to answer: the place goes to the next in line
-                places.give_back()
-                return
-            receive = admitted
+            if _declares_no_body(scope):
+                try:
+                    admitted = await _unless_gone(receive)
+                except BaseException:
+                    places.give_back()
+                    raise
+                if admitted is None:  # nobody to answer: the place goes to the next in line
+                    places.give_back()
+                    return
+                receive = admitted
         try:
             await self.app(scope, receive, send)
         finally:
@@ -151,6 +157,16 @@ class AdmissionMiddleware:
         await response(scope, receive, send)
 
 
+def _declares_no_body(scope: Scope) -> bool:
+    """No ``Content-Length`` above 0 and no ``Transfer-Encoding``: the request's first
+    message is already in, so reading it neither waits for the client nor answers an
+    ``Expect: 100-continue`` (the body limit refuses such a body before that)."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return False
+    return True
+
+
 async def _unless_gone(receive: Receive) -> Receive | None:
     """After a wait at the gate: None when the client has gone meanwhile, else a
     ``receive`` that hands the app the request's first message again.
@@ -159,8 +175,8 @@ async def _unless_gone(receive: Receive) -> Receive | None:
     warm-up ends with a full queue behind it): without this check each of their requests
     would still run its statements and render a response nobody reads, while the requests
     of connected clients waited behind them. The server reports the disconnect as the next
-    message (ASGI ``http.disconnect``); for a request whose body has arrived, reading that
-    message does not suspend. Only requests that waited pay for the check."""
+    message (ASGI ``http.disconnect``). Only requests that waited and declare no body pay
+    for the check (see :func:`_declares_no_body`)."""
     first = await receive()
     if first["type"] == "http.disconnect":
         return None
