@@ -13,13 +13,17 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
 
 from teamboard.config import Settings
+from teamboard.kit.responses import dumps
 
 
 @contextmanager
@@ -103,3 +107,32 @@ def insert_project(
         "insert into project (team_id, id, key, name, created_by) values (%s, %s, %s, %s, %s)",
         (team, project, key, key.lower(), user),
     )
+
+
+#: A task list item's fields in the API's order (``TaskOut`` without the description).
+_ITEM_FIELDS = (
+    "id", "key", "number", "project_id", "title", "status_id", "priority", "parent_id",
+    "due_at", "estimate", "position", "created_by", "created_at", "updated_at",
+    "completed_at", "version", "assignee_ids",
+)  # fmt: skip
+
+
+def stale_items(conn: psycopg.Connection[Any], team: uuid.UUID) -> list[dict[str, Any]]:
+    """The tasks of ``team`` whose stored list item (``task.summary``) is not, byte for
+    byte, what the API's encoder writes for the row's columns (what it wrote for every task
+    before the items were stored)."""
+    columns = ", ".join(_ITEM_FIELDS)
+    rows = conn.cursor(row_factory=dict_row).execute(
+        f"select summary, {columns}, labels::text as labels from task where team_id = %s",  # type: ignore[arg-type]
+        (team,),
+    )
+    stale = []
+    for row in rows.fetchall():
+        item = {name: row[name] for name in _ITEM_FIELDS}
+        for name, value in item.items():
+            if isinstance(value, datetime):  # the driver answers in the session's time zone
+                item[name] = value.astimezone(UTC)
+        item["labels"] = orjson.Fragment(row["labels"])  # compact: checked by the card tests
+        if row["summary"] != dumps(item).decode():
+            stale.append(row)
+    return stale

@@ -156,7 +156,7 @@ async def build_board(
                     label_ids=[label["id"]],
                 )
                 task = await tasks.create_task(ctx, project["id"], body)
-                board.tasks[key].append(task["id"])
+                board.tasks[key].append(task.id)
                 for c in range(comments_count):
-                    await comments.create_comment(ctx, task["id"], f"comment {c} on {t}")
+                    await comments.create_comment(ctx, task.id, f"comment {c} on {t}")
     return board

@@ -25,4 +25,4 @@ async def create_task(
     async with app.state.services.db.transaction(user_id=actor_id, team_id=team_id) as tx:
         ctx = TeamContext(tx, team_id, actor_id, None)
         task = await service.create_task(ctx, project, TaskIn(title=title, description=description))
-    return uuid.UUID(str(task["id"]))
+    return uuid.UUID(str(task.id))  # the driver's UUID is a subclass

@@ -1,6 +1,7 @@
-"""Timestamps formatted by PostgreSQL (``teamboard.kit.sql_times``) are the text the API's
-encoder writes for the same instants: through the task read and list, and value by value
-over a spread of instants, in a session time zone that is not UTC."""
+"""Timestamps formatted by PostgreSQL for the stored task list items (``api_text`` of
+migration ``2026-12-07_task_summaries``) are the text the API's encoder writes for the same
+instants, value by value over a spread of instants, in a session time zone that is not
+UTC."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import orjson
 import psycopg
 
 from teamboard.kit.responses import dumps
-from teamboard.kit.sql_times import as_api_text
+from teamboard.migrations.support import sibling
+
+api_text = sibling("2026-12-07_task_summaries.py").api_text
 
 #: Whole seconds, a fraction with trailing zeros, one microsecond, a year before 1000.
 EDGES = (
@@ -28,7 +31,7 @@ def test_postgres_writes_each_instant_as_the_encoder_does(
     owner.execute("set timezone = 'America/New_York'")
     try:
         rows = owner.execute(
-            f"select x, {as_api_text('x', 'text')} from ("
+            f"select x, {api_text('x')} as text from ("
             " select unnest(%s::timestamptz[]) as x"
             " union all select now() - random() * interval '3000 days'"
             " from generate_series(1, 2000)"

@@ -1,4 +1,5 @@
-"""Task cards: ``key``, ``assignee_ids`` and ``labels`` kept on the task row by triggers.
+"""Task cards: ``key``, ``assignee_ids`` and ``labels`` kept on the task row by triggers,
+and the list item (``summary``) written from the row.
 
 Reads take the card from the row (no subquery per task), so it must equal what the link
 tables say after every kind of write, through the API or not, and refreshing it must not
@@ -18,6 +19,7 @@ import orjson
 import psycopg
 
 from teamboard.ops.database import DatabaseUrls
+from tests.dbsetup import stale_items
 from tests.work import API, Board, Owner, board
 
 __all__ = ["board"]  # the fixture, imported for this module
@@ -40,11 +42,12 @@ where t.team_id = %(team)s and (
 
 
 def stale_cards(owner: Owner, team: uuid.UUID) -> list[dict[str, Any]]:
-    """Cards that differ from the links, or whose labels are not stored as the compact text
-    a response writes (they go out as stored)."""
+    """Cards that differ from the links, whose labels are not stored as the compact text a
+    response writes, or whose stored list item is not the task's (they go out as stored)."""
     stale = list(owner.execute(STALE_CARDS, {"team": team}).fetchall())
     cards = owner.execute("select id, labels::text from task where team_id = %s", (team,))
-    return stale + [card for card in cards.fetchall() if card["labels"] != compact(card["labels"])]
+    stale += [card for card in cards.fetchall() if card["labels"] != compact(card["labels"])]
+    return stale + stale_items(owner, team)
 
 
 def compact(text: str) -> str:
@@ -247,14 +250,17 @@ async def test_a_label_attached_while_it_is_renamed_shows_the_new_name(
 async def test_responses_carry_the_card_as_stored(
     board: Board, owner: Owner, client: httpx.AsyncClient
 ) -> None:
-    """Assignees and labels go out as PostgreSQL wrote them: the bytes must be what the
-    encoder writes, whatever a label's name holds (quotes, backslashes, tabs, non-ASCII)."""
+    """Assignees, labels and the whole list item go out as PostgreSQL wrote them: the bytes
+    must be what the encoder writes, whatever a label's name or a title holds (quotes,
+    backslashes, control characters, non-ASCII, separators JavaScript treats as lines)."""
     names = ['say "hi"', "back\\slash", "tab\there", "ünïcødé 🚀", "</script>"]
     labels = [await board.label(name) for name in names]
     task = await board.create(
         assignee_ids=[str(board.bob.id), str(board.alice.id)], label_ids=labels
     )
     assert sorted(label["name"] for label in task["labels"]) == sorted(names)
+    title = 'q"b\\t\tn\nc\x01\x1f\x7f \u2028\u2029 é 🚀 </script>'
+    owner.execute("update task set title = %s where id = %s", (title, uuid.UUID(task["id"])))
     assert stale_cards(owner, board.team) == []
     listed = await client.get(board.tasks, headers=board.alice.headers)
     by_key = await client.get(
@@ -263,6 +269,8 @@ async def test_responses_carry_the_card_as_stored(
     for response in (await board.get(task["id"]), listed, by_key):
         assert response.status_code == 200, response.text
         assert response.content == orjson.dumps(response.json())
+        assert response.json().get("title", title) == title
     item = listed.json()["items"][0]
+    assert item["title"] == title
     assert item["assignee_ids"] == sorted([str(board.alice.id), str(board.bob.id)])
     assert item["labels"] == task["labels"] == by_key.json()["labels"]

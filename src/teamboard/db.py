@@ -284,6 +284,10 @@ class Tx:
         names = tuple(rows[0].keys())
         return [dict(zip(names, row, strict=False)) for row in rows]
 
+    async def fetch_column(self, sql: LiteralString, params: Params = None) -> list[Any]:
+        """The first column of every row (no dict per row)."""
+        return [row[0] for row in await self._run("fetch", sql, params)]
+
     async def fetch_value(self, sql: LiteralString, params: Params = None) -> Any:
         return await self._run("fetchval", sql, params)
 

@@ -257,7 +257,7 @@ async def _create_task(
 
     async def work(ctx: TeamContext) -> Row:
         created = await tasks.create_task(ctx, project_id, body)
-        return await _task(ctx, created["id"])
+        return await _task(ctx, created.id)
 
     arguments = {"projectId": project_id, "input": sent(input)}
     return await mutate(info, team_id, idempotency_key, arguments, work)

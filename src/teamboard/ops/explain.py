@@ -167,6 +167,10 @@ class ExplainingTx(Tx):
         await self._explain(sql, params)
         return await super().fetch_all(sql, params)
 
+    async def fetch_column(self, sql: LiteralString, params: Params = None) -> list[Any]:
+        await self._explain(sql, params)
+        return await super().fetch_column(sql, params)
+
     async def fetch_value(self, sql: LiteralString, params: Params = None) -> Any:
         await self._explain(sql, params)
         return await super().fetch_value(sql, params)

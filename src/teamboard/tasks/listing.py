@@ -27,15 +27,17 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import orjson
+from orjson import Fragment
 from pydantic import AwareDatetime, BaseModel, Field
 
 from teamboard.db import Tx
 from teamboard.errors import Unprocessable
 from teamboard.kit.keyset import as_datetime, as_int, as_uuid, optional
-from teamboard.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, limit_clause
+from teamboard.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, limit_clause
 from teamboard.kit.text import NO_NUL
 from teamboard.projects.schemas import StatusCategory
-from teamboard.tasks.repository import SUMMARY_COLUMNS, as_response
+from teamboard.tasks.repository import SUMMARY
 
 Sort = Literal[
     "created_at",
@@ -282,7 +284,7 @@ def list_query(
             )
             params["after"], params["after_id"] = after
     sql = (
-        f"select {SUMMARY_COLUMNS} from task t where {' and '.join(conditions)}"
+        f"select {SUMMARY} from task t where {' and '.join(conditions)}"
         f" order by {order} {limit_clause(limit + 1)}"
     )
     return sql, params
@@ -296,9 +298,30 @@ async def fetch_page(
     sort: Sort,
     after: tuple[Any, UUID] | None,
     limit: int,
-) -> list[dict[str, Any]]:
+) -> list[str]:
+    """The page's list items (``limit + 1`` of them when another page follows), each the
+    JSON text the API answers for it."""
     sql, params = list_query(team_id, project_id, filters, sort, after, limit)
-    return [as_response(row) for row in await tx.fetch_all(sql, params)]
+    return await tx.fetch_column(sql, params)
+
+
+def envelope(
+    cursors: CursorCodec,
+    scope: str,
+    binding: Mapping[str, Any],
+    items: list[str],
+    limit: int,
+    column: str,
+) -> dict[str, Any]:
+    """The list answer ``{"items": [...], "next_cursor": ...}`` of items fetched with
+    ``limit + 1`` (trimmed in place). The cursor holds the last item's sort key and id,
+    read from its JSON: the values the item shows are the values the list sorts by."""
+    cursor = None
+    if len(items) > limit:
+        del items[limit:]
+        last = orjson.loads(items[-1])
+        cursor = cursors.encode(scope, binding, [last[column], last["id"]])
+    return {"items": [Fragment(item) for item in items], "next_cursor": cursor}
 
 
 def cursor_converters(sort: Sort) -> list[Callable[[Any], Any]]:

@@ -7,67 +7,61 @@ so that each lookup is an index scan on the ``(team_id, ...)`` keys.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
-from orjson import Fragment
-
 from teamboard.db import Tx
-from teamboard.kit.sql_times import as_api_text
+from teamboard.kit.responses import dumps
 
-#: A task without its description (a list item) with its card: key, assignees and labels
-#: are columns of the task row, kept by triggers (migration ``2026-12-06_task_cards``): no
-#: subquery per task, whatever the page. (Lists need no project filter: deleting a project
-#: soft-deletes its tasks.) Rows of these columns only go out as responses, so what the
-#: response writes comes ready: the timestamps as the API's text
-#: (``teamboard.kit.sql_times``), the assignees and labels as compact JSON text, which
-#: :func:`as_response` passes through (the labels are stored so:
-#: ``2026-12-07_compact_task_labels``).
-SUMMARY_COLUMNS = (
-    "t.id, t.key, t.number, t.project_id, t.title, t.status_id, t.priority, t.parent_id,"
-    f" {as_api_text('t.due_at', 'due_at')}, t.estimate, t.position, t.created_by,"
-    f" {as_api_text('t.created_at', 'created_at')},"
-    f" {as_api_text('t.updated_at', 'updated_at')},"
-    f" {as_api_text('t.completed_at', 'completed_at')}, t.version,"
-    " array_to_json(t.assignee_ids)::text as assignee_ids, t.labels::text as labels"
-)
+#: A task's list item: the JSON text the API answers for a task without its description,
+#: kept on the row by the trigger ``task_write_summary`` (migration
+#: ``2026-12-07_task_summaries``, which says what it holds). Its card (key, assignees and
+#: labels) is made of columns of the row, kept by triggers (``2026-12-06_task_cards``): no
+#: subquery per task, whatever the page. Reads hand the text to the encoder as it is.
+SUMMARY = "t.summary"
 FROM_LIVE = (
     " from task t join project p on p.team_id = t.team_id and p.id = t.project_id"
     " and p.deleted_at is null"
 )
-_DETAIL = f"select {SUMMARY_COLUMNS}, t.description{FROM_LIVE}"
 
 
-def as_response(task: dict[str, Any]) -> dict[str, Any]:
-    """A row of :data:`SUMMARY_COLUMNS` ready for the response encoder, in place: its
-    assignees and labels, JSON text written by PostgreSQL, go out as they are, rather than
-    decoded into lists and dicts only for orjson to write them again: about 4,300
-    instructions less a task with one label and one assignee (callgrind, a page of 50)."""
-    task["assignee_ids"] = Fragment(task["assignee_ids"])
-    task["labels"] = Fragment(task["labels"])
-    return task
+class TaskDocument(NamedTuple):
+    """A task as the API answers it: ``json`` is the response body."""
+
+    id: UUID
+    version: int
+    json: bytes
 
 
-async def get_task(tx: Tx, team_id: UUID, task_id: UUID) -> dict[str, Any] | None:
-    """The live task with its card, in one statement (None: not visible). One table: a live
-    task's project is live (deleting a project soft-deletes its tasks, and a task of a
-    deleted project cannot be restored)."""
-    task = await tx.fetch_one(
-        f"select {SUMMARY_COLUMNS}, t.description from task t"
+def _document(row: dict[str, Any]) -> TaskDocument:
+    """The stored list item with the description added as its last field (``TaskOut``)."""
+    body = b"".join(
+        (row["summary"][:-1].encode(), b',"description":', dumps(row["description"]), b"}")
+    )
+    return TaskDocument(row["id"], row["version"], body)
+
+
+async def get_task(tx: Tx, team_id: UUID, task_id: UUID) -> TaskDocument | None:
+    """The live task, in one statement (None: not visible). One table: a live task's
+    project is live (deleting a project soft-deletes its tasks, and a task of a deleted
+    project cannot be restored)."""
+    row = await tx.fetch_one(
+        f"select t.id, t.version, {SUMMARY}, t.description from task t"
         " where t.team_id = %s and t.id = %s and t.deleted_at is null",
         (team_id, task_id),
     )
-    return None if task is None else as_response(task)
+    return None if row is None else _document(row)
 
 
 async def get_task_by_key(
     tx: Tx, team_id: UUID, project_key: str, number: int
-) -> dict[str, Any] | None:
-    task = await tx.fetch_one(
-        f"{_DETAIL} where t.team_id = %s and p.key = %s and t.number = %s and t.deleted_at is null",
+) -> TaskDocument | None:
+    row = await tx.fetch_one(
+        f"select t.id, t.version, {SUMMARY}, t.description{FROM_LIVE}"
+        " where t.team_id = %s and p.key = %s and t.number = %s and t.deleted_at is null",
         (team_id, project_key, number),
     )
-    return None if task is None else as_response(task)
+    return None if row is None else _document(row)
 
 
 async def assignee_ids(tx: Tx, team_id: UUID, task_id: UUID) -> list[UUID]:

@@ -7,7 +7,7 @@ malformed) and are unconditional without it.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import Query, Response
@@ -18,14 +18,20 @@ from teamboard.kit.hot_reads import ApiRouter
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.tasks import service
 from teamboard.tasks.listing import TaskQuery
+from teamboard.tasks.repository import TaskDocument
 from teamboard.tasks.schemas import MoveIn, TaskIn, TaskList, TaskOut, TaskPatch
 
 router = ApiRouter(prefix="/teams/{team_id}", tags=["tasks"])
 ListQuery = Annotated[TaskQuery, Query()]
 
 
-def _task(task: dict[str, Any], status_code: int = 200) -> Response:
-    return ORJSONResponse(task, status_code=status_code, headers={"ETag": etag(task["version"])})
+def _task(task: TaskDocument, status_code: int = 200) -> Response:
+    return Response(
+        task.json,
+        status_code=status_code,
+        headers={"ETag": etag(task.version)},
+        media_type="application/json",
+    )
 
 
 @router.post("/projects/{project_id}/tasks", status_code=201, response_model=TaskOut)
@@ -33,7 +39,7 @@ async def create_task(project_id: UUID, body: TaskIn, ctx: TeamCtx) -> Response:
     """Create a task numbered ``<project key>-<next number>`` at the end of its status."""
     task = await service.create_task(ctx, project_id, body)
     response = _task(task, 201)
-    response.headers["Location"] = f"/api/v1/teams/{ctx.team_id}/tasks/{task['id']}"
+    response.headers["Location"] = f"/api/v1/teams/{ctx.team_id}/tasks/{task.id}"
     return response
 
 

@@ -39,6 +39,7 @@ from teamboard.kit.pagination import CursorCodec
 from teamboard.projects import service as projects
 from teamboard.tasks import listing, positions, repository
 from teamboard.tasks.listing import TaskQuery
+from teamboard.tasks.repository import TaskDocument
 from teamboard.tasks.schemas import MoveIn, TaskIn, TaskPatch
 
 _KEY = re.compile(r"^([A-Z][A-Z0-9]{1,9})-([1-9][0-9]{0,9})$")
@@ -47,10 +48,9 @@ _MAX_NUMBER = 2**31 - 1
 _SCALARS = ("title", "description", "priority", "due_at", "estimate")
 
 
-async def get_task(ctx: TeamContext, task_id: UUID) -> dict[str, Any]:
-    """The live task with assignees and labels: one statement, RLS decides (404). A task
-    from here is a response: its ``assignee_ids`` and ``labels`` are JSON text for the
-    encoder (``repository.as_response``), not lists to read."""
+async def get_task(ctx: TeamContext, task_id: UUID) -> TaskDocument:
+    """The live task with assignees and labels, as the API answers it: one statement, RLS
+    decides (404)."""
     task = await repository.get_task(ctx.tx, ctx.team_id, task_id)
     if task is None:
         raise NotFound()
@@ -65,7 +65,7 @@ def parse_key(key: str) -> tuple[str, int] | None:
     return match.group(1), int(match.group(2))
 
 
-async def get_task_by_key(ctx: TeamContext, key: str) -> dict[str, Any]:
+async def get_task_by_key(ctx: TeamContext, key: str) -> TaskDocument:
     """The live task ``ENG-42`` (project key, dash, number)."""
     parsed = parse_key(key)
     if parsed is None:
@@ -94,15 +94,15 @@ async def list_tasks(
         async with ctx.cursor_for_members():
             key_values = cursors.decode(scope, binding, query.cursor)
             after = typed_key(key_values, listing.cursor_converters(sort))
-    rows = await listing.fetch_page(
+    items = await listing.fetch_page(
         ctx.tx, ctx.team_id, project_id, filters, sort, after, query.limit
     )
-    if not rows:
+    if not items:
         if project_id is None:
             await ctx.require("guest")
         else:
             await projects.get_project(ctx, project_id)
-    return cursors.envelope(scope, binding, rows, query.limit, [key.column, "id"])
+    return listing.envelope(cursors, scope, binding, items, query.limit, key.column)
 
 
 async def assignee_ids(tx: Tx, task_id: UUID) -> list[UUID]:
@@ -112,7 +112,7 @@ async def assignee_ids(tx: Tx, task_id: UUID) -> list[UUID]:
     return await repository.assignee_ids(tx, tx.team_id, task_id)
 
 
-async def create_task(ctx: TeamContext, project_id: UUID, body: TaskIn) -> dict[str, Any]:
+async def create_task(ctx: TeamContext, project_id: UUID, body: TaskIn) -> TaskDocument:
     await ctx.require("member")
     allocated = await repository.allocate_number(ctx.tx, project_id)
     if allocated is None:
@@ -160,7 +160,7 @@ async def create_task(ctx: TeamContext, project_id: UUID, body: TaskIn) -> dict[
 
 async def update_task(
     ctx: TeamContext, task_id: UUID, body: TaskPatch, if_match: str | None
-) -> dict[str, Any]:
+) -> TaskDocument:
     """Apply the fields sent; a stale ``If-Match`` is 412. Nothing changed: no write."""
     changes = body.changes()
     current = await _lock(
@@ -223,7 +223,7 @@ async def _new_values(
 
 async def move_task(
     ctx: TeamContext, task_id: UUID, body: MoveIn, if_match: str | None
-) -> dict[str, Any]:
+) -> TaskDocument:
     """Place the task before/after another one, or at the end of a status (see MoveIn)."""
     current = await _lock(ctx, task_id, if_match, structural=True)
     project_id = current["project_id"]
@@ -284,7 +284,7 @@ async def delete_task(ctx: TeamContext, task_id: UUID) -> None:
     )
 
 
-async def restore_task(ctx: TeamContext, task_id: UUID) -> dict[str, Any]:
+async def restore_task(ctx: TeamContext, task_id: UUID) -> TaskDocument:
     """Restore a soft-deleted task with the subtasks deleted along with it."""
     project_id = await _lock_project_of(ctx, task_id, deleted=True)
     task = await repository.deleted_task(ctx.tx, project_id, task_id)
