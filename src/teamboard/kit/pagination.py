@@ -12,13 +12,15 @@ import base64
 import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import orjson
 from fastapi import Query
 
 from teamboard.errors import BadRequest
+
+R = TypeVar("R")
 
 _MAC_BYTES = 16
 DEFAULT_LIMIT = 50
@@ -126,16 +128,16 @@ class CursorCodec:
         self,
         scope: str,
         filters: Mapping[str, Any],
-        rows: list[dict[str, Any]],
+        rows: list[R],
         limit: int,
-        key_columns: Sequence[str],
+        key: Callable[[R], Sequence[Any]],
     ) -> str | None:
-        """Rows must have been fetched with ``limit + 1``; trims the extra row in place."""
+        """Rows must have been fetched with ``limit + 1``; trims the extra row in place. The
+        cursor holds ``key`` of the page's last row."""
         if len(rows) <= limit:
             return None
         del rows[limit:]
-        last = rows[-1]
-        return self.encode(scope, filters, [last[column] for column in key_columns])
+        return self.encode(scope, filters, key(rows[-1]))
 
     def envelope(
         self,
@@ -146,7 +148,9 @@ class CursorCodec:
         key_columns: Sequence[str],
     ) -> dict[str, Any]:
         """The list answer ``{"items": [...], "next_cursor": ...}`` (rows as ``next_cursor``)."""
-        cursor = self.next_cursor(scope, filters, rows, limit, key_columns)
+        cursor = self.next_cursor(
+            scope, filters, rows, limit, lambda last: [last[column] for column in key_columns]
+        )
         return {"items": rows, "next_cursor": cursor}
 
     async def id_page(

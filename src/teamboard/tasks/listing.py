@@ -316,11 +316,12 @@ def envelope(
     """The list answer ``{"items": [...], "next_cursor": ...}`` of items fetched with
     ``limit + 1`` (trimmed in place). The cursor holds the last item's sort key and id,
     read from its JSON: the values the item shows are the values the list sorts by."""
-    cursor = None
-    if len(items) > limit:
-        del items[limit:]
-        last = orjson.loads(items[-1])
-        cursor = cursors.encode(scope, binding, [last[column], last["id"]])
+
+    def key(last: str) -> list[Any]:
+        shown = orjson.loads(last)
+        return [shown[column], shown["id"]]
+
+    cursor = cursors.next_cursor(scope, binding, items, limit, key)
     return {"items": [Fragment(item) for item in items], "next_cursor": cursor}
 
 
