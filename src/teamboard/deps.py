@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -129,20 +130,14 @@ class TeamContext:
         """Record a membership the route already read (saves the membership query)."""
         self._role, self._role_loaded = role, True
 
-    @asynccontextmanager
-    async def cursor_for_members(self) -> AsyncIterator[None]:
+    def cursor_for_members(self) -> MembersCursorBlock:
         """Decode a list's cursor within this block when the membership check comes later
         (lists that prove access by the rows they find): a cursor refused as
         ``invalid_cursor`` answers a non-member 404 like any request on a team they cannot
         see. Otherwise a cursor signed for team B answers 404 on B's list but 400 on any
         other team's, which tells an outsider which team it came from (found by
         tests/reliability/test_isolation_fuzz.py). Members still get the 400."""
-        try:
-            yield
-        except BadRequest as exc:
-            if exc.code == "invalid_cursor":
-                await self.require("guest")
-            raise
+        return MembersCursorBlock(self)
 
     async def require(self, minimum: Role) -> str:
         """The caller's role, or 404 for non-members (the team's existence stays hidden)
@@ -156,6 +151,27 @@ class TeamContext:
         if admin_action and self.scopes is not None and "admin" not in self.scopes:
             raise Forbidden("This API key lacks the admin scope", code="insufficient_scope")
         return role
+
+
+class MembersCursorBlock:
+    """The block of :meth:`TeamContext.cursor_for_members`. A class rather than an
+    ``asynccontextmanager``: every page after the first enters it, and the generator form
+    costs a dozen Python calls more per request (the generator, its wrapper, the event
+    loop's async-generator hooks)."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: TeamContext) -> None:
+        self._ctx = ctx
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, BadRequest) and exc.code == "invalid_cursor":
+            await self._ctx.require("guest")
 
 
 def open_tx(

@@ -250,7 +250,7 @@ def tasks(sort: Sort, filters: TaskFilters, *, project: bool) -> ListDef:
             compare_first_only=key.unique,
             decoration=TASK_DECORATION,
         ),
-        Keyset((key.column, "id"), tuple(listing.cursor_converters(sort))),
+        Keyset((key.column, "id"), listing.cursor_converters(sort)),
         lambda _user, team, parent: f"tasks:{team}:{parent if project else 'team'}",
         binding={"sort": sort, **filters.binding},
         params=params,

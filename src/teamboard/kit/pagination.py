@@ -9,6 +9,7 @@ another page.
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from teamboard.errors import BadRequest
 R = TypeVar("R")
 
 _MAC_BYTES = 16
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
@@ -106,7 +108,10 @@ class CursorCodec:
 
     def decode(self, scope: str, filters: Mapping[str, Any], cursor: str) -> list[Any]:
         try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            # ``base64.urlsafe_b64decode`` without its four Python calls; a non-ASCII
+            # cursor fails to encode (a ValueError, as there).
+            padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
+            raw = binascii.a2b_base64(padded.translate(_FROM_URLSAFE))
             # The MAC has a fixed length and comes first: no separator that binary bytes
             # could imitate.
             mac, payload = raw[:_MAC_BYTES], raw[_MAC_BYTES:]

@@ -325,5 +325,9 @@ def envelope(
     return {"items": [Fragment(item) for item in items], "next_cursor": cursor}
 
 
-def cursor_converters(sort: Sort) -> list[Callable[[Any], Any]]:
-    return [SORT_KEYS[sort.lstrip("-")].convert, as_uuid]
+#: Each sort's cursor converters: the sort key's, then the id's.
+_CURSOR_CONVERTERS = {name: (key.convert, as_uuid) for name, key in SORT_KEYS.items()}
+
+
+def cursor_converters(sort: Sort) -> tuple[Callable[[Any], Any], ...]:
+    return _CURSOR_CONVERTERS[sort.lstrip("-")]
