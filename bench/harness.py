@@ -1215,24 +1215,26 @@ class TargetResult:
 def round_latency_ratios(target: Target, runs: Sequence[ScenarioResult]) -> list[float]:
     """``target``'s latency ratio within each round where both sides ran cleanly, in round
     order. A latency figure moves with the state of the machine more than a rate does, so
-    the two sides are compared as they ran together, one after the other on one server
-    start: a quiet round of one side is not set against a busy round of the other."""
+    the two sides are compared as they ran in the same round, minutes apart at most: a
+    quiet round of one side is not set against a busy round of the other."""
     key = target.latency
     by_round = {(r.scenario, r.round_no): r for r in runs}
     ratios = []
-    for (name, round_no), measured in sorted(by_round.items(), key=lambda item: item[0][1]):
+    for round_no in sorted({r.round_no for r in runs if r.scenario == target.scenario}):
+        measured = by_round[(target.scenario, round_no)]
         ceiling = by_round.get((target.ceiling, round_no))
-        if name != target.scenario or ceiling is None:
+        if ceiling is None or not (measured.clean and ceiling.clean):
             continue
-        if measured.clean and ceiling.clean and ceiling.latency_us.get(key):
-            ratios.append(measured.latency_us[key] / ceiling.latency_us[key])
+        value, base = measured.latency_us.get(key), ceiling.latency_us.get(key)
+        if value is not None and base:
+            ratios.append(value / base)
     return ratios
 
 
 def evaluate(
     targets: Sequence[Target],
     results: Mapping[str, ScenarioResult],
-    runs: Sequence[ScenarioResult] = (),
+    runs: Sequence[ScenarioResult],
 ) -> list[TargetResult]:
     """Each target against its ceiling. A rate target compares the two sides' median
     rounds; a latency target takes the higher median of its per-round ratios

@@ -170,6 +170,8 @@ class MembersCursorBlock:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # A non-member's NotFound is raised from here, chained to the BadRequest; any
+        # other exception goes on as it is (None: nothing is suppressed).
         if isinstance(exc, BadRequest) and exc.code == "invalid_cursor":
             await self._ctx.require("guest")
 
