@@ -17,6 +17,9 @@ from teamboard.config import Settings
 from teamboard.db import Database
 from teamboard.kit.admission import AdmissionMiddleware, Places
 from teamboard.logging import RequestMiddleware, access_log
+from tests.work import Board, board
+
+__all__ = ["board"]
 
 
 class Held:
@@ -286,3 +289,47 @@ async def test_the_access_log_says_499_for_a_request_dropped_unanswered() -> Non
         access_log.setLevel(level)
     logged = sorted((r.__dict__["path"], r.__dict__["status"]) for r in records)
     assert logged == [("/hold/0", 200), ("/left", 499)]
+
+
+async def test_a_client_gone_while_its_body_is_read_is_a_499_not_an_error(
+    board: Board, app: Any
+) -> None:
+    """Under overload clients give up, some with their POST body still unread (the GraphQL
+    endpoint reads it after authenticating): nothing has run, so the access log says 499
+    and nothing is logged as an error, where ``ClientDisconnect`` used to be an unhandled
+    500 with its traceback."""
+    body = b'{"query": "{ __typename }"}'
+    headers = [
+        (b"host", b"testserver"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in board.alice.headers.items()),
+    ]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/graphql", "raw_path": b"/graphql", "root_path": "",
+        "query_string": b"", "headers": headers, "server": ("testserver", 80),
+        "client": ("127.0.0.1", 50000), "state": {},
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    errors, access = Recorded(), Recorded()
+    errors.setLevel(logging.ERROR)
+    root, level = logging.getLogger(), access_log.level
+    root.addHandler(errors)
+    access_log.addHandler(access)
+    access_log.setLevel(logging.INFO)
+    try:
+        await app(scope, _gone, send)
+    finally:
+        root.removeHandler(errors)
+        access_log.removeHandler(access)
+        access_log.setLevel(level)
+    assert [r.getMessage() for r in errors.records] == []
+    assert [(r.__dict__["path"], r.__dict__["status"]) for r in access.records] == [
+        ("/graphql", 499)
+    ]
+    assert sent[0]["status"] == 499

@@ -16,6 +16,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -172,9 +173,11 @@ _STATUS_CODES = {
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem+json."""
-    # Both import this module (they raise and render its errors), so import them here.
+    # These import this module (they raise and render its errors; the access log through
+    # teamboard.db), so import them here.
     from teamboard import db
     from teamboard.idempotency import IdempotentReplay
+    from teamboard.logging import CLIENT_CLOSED_REQUEST
     from teamboard.unit_of_work import keep_changes
 
     async def on_domain_error(request: Request, exc: Exception) -> Response:
@@ -241,6 +244,12 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.warning("text the database cannot store", extra={"path": request.url.path})
         return problem_response(422, "invalid_text", INVALID_TEXT_DETAIL, instance=request.url.path)
 
+    async def on_client_gone(request: Request, exc: Exception) -> Response:
+        # The client closed its connection while its body was being read (under overload,
+        # clients give up): nothing ran, and no answer can reach it. Not an error of ours:
+        # the status only reaches the access log, as for a request the gate dropped.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error", exc_info=exc)
         return problem_response(
@@ -262,4 +271,5 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(invalid, on_invalid_text)
     for unavailable in db.DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, on_database_unavailable)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
