@@ -69,6 +69,15 @@ def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _stop_quietly() -> None:
+    """SIGTERM or SIGINT during start-up (or, for ``serve``, once uvicorn re-raises it after
+    its graceful shutdown) becomes a normal exit, which leaves through the ``with`` blocks:
+    the embedded PostgreSQL is released, and the exit status is 0 rather than death by the
+    signal. The worker's event loop installs its own handlers once it runs."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_quietly)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address")] = None,
@@ -78,10 +87,7 @@ def serve(
 ) -> None:
     """Migrate to head, then serve the API (embedded PostgreSQL when DATABASE_URL is unset)."""
     settings = get_settings()
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal. Turning
-    # that into a normal exit lets the embedded PostgreSQL be stopped on the way out.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit_quietly)
+    _stop_quietly()
     with owner_database(settings) as owner_url:
         urls = database.prepare(settings, owner_url)
         if demo:
@@ -114,6 +120,7 @@ def worker() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    _stop_quietly()  # a stop before the event loop's handlers: see serve
     with owner_database(settings) as owner_url:
         urls = database.prepare(settings, owner_url)
         asyncio.run(run_worker(settings, worker_url=urls.worker, app_url=urls.app))
