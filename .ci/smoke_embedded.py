@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import httpx
 
@@ -54,6 +55,17 @@ def feed(team_id: str, headers: dict[str, str]) -> None:
     raise AssertionError("the renaming never reached the realtime feed")
 
 
+def started(worker: subprocess.Popen[bytes], log: str, within: float = 60.0) -> bool:
+    """Whether the worker logged that it started within ``within`` seconds (polled)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and worker.poll() is None:
+        with open(log, "rb") as lines:
+            if b'"worker started"' in lines.read():
+                return True
+        time.sleep(0.2)
+    return False
+
+
 def main() -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     with tempfile.TemporaryDirectory(prefix="teamboard-smoke-") as data_dir:
@@ -89,9 +101,16 @@ def main() -> int:
             if projects.status_code != 200 or not projects.json()["items"]:
                 raise AssertionError(projects.text)
             print("embedded smoke: ready, demo login, teams and projects OK")
-            worker = subprocess.Popen(["teamboard", "worker"], env=env)
+            worker_log = os.path.join(data_dir, "worker.log")
+            with open(worker_log, "wb") as log:
+                worker = subprocess.Popen(["teamboard", "worker"], env=env, stdout=log, stderr=log)
             try:
                 feed(team_id, headers)
+                # Stopped only once it runs: a signal while it still imports kills it (its
+                # handlers do not exist yet), which is not what this checks.
+                if not started(worker, worker_log):
+                    print("worker did not start", file=sys.stderr)
+                    return 1
                 time.sleep(2)
                 if worker.poll() is not None:
                     print("worker exited early", file=sys.stderr)
@@ -105,6 +124,7 @@ def main() -> int:
                     worker_code = worker.wait()
             if worker_code != 0:
                 print(f"worker exited with {worker_code} after SIGTERM", file=sys.stderr)
+                print(Path(worker_log).read_text(errors="replace")[-4000:], file=sys.stderr)
                 return 1
             print("embedded smoke: realtime feed and worker OK")
         finally:
