@@ -1,8 +1,9 @@
 """Python instructions per request, counted by callgrind: a cost that a noisy machine does not
 move (``bench/README.md``, ninth session).
 
-    python -m bench.request_cost                       # task and team reads, a list, R
+    python -m bench.request_cost                       # every target below
     python -m bench.request_cost --only task --requests 2000
+    python -m bench.request_cost --only page1,page2    # what a cursor adds to a page
 
 Creates the harness's scratch database, lets one teamboard server make the fixtures (user,
 team, task) and stops it, then runs each target twice under ``valgrind --tool=callgrind`` in
@@ -40,6 +41,8 @@ TARGETS = {
     "task": "GET /api/v1/teams/{team_id}/tasks/{task_id}",
     "team": "GET /api/v1/teams/{team_id}",
     "list": "GET {project}/tasks?limit=50",
+    "page1": "GET {project}/tasks?limit=5",
+    "page2": "GET {project}/tasks?limit=5&cursor={cursor}",
     "r": "GET /row/{row_id}",
 }
 
@@ -95,6 +98,7 @@ def fixtures() -> Iterator[dict[str, str]]:
         try:
             server.wait_ready(port, "/health/live", options.startup_timeout)
             variables = harness._teamboard_fixtures(ctx, port)
+            variables["cursor"] = _second_page_cursor(port, variables)
         finally:
             server.stop()
         variables["row_id"] = harness.pick_row(ctx.scratch_url)
@@ -112,6 +116,16 @@ def fixtures() -> Iterator[dict[str, str]]:
             }
         )
         yield env
+
+
+def _second_page_cursor(port: int, variables: dict[str, str]) -> str:
+    """The cursor of page 2 of ``page1`` (the same list, the same page size)."""
+    path = TARGETS["page1"].split(" ", 1)[1].format(**variables)
+    auth = {"authorization": f"Bearer {variables['token']}"}
+    status, body = harness.http_request(port, "GET", path, headers=auth)
+    if status != 200 or not json.loads(body)["next_cursor"]:
+        raise harness.BenchError(f"page 1 of the list answered {status}: {body[:200]!r}")
+    return str(json.loads(body)["next_cursor"])
 
 
 def _app_url(env: dict[str, str]) -> str:

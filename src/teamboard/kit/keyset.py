@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from teamboard.errors import BadRequest
+from teamboard.kit.ids import parse_uuid
 
 
 def _invalid() -> BadRequest:
@@ -32,7 +33,9 @@ def as_float(value: Any) -> float:
 
 
 def as_uuid(value: Any) -> UUID:
-    return UUID(str(value))
+    """The driver's C UUID (:data:`teamboard.kit.ids.parse_uuid`): parsed and sent to
+    PostgreSQL at a fraction of the standard class's cost."""
+    return parse_uuid(str(value))
 
 
 def as_datetime(value: Any) -> datetime:
