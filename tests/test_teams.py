@@ -1100,6 +1100,82 @@ async def test_project_pages_are_index_ranges_under_a_generic_plan(
     assert applied_as(explain(caller, former, values, generic=True), "id >") == "filter"
 
 
+async def test_a_private_project_keeps_a_member_who_is_not_a_guest(
+    client: httpx.AsyncClient, owner: Owner, make_user: MakeUser, make_team: MakeTeam
+) -> None:
+    """Nobody outside a private project sees it, owners included, and guests cannot add
+    members: removing its last other member would lock everyone out of it for good."""
+    alice, creator, other, guest = (make_user(n) for n in ("alice", "creator", "other", "guest"))
+    team = await make_team(
+        alice, members=[(creator, "member"), (other, "member"), (guest, "guest")]
+    )
+    private = await create_project(client, creator, team, "SECRET", visibility="private")
+    path = f"{API}/teams/{team}/projects/{private['id']}/members"
+    for user in (other, guest):
+        response = await client.post(path, json={"user_id": str(user.id)}, headers=creator.headers)
+        assert response.status_code == 201, response.text
+
+    def members() -> set[uuid.UUID]:
+        rows = owner.execute(
+            "select user_id from project_member where project_id = %s",
+            (uuid.UUID(private["id"]),),
+        )
+        return {row["user_id"] for row in rows}
+
+    def removals() -> int:
+        row = owner.execute(
+            "select count(*) as n from event where team_id = %s and kind = %s",
+            (team, "project.member_removed"),
+        ).fetchone()
+        return int(row["n"]) if row else 0
+
+    # Another member remains: the creator may leave (a member leaving a private project
+    # answered 404 before: its event was written once the project was out of their sight).
+    response = await client.delete(f"{path}/{creator.id}", headers=creator.headers)
+    assert response.status_code == 204, response.text
+    assert removals() == 1
+    # Now only a guest would remain: refused, and nothing changes.
+    response = await client.delete(f"{path}/{other.id}", headers=other.headers)
+    problem(response, 409, "last_project_member")
+    assert members() == {other.id, guest.id}
+    assert removals() == 1
+
+    response = await client.delete(f"{path}/{guest.id}", headers=other.headers)
+    assert response.status_code == 204, response.text
+    response = await client.delete(f"{path}/{other.id}", headers=other.headers)
+    problem(response, 409, "last_project_member")
+    assert members() == {other.id}
+    response = await client.get(
+        f"{API}/teams/{team}/projects/{private['id']}", headers=other.headers
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_members_leaving_at_once_leave_one(
+    client: httpx.AsyncClient, owner: Owner, make_user: MakeUser, make_team: MakeTeam
+) -> None:
+    """Both members leave at once: the removals are serialized on the project row, so the
+    second sees that it would be the last one out and is refused."""
+    alice, bob = make_user("alice"), make_user("bob")
+    team = await make_team(alice, members=[(bob, "member")])
+    private = await create_project(client, alice, team, "PAIR", visibility="private")
+    path = f"{API}/teams/{team}/projects/{private['id']}/members"
+    response = await client.post(path, json={"user_id": str(bob.id)}, headers=alice.headers)
+    assert response.status_code == 201, response.text
+
+    first, second = await asyncio.gather(
+        client.delete(f"{path}/{alice.id}", headers=alice.headers),
+        client.delete(f"{path}/{bob.id}", headers=bob.headers),
+    )
+    statuses = sorted([first.status_code, second.status_code])
+    assert statuses == [204, 409], (first.text, second.text)
+    left = owner.execute(
+        "select count(*) as n from project_member where project_id = %s",
+        (uuid.UUID(private["id"]),),
+    ).fetchone()
+    assert left == {"n": 1}
+
+
 async def test_archive_hides_a_project_from_the_default_list(
     client: httpx.AsyncClient, owner: Owner, make_user: MakeUser, make_team: MakeTeam
 ) -> None:
@@ -1321,6 +1397,60 @@ async def test_member_list_costs_a_constant_number_of_statements(
     assert len(twenty.json()["items"]) == 20
     assert sql_count(one) == sql_count(twenty)
     assert 1 <= sql_count(twenty) <= 2
+
+
+async def test_project_reads_cost_a_constant_number_of_statements(
+    client: httpx.AsyncClient, make_user: MakeUser, make_team: MakeTeam, owner: Owner
+) -> None:
+    """The project list, a project, its members and its labels: the same count of statements
+    for one row as for twenty."""
+    alice, bob = make_user("alice"), make_user("bob")
+    small, large = await make_team(alice), await make_team(bob)
+    for i in range(19):
+        add_member(owner, large, make_user(f"m{i}"), "member")
+    projects = {}
+    for team, actor, count in ((small, alice, 1), (large, bob, 20)):
+        for n in range(count):
+            project = await create_project(client, actor, team, f"P{n}")
+        projects[team] = project["id"]
+        base = f"{API}/teams/{team}/projects/{project['id']}"
+        if team == large:
+            for user_row in owner.execute(
+                "select user_id from team_member where team_id = %s and user_id <> %s",
+                (team, bob.id),
+            ).fetchall():
+                response = await client.post(
+                    f"{base}/members",
+                    json={"user_id": str(user_row["user_id"])},
+                    headers=bob.headers,
+                )
+                assert response.status_code == 201, response.text
+        for n in range(1 if team == small else 20):
+            response = await client.post(
+                f"{base}/labels", json={"name": f"l{n}", "color": "#112233"}, headers=actor.headers
+            )
+            assert response.status_code == 201, response.text
+        response = await client.post(
+            f"{base}/members", json={"user_id": str(actor.id)}, headers=actor.headers
+        )
+        assert response.status_code == 201, response.text
+
+    def route(team: uuid.UUID, suffix: str) -> str:
+        return f"{API}/teams/{team}/projects{suffix.format(project=projects[team])}"
+
+    for suffix, sizes in (
+        ("", (1, 20)),
+        ("/{project}", None),
+        ("/{project}/members", (1, 20)),
+        ("/{project}/labels", (1, 20)),
+    ):
+        one = await client.get(route(small, suffix), headers=alice.headers)
+        twenty = await client.get(route(large, suffix), headers=bob.headers)
+        assert one.status_code == twenty.status_code == 200, (suffix, one.text, twenty.text)
+        if sizes is not None:
+            assert (len(one.json()["items"]), len(twenty.json()["items"])) == sizes, suffix
+        assert sql_count(one) == sql_count(twenty), suffix
+        assert 1 <= sql_count(twenty) <= (3 if suffix.endswith("/members") else 2), suffix
 
 
 @pytest.mark.parametrize(

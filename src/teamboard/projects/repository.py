@@ -145,6 +145,19 @@ async def is_member(tx: Tx, project_id: UUID, user_id: UUID) -> bool:
     return row is not None
 
 
+async def has_other_manager(tx: Tx, project_id: UUID, user_id: UUID) -> bool:
+    """Whether a project member other than ``user_id`` is not a guest of the team (one
+    who can still see the project and add members)."""
+    row = await tx.fetch_one(
+        "select 1 from project_member pm join team_member m"
+        " on m.team_id = pm.team_id and m.user_id = pm.user_id"
+        " where pm.team_id = tb_current_team_id() and pm.project_id = %s"
+        " and pm.user_id <> %s and m.role <> 'guest' limit 1",
+        (project_id, user_id),
+    )
+    return row is not None
+
+
 async def list_members(
     tx: Tx, project_id: UUID, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:
@@ -160,9 +173,7 @@ async def list_members(
     return await tx.fetch_all(sql, params)
 
 
-async def remove_member(tx: Tx, project_id: UUID, user_id: UUID) -> bool:
-    row = await tx.fetch_one(
-        "delete from project_member where project_id = %s and user_id = %s returning user_id",
-        (project_id, user_id),
+async def remove_member(tx: Tx, project_id: UUID, user_id: UUID) -> None:
+    await tx.execute(
+        "delete from project_member where project_id = %s and user_id = %s", (project_id, user_id)
     )
-    return row is not None

@@ -109,8 +109,26 @@ async def add_member(ctx: TeamContext, project_id: UUID, user_id: UUID) -> dict[
 
 
 async def remove_member(ctx: TeamContext, project_id: UUID, user_id: UUID) -> None:
+    """Remove a member; 409 ``last_project_member`` when that would leave a private project
+    without a member who is not a guest. Nobody else sees a private project (owners and
+    admins included), and guests cannot add members, so such a project, its tasks and
+    files would be out of everyone's reach for good. The project row is locked first, so
+    two members removing each other at once cannot both pass the check."""
     await ctx.require("member")
-    await get_project(ctx, project_id)
-    if not await repository.remove_member(ctx.tx, project_id, user_id):
+    project = await repository.lock_project(ctx.tx, project_id)
+    if project is None:
         raise NotFound()
+    if project["visibility"] == "private" and not await repository.has_other_manager(
+        ctx.tx, project_id, user_id
+    ):
+        raise Conflict(
+            "A private project keeps at least one member who is not a guest: add another"
+            " before removing this one",
+            code="last_project_member",
+        )
+    if not await repository.is_member(ctx.tx, project_id, user_id):
+        raise NotFound()
+    # The event first: a member leaving a private project can no longer see it once the
+    # row is gone, and the event's policy would then refuse its insert (this answered 404).
     await append(ctx.tx, "project.member_removed", subject_id=user_id, project_id=project_id)
+    await repository.remove_member(ctx.tx, project_id, user_id)
