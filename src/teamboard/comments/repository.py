@@ -13,7 +13,7 @@ from teamboard.tasks.refs import TaskRef
 
 # Author and mentioned users with their names, in the same statement as the comments.
 _SELECT = (
-    "select c.id, c.task_id, c.body, c.created_at, c.updated_at, c.edited_at,"
+    "select c.id, c.task_id, c.body, c.created_at, c.updated_at, c.edited_at, c.version,"
     " json_build_object('id', c.author_id, 'display_name', a.display_name) as author,"
     " coalesce((select json_agg(json_build_object('id', m.id, 'display_name', u.display_name)"
     "   order by u.display_name, m.id)"
@@ -41,7 +41,7 @@ async def get_comment(tx: Tx, task: TaskRef, comment_id: UUID) -> dict[str, Any]
 async def find_comment(tx: Tx, task: TaskRef, comment_id: UUID) -> dict[str, Any] | None:
     """The author and mentions of a live comment of the task (what the rules need)."""
     return await tx.fetch_one(
-        "select author_id, mentions from comment where id = %s and task_id = %s"
+        "select author_id, mentions, version from comment where id = %s and task_id = %s"
         " and project_id = %s and deleted_at is null",
         (comment_id, task.id, task.project_id),
     )
@@ -76,12 +76,17 @@ async def insert_comment(
     )
 
 
-async def edit_comment(tx: Tx, comment_id: UUID, body: str, mentions: list[UUID]) -> None:
-    await tx.execute(
-        "update comment set body = %s, mentions = %s::uuid[], edited_at = now()"
-        " where id = %s and deleted_at is null",
-        (body, mentions, comment_id),
+async def edit_comment(
+    tx: Tx, comment_id: UUID, body: str, mentions: list[UUID], version: int | None
+) -> bool:
+    """Replace the body; only of ``version`` when given (False when it is gone)."""
+    row = await tx.fetch_one(
+        "update comment set body = %(body)s, mentions = %(mentions)s::uuid[], edited_at = now()"
+        " where id = %(id)s and deleted_at is null"
+        " and (%(version)s::integer is null or version = %(version)s) returning id",
+        {"body": body, "mentions": mentions, "id": comment_id, "version": version},
     )
+    return row is not None
 
 
 async def soft_delete_comment(tx: Tx, comment_id: UUID) -> bool:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from teamboard.comments import service
 from teamboard.comments.schemas import CommentIn, CommentList, CommentOut, CommentPatch
 from teamboard.deps import ServicesDep, TeamCtx
+from teamboard.kit.etag import IfMatch, versioned
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 
@@ -31,20 +32,22 @@ async def list_comments(
 @router.post("", status_code=201, response_model=CommentOut)
 async def create_comment(task_id: UUID, body: CommentIn, ctx: TeamCtx) -> Response:
     """Comment in Markdown; ``@name`` or ``@email`` mentions members who can see the task."""
-    comment = await service.create_comment(ctx, task_id, body.body)
-    return ORJSONResponse(comment, status_code=201)
+    return versioned(await service.create_comment(ctx, task_id, body.body), status_code=201)
 
 
 @router.get("/{comment_id}", response_model=CommentOut)
 async def get_comment(task_id: UUID, comment_id: UUID, ctx: TeamCtx) -> Response:
-    return ORJSONResponse(await service.get_comment(ctx, task_id, comment_id))
+    """The comment, with its version as ``ETag``."""
+    return versioned(await service.get_comment(ctx, task_id, comment_id))
 
 
 @router.patch("/{comment_id}", response_model=CommentOut)
 async def edit_comment(
-    task_id: UUID, comment_id: UUID, body: CommentPatch, ctx: TeamCtx
+    task_id: UUID, comment_id: UUID, body: CommentPatch, ctx: TeamCtx, if_match: IfMatch = None
 ) -> Response:
-    return ORJSONResponse(await service.edit_comment(ctx, task_id, comment_id, body.body))
+    """Replace the body (its author only). With ``If-Match`` (the comment's ``ETag``) a
+    stale version answers 412 ``precondition_failed``."""
+    return versioned(await service.edit_comment(ctx, task_id, comment_id, body.body, if_match))
 
 
 @router.delete("/{comment_id}", status_code=204)

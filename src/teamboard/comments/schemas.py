@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from teamboard.auth.schemas import Strict
 from teamboard.kit.schemas import Person
@@ -41,6 +41,7 @@ class CommentOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     edited_at: datetime | None
+    version: int = Field(description="Raised by every change; the ETag of PATCH")
 
 
 class CommentList(BaseModel):

@@ -21,6 +21,7 @@ from teamboard.comments.mentions import parse_mentions
 from teamboard.deps import TeamContext
 from teamboard.errors import Forbidden, NotFound
 from teamboard.events.repository import append
+from teamboard.kit.etag import changed_meanwhile, check_if_match
 from teamboard.kit.ids import new_id
 from teamboard.kit.pagination import CursorCodec
 from teamboard.notifications import service as notifications
@@ -84,17 +85,20 @@ async def create_comment(ctx: TeamContext, task_id: UUID, body: str) -> dict[str
 
 
 async def edit_comment(
-    ctx: TeamContext, task_id: UUID, comment_id: UUID, body: str
+    ctx: TeamContext, task_id: UUID, comment_id: UUID, body: str, if_match: str | None = None
 ) -> dict[str, Any]:
-    """Replace the body (authors only); ``new_mentions`` in the event are the members the
-    edit mentions for the first time (the notifications consumer tells them)."""
+    """Replace the body (authors only); ``if_match`` (the ``If-Match`` header) must match
+    the version. ``new_mentions`` in the event are the members the edit mentions for the
+    first time (the notifications consumer tells them)."""
     await ctx.require("guest")
     task = await require_task(ctx.tx, task_id)
     current = await _find(ctx, task, comment_id)
     if current["author_id"] != ctx.user_id:
         raise Forbidden("Only its author can edit a comment", code="not_comment_author")
+    version = check_if_match(if_match, current["version"])
     mentioned = await _mentions(ctx, task, body)
-    await repository.edit_comment(ctx.tx, comment_id, body, mentioned)
+    if not await repository.edit_comment(ctx.tx, comment_id, body, mentioned, version):
+        raise changed_meanwhile() if version is not None else NotFound()
     added = [user for user in mentioned if user not in current["mentions"]]
     await append(
         ctx.tx,

@@ -11,11 +11,13 @@ the update is unconditional (last writer wins), as plain HTTP allows.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import Header
 
 from teamboard.errors import BadRequest, TeamboardError
+from teamboard.kit.responses import ORJSONResponse
 
 _ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
 
@@ -37,6 +39,11 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
+def versioned(row: Mapping[str, Any], status_code: int = 200) -> ORJSONResponse:
+    """The JSON answer for a versioned row, with its version as ``ETag``."""
+    return ORJSONResponse(row, status_code=status_code, headers={"ETag": etag(row["version"])})
+
+
 def _tags(header: str) -> list[str] | None:
     """The strong tags of a valid ``If-Match`` list (weak ones dropped); None for ``*``."""
     if header.strip() == "*":
@@ -54,13 +61,22 @@ def _tags(header: str) -> list[str] | None:
     return tags
 
 
-def check_if_match(header: str | None, version: int) -> None:
-    """Raise 412 unless ``header`` (absent: no precondition) matches ``version``."""
+def check_if_match(header: str | None, version: int) -> int | None:
+    """Raise 412 unless ``header`` (absent: no precondition) matches ``version``; the
+    version the update must still find (None without a precondition). Where nothing locks
+    the row between the read and the update, the update is made on that version only, and
+    finding none means another change came in between: :func:`changed_meanwhile`."""
     if header is None:
-        return
+        return None
     tags = _tags(header)
     if tags is not None and etag(version) not in tags:
-        raise PreconditionFailed(
-            "The resource has changed since it was read; fetch it again and retry",
-            extra={"current_etag": etag(version)},
-        )
+        raise PreconditionFailed(_STALE, extra={"current_etag": etag(version)})
+    return version
+
+
+_STALE = "The resource has changed since it was read; fetch it again and retry"
+
+
+def changed_meanwhile() -> PreconditionFailed:
+    """The 412 of a conditional update that no longer found the version it checked."""
+    return PreconditionFailed(_STALE)

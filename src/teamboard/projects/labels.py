@@ -16,6 +16,7 @@ from uuid import UUID
 from teamboard.deps import TeamContext
 from teamboard.errors import NotFound
 from teamboard.events.repository import append
+from teamboard.kit.etag import check_if_match
 from teamboard.kit.ids import new_id
 from teamboard.projects import labels_repository as repository
 from teamboard.projects.schemas import LabelIn, LabelPatch
@@ -38,13 +39,19 @@ async def create_label(ctx: TeamContext, project_id: UUID, body: LabelIn) -> dic
 
 
 async def update_label(
-    ctx: TeamContext, project_id: UUID, label_id: UUID, body: LabelPatch
+    ctx: TeamContext,
+    project_id: UUID,
+    label_id: UUID,
+    body: LabelPatch,
+    if_match: str | None = None,
 ) -> dict[str, Any]:
-    """Rename and/or recolor."""
+    """Rename and/or recolor; ``if_match`` (the ``If-Match`` header) must match the
+    version (the project's lock, taken first, keeps it from changing until the end)."""
     await writable_project(ctx, project_id)
     current = await repository.get_label(ctx.tx, project_id, label_id)
     if current is None:
         raise NotFound()
+    check_if_match(if_match, current["version"])
     wanted = {"name": body.name or current["name"], "color": body.color or current["color"]}
     changes = {
         name: {"from": current[name], "to": value}

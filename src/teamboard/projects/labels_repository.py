@@ -8,7 +8,7 @@ from uuid import UUID
 from teamboard.db import Tx
 from teamboard.kit.pagination import limit_clause
 
-_COLUMNS = "id, project_id, name, color, created_at, updated_at"
+_COLUMNS = "id, project_id, name, color, created_at, updated_at, version"
 
 
 async def list_labels(

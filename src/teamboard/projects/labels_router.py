@@ -7,6 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter, Response
 
 from teamboard.deps import ServicesDep, TeamCtx
+from teamboard.kit.etag import IfMatch, versioned
 from teamboard.kit.keyset import as_uuid, typed_key
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
@@ -36,15 +37,16 @@ async def list_labels(
 
 @router.post("", status_code=201, response_model=LabelOut)
 async def create_label(project_id: UUID, body: LabelIn, ctx: TeamCtx) -> Response:
-    return ORJSONResponse(await labels.create_label(ctx, project_id, body), status_code=201)
+    return versioned(await labels.create_label(ctx, project_id, body), status_code=201)
 
 
 @router.patch("/{label_id}", response_model=LabelOut)
 async def update_label(
-    project_id: UUID, label_id: UUID, body: LabelPatch, ctx: TeamCtx
+    project_id: UUID, label_id: UUID, body: LabelPatch, ctx: TeamCtx, if_match: IfMatch = None
 ) -> Response:
-    """Rename and/or recolor."""
-    return ORJSONResponse(await labels.update_label(ctx, project_id, label_id, body))
+    """Rename and/or recolor. With ``If-Match`` (the label's ``ETag``, or its ``version``
+    from a list) a stale version answers 412 ``precondition_failed``."""
+    return versioned(await labels.update_label(ctx, project_id, label_id, body, if_match))
 
 
 @router.delete("/{label_id}", status_code=204)

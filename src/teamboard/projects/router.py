@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from fastapi import Response
 
 from teamboard.deps import ServicesDep, TeamCtx
-from teamboard.kit.etag import IfMatch, etag
+from teamboard.kit.etag import IfMatch, versioned
 from teamboard.kit.hot_reads import ApiRouter
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
@@ -28,7 +27,7 @@ router = ApiRouter(prefix="/teams/{team_id}/projects", tags=["projects"])
 
 @router.post("", status_code=201, response_model=ProjectOut)
 async def create_project(body: ProjectIn, ctx: TeamCtx) -> Response:
-    return ORJSONResponse(await service.create_project(ctx, body), status_code=201)
+    return versioned(await service.create_project(ctx, body), status_code=201)
 
 
 @router.get("", response_model=ProjectList)
@@ -50,15 +49,11 @@ async def list_projects(
     return ORJSONResponse(page)
 
 
-def _with_etag(project: dict[str, Any]) -> Response:
-    return ORJSONResponse(project, headers={"ETag": etag(project["version"])})
-
-
 @router.hot_get("/{project_id}", response_model=ProjectOut)
 async def get_project(project_id: UUID, ctx: TeamCtx) -> Response:
     """The project, with its version as ``ETag``."""
     await ctx.require("guest")
-    return _with_etag(await service.get_project(ctx, project_id))
+    return versioned(await service.get_project(ctx, project_id))
 
 
 @router.patch("/{project_id}", response_model=ProjectOut)
@@ -70,7 +65,7 @@ async def update_project(
     With ``If-Match`` (the ``ETag`` of a previous read) a stale version answers 412
     ``precondition_failed``; without it the update is unconditional.
     """
-    return _with_etag(await service.update_project(ctx, project_id, body, if_match))
+    return versioned(await service.update_project(ctx, project_id, body, if_match))
 
 
 @router.delete("/{project_id}", status_code=204)

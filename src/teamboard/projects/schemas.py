@@ -97,6 +97,7 @@ class StatusOut(BaseModel):
     position: int
     created_at: datetime
     updated_at: datetime
+    version: int = Field(description="Raised by every change; the ETag of PATCH")
 
 
 class StatusList(BaseModel):
@@ -129,6 +130,7 @@ class LabelOut(BaseModel):
     color: str
     created_at: datetime
     updated_at: datetime
+    version: int = Field(description="Raised by every change; the ETag of PATCH")
 
 
 class LabelList(BaseModel):

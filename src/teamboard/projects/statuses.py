@@ -16,6 +16,7 @@ from uuid import UUID
 from teamboard.deps import TeamContext
 from teamboard.errors import Conflict, NotFound, Unprocessable
 from teamboard.events.repository import append
+from teamboard.kit.etag import check_if_match
 from teamboard.kit.ids import new_id
 from teamboard.projects import statuses_repository as repository
 from teamboard.projects.schemas import StatusIn
@@ -39,12 +40,15 @@ async def create_status(ctx: TeamContext, project_id: UUID, body: StatusIn) -> d
 
 
 async def rename_status(
-    ctx: TeamContext, project_id: UUID, status_id: UUID, name: str
+    ctx: TeamContext, project_id: UUID, status_id: UUID, name: str, if_match: str | None = None
 ) -> dict[str, Any]:
+    """Rename; ``if_match`` (the ``If-Match`` header) must match the version (the project's
+    lock, taken first, keeps it from changing until the end)."""
     await writable_project(ctx, project_id)
     current = await repository.get_status(ctx.tx, project_id, status_id)
     if current is None:
         raise NotFound()
+    check_if_match(if_match, current["version"])
     if current["name"] == name:
         return current
     status = await repository.rename_status(ctx.tx, project_id, status_id, name)

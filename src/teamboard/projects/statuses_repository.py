@@ -8,7 +8,7 @@ from uuid import UUID
 from teamboard.db import Tx
 from teamboard.kit.pagination import limit_clause
 
-_COLUMNS = "id, project_id, name, category, position, created_at, updated_at"
+_COLUMNS = "id, project_id, name, category, position, created_at, updated_at, version"
 
 #: Gap between consecutive status positions (a reorder rewrites them all: statuses are few).
 STATUS_STEP = 1000

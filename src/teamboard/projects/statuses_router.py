@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from teamboard.deps import ServicesDep, TeamCtx
+from teamboard.kit.etag import IfMatch, versioned
 from teamboard.kit.keyset import as_int, as_uuid, typed_key
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
@@ -38,7 +39,7 @@ async def list_statuses(
 @router.post("", status_code=201, response_model=StatusOut)
 async def create_status(project_id: UUID, body: StatusIn, ctx: TeamCtx) -> Response:
     """Add a status at the end of the workflow."""
-    return ORJSONResponse(await statuses.create_status(ctx, project_id, body), status_code=201)
+    return versioned(await statuses.create_status(ctx, project_id, body), status_code=201)
 
 
 @router.put("/order", status_code=204)
@@ -50,9 +51,11 @@ async def reorder_statuses(project_id: UUID, body: StatusOrder, ctx: TeamCtx) ->
 
 @router.patch("/{status_id}", response_model=StatusOut)
 async def rename_status(
-    project_id: UUID, status_id: UUID, body: StatusPatch, ctx: TeamCtx
+    project_id: UUID, status_id: UUID, body: StatusPatch, ctx: TeamCtx, if_match: IfMatch = None
 ) -> Response:
-    return ORJSONResponse(await statuses.rename_status(ctx, project_id, status_id, body.name))
+    """Rename. With ``If-Match`` (the status's ``ETag``, or its ``version`` from a list) a
+    stale version answers 412 ``precondition_failed``; a reorder changes the version too."""
+    return versioned(await statuses.rename_status(ctx, project_id, status_id, body.name, if_match))
 
 
 @router.delete("/{status_id}", status_code=204)

@@ -14,7 +14,7 @@ from teamboard.kit.pagination import limit_clause
 _COLUMNS = (
     "e.id, e.task_id, e.project_id, e.user_id, e.started_at, e.ended_at,"
     " floor(extract(epoch from e.ended_at - e.started_at))::bigint as duration_seconds,"
-    " e.note, e.created_at, e.updated_at"
+    " e.note, e.created_at, e.updated_at, e.version"
 )
 _LIVE_TASK = "join task t on t.team_id = e.team_id and t.id = e.task_id and t.deleted_at is null"
 
@@ -74,12 +74,25 @@ async def get_entry(tx: Tx, entry_id: UUID) -> dict[str, Any] | None:
 
 
 async def update_entry(
-    tx: Tx, entry_id: UUID, started_at: datetime, ended_at: datetime | None, note: str
+    tx: Tx,
+    entry_id: UUID,
+    started_at: datetime,
+    ended_at: datetime | None,
+    note: str,
+    version: int | None,
 ) -> dict[str, Any] | None:
+    """The entry changed; only of ``version`` when given (None when it is gone)."""
     return await tx.fetch_one(
         "update time_entry as e set started_at = %(started_at)s, ended_at = %(ended_at)s,"
-        f" note = %(note)s where e.id = %(id)s returning {_COLUMNS}",
-        {"id": entry_id, "started_at": started_at, "ended_at": ended_at, "note": note},
+        " note = %(note)s where e.id = %(id)s"
+        f" and (%(version)s::integer is null or e.version = %(version)s) returning {_COLUMNS}",
+        {
+            "id": entry_id,
+            "started_at": started_at,
+            "ended_at": ended_at,
+            "note": note,
+            "version": version,
+        },
     )
 
 

@@ -17,6 +17,7 @@ from pydantic import AwareDatetime
 
 from teamboard.deps import Services, ServicesDep, TeamContext, TeamCtx
 from teamboard.errors import BadRequest, Unprocessable
+from teamboard.kit.etag import IfMatch, versioned
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.time_tracking import service
@@ -71,7 +72,7 @@ async def _page(
 @router.post("/tasks/{task_id}/time-entries/start", status_code=201, response_model=TimeEntryOut)
 async def start_timer(task_id: UUID, ctx: TeamCtx, body: TimerIn | None = None) -> Response:
     entry = await service.start_timer(ctx, task_id, body.note if body else "")
-    return ORJSONResponse(entry, status_code=201)
+    return versioned(entry, status_code=201)
 
 
 @router.post("/tasks/{task_id}/time-entries", status_code=201, response_model=TimeEntryOut)
@@ -81,9 +82,7 @@ async def create_entry(
     """A finished entry for the caller: ``started_at`` and ``ended_at`` or
     ``duration_seconds`` (at most TIME_ENTRY_MAX_SECONDS, not in the future)."""
     max_seconds = services.settings.time_entry_max_seconds
-    return ORJSONResponse(
-        await service.create_entry(ctx, task_id, body, max_seconds), status_code=201
-    )
+    return versioned(await service.create_entry(ctx, task_id, body, max_seconds), status_code=201)
 
 
 @router.get("/tasks/{task_id}/time-entries", response_model=TimeEntryList)
@@ -142,7 +141,7 @@ async def list_entries(
 @router.get("/time-entries/running", response_model=TimeEntryOut)
 async def running_timer(ctx: TeamCtx) -> Response:
     """The caller's running timer (404 ``no_running_timer`` when none runs)."""
-    return ORJSONResponse(await service.running_timer(ctx))
+    return versioned(await service.running_timer(ctx))
 
 
 @router.post("/time-entries/running/stop", response_model=TimeEntryOut)
@@ -150,21 +149,27 @@ async def stop_timer(ctx: TeamCtx, services: ServicesDep) -> Response:
     """Stop the caller's timer; one left running longer than TIME_ENTRY_MAX_SECONDS stops
     at that duration."""
     max_seconds = services.settings.time_entry_max_seconds
-    return ORJSONResponse(await service.stop_timer(ctx, max_seconds))
+    return versioned(await service.stop_timer(ctx, max_seconds))
 
 
 @router.get("/time-entries/{entry_id}", response_model=TimeEntryOut)
 async def get_entry(entry_id: UUID, ctx: TeamCtx) -> Response:
-    return ORJSONResponse(await service.get_entry(ctx, entry_id))
+    """The entry, with its version as ``ETag``."""
+    return versioned(await service.get_entry(ctx, entry_id))
 
 
 @router.patch("/time-entries/{entry_id}", response_model=TimeEntryOut)
 async def update_entry(
-    entry_id: UUID, body: TimeEntryPatch, ctx: TeamCtx, services: ServicesDep
+    entry_id: UUID,
+    body: TimeEntryPatch,
+    ctx: TeamCtx,
+    services: ServicesDep,
+    if_match: IfMatch = None,
 ) -> Response:
-    """Change one's own entry (admins: any entry)."""
+    """Change one's own entry (admins: any entry). With ``If-Match`` (the entry's ``ETag``)
+    a stale version answers 412 ``precondition_failed``; stopping a timer changes it too."""
     max_seconds = services.settings.time_entry_max_seconds
-    return ORJSONResponse(await service.update_entry(ctx, entry_id, body, max_seconds))
+    return versioned(await service.update_entry(ctx, entry_id, body, max_seconds, if_match))
 
 
 @router.delete("/time-entries/{entry_id}", status_code=204)

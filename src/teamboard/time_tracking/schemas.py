@@ -75,6 +75,7 @@ class TimeEntryOut(BaseModel):
     note: str
     created_at: datetime
     updated_at: datetime
+    version: int = Field(description="Raised by every change; the ETag of PATCH")
 
 
 class TimeEntryList(BaseModel):

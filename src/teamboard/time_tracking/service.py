@@ -10,6 +10,7 @@ from uuid import UUID
 from teamboard.deps import TeamContext
 from teamboard.errors import Conflict, NotFound, Unprocessable
 from teamboard.events.repository import append
+from teamboard.kit.etag import changed_meanwhile, check_if_match
 from teamboard.kit.ids import new_id
 from teamboard.tasks.lookup import live_task_project
 from teamboard.time_tracking import repository
@@ -150,19 +151,24 @@ async def _editable(ctx: TeamContext, entry_id: UUID) -> dict[str, Any]:
 
 
 async def update_entry(
-    ctx: TeamContext, entry_id: UUID, patch: TimeEntryPatch, max_seconds: int
+    ctx: TeamContext,
+    entry_id: UUID,
+    patch: TimeEntryPatch,
+    max_seconds: int,
+    if_match: str | None = None,
 ) -> dict[str, Any]:
+    """Change the entry; ``if_match`` (the ``If-Match`` header) must match the version."""
     entry = await _editable(ctx, entry_id)
+    version = check_if_match(if_match, entry["version"])
     changes = patch.model_dump(exclude_unset=True)
     started = patch.started_at or entry["started_at"]
     ended = patch.ended_at or entry["ended_at"]
     if patch.started_at or patch.ended_at:  # a note alone keeps an entry valid as it was
         check_span(started, ended, max_seconds)
-    updated = await repository.update_entry(
-        ctx.tx, entry_id, started, ended, entry["note"] if patch.note is None else patch.note
-    )
+    note = entry["note"] if patch.note is None else patch.note
+    updated = await repository.update_entry(ctx.tx, entry_id, started, ended, note, version)
     if updated is None:
-        raise NotFound()
+        raise changed_meanwhile() if version is not None else NotFound()
     await append(
         ctx.tx,
         "time_entry.updated",
