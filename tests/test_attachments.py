@@ -439,6 +439,66 @@ async def test_concurrent_uploads_each_get_their_own_object(
     assert len(attachment_rows(owner, world.task)) == 8
 
 
+async def test_an_upload_retried_with_its_idempotency_key_is_replayed(
+    client: httpx.AsyncClient, owner: Owner, settings: Settings, world: World
+) -> None:
+    """The key applies to the file, not to the bytes that carried it: a retry streams the
+    same file again and gets the first answer, byte for byte, with one row and one object."""
+    key = {"Idempotency-Key": "upload-1"}
+    first = await upload(client, world.member, world.team, world.task, PNG, headers=key)
+    assert first.status_code == 201, first.text
+    again = await upload(client, world.member, world.team, world.task, PNG, headers=key)
+    assert again.status_code == 201, again.text
+    assert again.content == first.content
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["content-type"] == first.headers["content-type"]
+    assert len(attachment_rows(owner, world.task)) == 1
+    assert [p.name for p in stored_files(settings, world.team)] == [first.json()["id"]]
+    assert staged_files(settings) == []
+
+    # Another file (or another name) under the same key is refused, and leaves nothing.
+    other = await upload(
+        client, world.member, world.team, world.task, JPEG, "image/jpeg", headers=key
+    )
+    problem(other, 422, "idempotency_key_reused")
+    renamed = await upload(
+        client, world.member, world.team, world.task, PNG, filename="other.png", headers=key
+    )
+    problem(renamed, 422, "idempotency_key_reused")
+    # The key is the caller's: another member's upload with it is their own.
+    theirs = await upload(client, world.admin, world.team, world.task, PNG, headers=key)
+    assert theirs.status_code == 201, theirs.text
+    assert "idempotent-replayed" not in theirs.headers
+    assert len(attachment_rows(owner, world.task)) == 2
+    assert len(stored_files(settings, world.team)) == 2
+    assert staged_files(settings) == []
+
+    malformed = await upload(
+        client, world.member, world.team, world.task, PNG, headers={"Idempotency-Key": "a b"}
+    )
+    problem(malformed, 400, "invalid_idempotency_key")
+    assert len(attachment_rows(owner, world.task)) == 2
+
+
+async def test_concurrent_uploads_with_one_idempotency_key_make_one_attachment(
+    client: httpx.AsyncClient, owner: Owner, settings: Settings, world: World
+) -> None:
+    key = {"Idempotency-Key": "upload-many"}
+    responses = await asyncio.gather(
+        *(upload(client, world.member, world.team, world.task, PNG, headers=key) for _ in range(10))
+    )
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {201, 409}, [r.text for r in responses]
+    created = [r for r in responses if r.status_code == 201]
+    assert len([r for r in created if "idempotent-replayed" not in r.headers]) == 1
+    assert {r.content for r in created} == {created[0].content}
+    for refused in (r for r in responses if r.status_code == 409):
+        problem(refused, 409, "idempotency_in_flight")
+    assert len(attachment_rows(owner, world.task)) == 1
+    assert len(stored_files(settings, world.team)) == 1
+    assert staged_files(settings) == []
+
+
 # --------------------------------------------------------------------------- download
 
 

@@ -340,6 +340,7 @@ class TeamGrant:
     team_id: UUID
     user_id: UUID
     scopes: frozenset[str] | None
+    caller: str  # who acts (``user:<id>`` or ``key:<id>``), as idempotency keys are scoped
 
     @asynccontextmanager
     async def transaction(self, request: Request, *, write: bool) -> AsyncIterator[TeamContext]:
@@ -356,12 +357,13 @@ async def team_grant(
 ) -> TeamGrant:
     """Like ``TeamCtx`` without the request transaction, for a route that must not hold a
     connection for its whole duration (an upload streams its body between two short
-    transactions). Rate-limited like ``TeamCtx``; ``Idempotency-Key`` does not apply."""
+    transactions). Rate-limited like ``TeamCtx``; the route applies ``Idempotency-Key``
+    itself, in the transaction that records its work (see ``teamboard.idempotency``)."""
     async with get_services(request).db.transaction(
         user_id=caller.user_id, team_id=team_id, write=False, metrics=_metrics(request)
     ) as tx:
-        user_id, scopes, _ = await _act_in_team(request, tx, team_id, caller)
-    return TeamGrant(team_id, user_id, scopes)
+        user_id, scopes, identity = await _act_in_team(request, tx, team_id, caller)
+    return TeamGrant(team_id, user_id, scopes, identity)
 
 
 PublicTx = Annotated[Tx, Depends(public_tx)]

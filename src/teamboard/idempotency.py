@@ -14,11 +14,14 @@ that request, scoped to the caller (a user, or one of their API keys) and the ro
 * a request that fails (4xx/5xx) stores nothing: it changed nothing, and may be retried.
 
 The fingerprint covers the body of JSON and empty requests; for other bodies (never read
-ahead of their route) it covers their content type and length. Two kinds of POST ignore the
-header: credential exchanges (``/auth/*``, routes without a user), because a replay would
-keep tokens in the database, and attachment uploads (``TeamGrant`` routes), which stream
-their body between two short transactions of their own; an upload's SHA-256 identifies a
-duplicate instead.
+ahead of their route) it covers their content type and length. Credential exchanges
+(``/auth/*``, routes without a user) ignore the header, because a replay would keep tokens
+in the database. Attachment uploads (``TeamGrant`` routes) stream their body between two
+short transactions of their own, so they apply the key in the second one, where the upload
+is recorded (:func:`upload_record`): the fingerprint is then the file's (its SHA-256, size
+and type, not the multipart boundary a retry changes), a retry of a finished upload streams
+its bytes again and gets the stored answer, and a retry arriving while the first is being
+recorded is the usual 409.
 
 GraphQL keys one mutation field with :func:`reserve` and :func:`store` (fingerprinted by the
 field and its arguments; see ``teamboard.graphql.mutations``), and honours the header for a
@@ -106,6 +109,30 @@ class Stored:
     status: int
     headers: list[list[str]]
     body: bytes
+
+    @classmethod
+    def of(cls, response: Response) -> Stored:
+        """What the response sends, as the unit of work would keep it."""
+        return cls(response.status_code, _storable(response.raw_headers), bytes(response.body))
+
+
+def request_key(request: Request) -> str | None:
+    """The POST's ``Idempotency-Key`` (checked: 400 when malformed), or None."""
+    key = request.headers.get(HEADER) if request.method == "POST" else None
+    if key is not None:
+        check_key(key)
+    return key
+
+
+def upload_record(
+    request: Request, caller: str, team_id: UUID, key: str, content_type: str, sha256: str
+) -> Record:
+    """The record of an upload: the route and its query (the file name), and the file
+    itself rather than the multipart or raw body that carried it."""
+    digest = hashlib.sha256()
+    for part in (request.method, request.url.path, _sorted_query(request), content_type, sha256):
+        digest.update(part.encode() + b"\0")
+    return Record(caller, team_id, key, digest.digest())
 
 
 def check_key(key: str) -> None:

@@ -65,8 +65,7 @@ async def upload_attachment(
     """Upload (any team member who can see the task). The size limit is enforced while
     the body streams (413), and the declared type is checked against the allow-list and
     the file's first bytes (415)."""
-    row = await service.upload(request, grant, task_id, storage, filename)
-    return ORJSONResponse(row, status_code=201)
+    return await service.upload(request, grant, task_id, storage, filename)
 
 
 @router.get("/tasks/{task_id}/attachments", response_model=AttachmentList)

@@ -16,7 +16,9 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import Request
+from starlette.responses import Response
 
+from teamboard import idempotency
 from teamboard.attachments import repository
 from teamboard.attachments.content import clean_filename, media_type
 from teamboard.attachments.storage import (
@@ -31,6 +33,7 @@ from teamboard.deps import TeamContext, TeamGrant, get_services
 from teamboard.errors import NotFound
 from teamboard.events.repository import append
 from teamboard.kit.ids import new_id
+from teamboard.kit.responses import ORJSONResponse
 from teamboard.tasks.lookup import live_task_project
 
 logger = logging.getLogger("teamboard.attachments")
@@ -42,9 +45,11 @@ async def upload(
     task_id: UUID,
     storage: ObjectStorage,
     filename: str,
-) -> dict[str, Any]:
-    """Store the request body as an attachment of the task and return its metadata."""
+) -> Response:
+    """Store the request body as an attachment of the task; the 201 with its metadata (or,
+    for a retried ``Idempotency-Key``, the first upload's answer, replayed)."""
     settings = get_services(request).settings
+    idempotency_key = idempotency.request_key(request)
     async with grant.transaction(request, write=False) as ctx:
         if await live_task_project(ctx.tx, task_id) is None:
             raise NotFound()
@@ -58,7 +63,9 @@ async def upload(
         staging=staging_dir(settings),
     )
     try:
-        return await _record(request, grant, task_id, storage, name, declared, received)
+        return await _record(
+            request, grant, task_id, storage, name, declared, received, idempotency_key
+        )
     finally:
         received.path.unlink(missing_ok=True)  # moved away when stored locally
 
@@ -71,12 +78,20 @@ async def _record(
     filename: str,
     declared: str,
     received: ReceivedFile,
-) -> dict[str, Any]:
+    idempotency_key: str | None,
+) -> Response:
     attachment_id = new_id()
     key = object_key(grant.team_id, attachment_id)
     storing = committing = False
+    record = None
+    if idempotency_key is not None:
+        record = idempotency.upload_record(
+            request, grant.caller, grant.team_id, idempotency_key, declared, received.sha256
+        )
     try:
         async with grant.transaction(request, write=True) as ctx:
+            if record is not None and (kept := await idempotency.reserve(ctx.tx, record)):
+                raise idempotency.IdempotentReplay(kept.status, kept.headers, kept.body)
             row = await repository.insert_attachment(
                 ctx.tx,
                 {
@@ -111,12 +126,15 @@ async def _record(
                     "sha256": received.sha256,
                 },
             )
+            response = ORJSONResponse(row, status_code=201)
+            if record is not None:
+                await idempotency.store(ctx.tx, record, idempotency.Stored.of(response))
             committing = True
     except BaseException:
         if storing and not (committing and await _committed(request, ctx, attachment_id)):
             await _discard(storage, key)
         raise
-    return row
+    return response
 
 
 async def _discard(storage: ObjectStorage, key: str) -> None:
