@@ -93,12 +93,17 @@ async def test_keys_are_scoped_per_caller(
     assert all("idempotent-replayed" not in r.headers for r in responses)
 
 
+@pytest.mark.parametrize("resource", ["project", "task"])
 async def test_fifty_concurrent_requests_create_one_resource(
-    client: httpx.AsyncClient, owner: Any, make_user: Any, make_team: Any
+    resource: str, client: httpx.AsyncClient, owner: Any, make_user: Any, make_team: Any
 ) -> None:
     actor = make_user("idem-race")
     team = await make_team(actor)
     url, body = f"{API}/teams/{team}/projects", {"key": "RACE", "name": "Race"}
+    if resource == "task":
+        project = await client.post(url, json=body, headers=actor.headers)
+        assert project.status_code == 201, project.text
+        url, body = f"{url}/{project.json()['id']}/tasks", {"title": "Only once"}
     responses = await asyncio.gather(
         *(client.post(url, json=body, headers=_with_key(actor, "race")) for _ in range(50))
     )
@@ -111,6 +116,8 @@ async def test_fifty_concurrent_requests_create_one_resource(
         assert conflict.json()["code"] == "idempotency_in_flight"
         assert conflict.headers["retry-after"] == "1"
     assert _projects(owner, team, "RACE") == 1
+    tasks = owner.execute("select count(*) as n from task where team_id = %s", (team,))
+    assert tasks.fetchone() == {"n": 1 if resource == "task" else 0}
 
 
 async def test_failed_requests_store_nothing(
