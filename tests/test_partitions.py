@@ -152,3 +152,31 @@ def test_the_partitions_command(settings: Settings, db_urls: DatabaseUrls) -> No
     assert done.returncode == 0, done.stderr
     assert f"already present: {partition_name(0)}, {partition_name(1)}" in done.stdout
     assert "dropped: none" in done.stdout
+
+
+async def test_upkeep_deletes_expired_idempotency_records_only(
+    owner: Owner, worker_db: Database, settings: Settings, make_user: Callable[..., Actor]
+) -> None:
+    """Kept 24 hours, then only overwritten when the same key comes back: without upkeep the
+    records (whole response bodies) piled up for good. The worker deletes the expired ones
+    through the owner's function, and has no access to the table itself."""
+    alice = make_user("alice")
+    ids = {}
+    for name, lifetime in (("expired", "-1 second"), ("live", "1 hour")):
+        ids[name] = uuid.uuid4()
+        owner.execute(
+            "insert into idempotency_record (user_id, id, caller, key, fingerprint, status,"
+            " headers, body, expires_at) values (%s, %s, 'user:x', %s, '\\x00', 201, '[]', 'b',"
+            " now() + %s::interval)",
+            (alice.id, ids[name], name, lifetime),
+        )
+    report = await upkeep(worker_db, settings)
+    assert report.idempotency_records_purged >= 1
+    assert "idempotency records purged" in str(report)
+    left = owner.execute(
+        "select id from idempotency_record where user_id = %s", (alice.id,)
+    ).fetchall()
+    assert [row["id"] for row in left] == [ids["live"]]
+    with pytest.raises(Exception, match="permission denied"):
+        async with worker_db.transaction() as tx:
+            await tx.fetch_all("select id from idempotency_record")

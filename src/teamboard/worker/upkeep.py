@@ -7,6 +7,8 @@
 * Retention: partitions entirely older than ``EVENT_RETENTION_MONTHS`` complete months are
   detached, then dropped (0 keeps everything).
 * Completed webhook deliveries older than ``WEBHOOK_LOG_RETENTION_DAYS`` are deleted.
+* Expired idempotency records (kept 24 hours, each with a whole response) are deleted, at
+  most ``IDEMPOTENCY_PURGE_BATCH`` a pass (a backlog goes over the next passes).
 
 The DDL runs inside SECURITY DEFINER functions of the owner (see the events migration),
 which the worker role may execute: the worker itself owns nothing.
@@ -19,6 +21,9 @@ from dataclasses import dataclass, field
 from teamboard.config import Settings
 from teamboard.db import Database
 
+#: Expired idempotency records deleted by one upkeep pass, at most.
+IDEMPOTENCY_PURGE_BATCH = 10_000
+
 
 @dataclass
 class UpkeepReport:
@@ -26,13 +31,15 @@ class UpkeepReport:
     present: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     deliveries_purged: int = 0
+    idempotency_records_purged: int = 0
 
     def __str__(self) -> str:
         return (
             f"partitions created: {', '.join(self.created) or 'none'}; "
             f"already present: {', '.join(self.present) or 'none'}; "
             f"dropped: {', '.join(self.dropped) or 'none'}; "
-            f"webhook deliveries purged: {self.deliveries_purged}"
+            f"webhook deliveries purged: {self.deliveries_purged}; "
+            f"idempotency records purged: {self.idempotency_records_purged}"
         )
 
 
@@ -60,6 +67,12 @@ async def upkeep(
                 "with gone as (delete from webhook_delivery where completed_at"
                 " < now() - make_interval(days => %s) returning 1) select count(*) from gone",
                 (settings.webhook_log_retention_days,),
+            )
+        )
+    async with db.transaction() as tx:
+        report.idempotency_records_purged = int(
+            await tx.fetch_value(
+                "select tb_purge_idempotency_records(%s)", (IDEMPOTENCY_PURGE_BATCH,)
             )
         )
     return report
