@@ -149,7 +149,22 @@ async def test_removing_a_status_moves_its_tasks(board: Board, owner: Owner) -> 
     assert row.fetchone() == {"status_id": uuid.UUID(board.statuses["Done"])}
     event = task_events(owner, board.team, "status.deleted")[0]
     assert event["payload"] == {"moved_to": board.statuses["Done"], "moved_tasks": 4}
-    assert doing  # created above
+    # Each moved task has its own task.moved, as a move of that task alone appends (its
+    # activity, webhooks and the analytics' flow read them), in the same transaction.
+    moves = [
+        e
+        for e in task_events(owner, board.team, "task.moved")
+        if e["payload"].get("reason") == "status_deleted"
+    ]
+    assert {str(e["subject_id"]) for e in moves} == {t["id"] for t in [*doing, deleted]}
+    positions = {t["id"]: t["position"] for t in column["items"]}
+    for move in moves:
+        assert move["actor_id"] == event["actor_id"]
+        assert move["project_id"] == uuid.UUID(board.project)
+        assert move["payload"]["from_status_id"] == board.statuses["In Progress"]
+        assert move["payload"]["to_status_id"] == board.statuses["Done"]
+        if str(move["subject_id"]) in positions:
+            assert move["payload"]["position"] == positions[str(move["subject_id"])]
 
     # Down to one status, which stays.
     remaining = list((await statuses_of(board.client, board.alice, board.project_path)).values())

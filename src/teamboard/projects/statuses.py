@@ -102,5 +102,5 @@ async def delete_status(ctx: TeamContext, project_id: UUID, status_id: UUID, mov
         "status.deleted",
         subject_id=status_id,
         project_id=project_id,
-        payload={"moved_to": move_to, "moved_tasks": len(moved)},
+        payload={"moved_to": move_to, "moved_tasks": moved},
     )

@@ -313,10 +313,11 @@ async def restore_tree(tx: Tx, project_id: UUID, task_id: UUID, deleted_at: date
 
 async def reassign_status(
     tx: Tx, project_id: UUID, source: UUID, target: UUID, step: int
-) -> list[UUID]:
+) -> list[dict[str, Any]]:
     """Move every task of ``source`` (deleted ones too: the foreign key) to the end of
-    ``target`` in their order, with ``completed_at`` following the target's category."""
-    rows = await tx.fetch_all(
+    ``target`` in their order, with ``completed_at`` following the target's category; each
+    moved task's id and new position."""
+    return await tx.fetch_all(
         "with moved as ("
         " select id, row_number() over (order by position, id) as rank from task"
         " where team_id = %(team)s and status_id = %(source)s),"
@@ -330,7 +331,7 @@ async def reassign_status(
         " then coalesce(t.completed_at, now()) end,"
         " version = t.version + 1"
         " from moved, base, target where t.team_id = %(team)s and t.id = moved.id"
-        " returning t.id",
+        " returning t.id, t.position",
         {
             "team": tx.team_id,
             "project": project_id,
@@ -339,7 +340,6 @@ async def reassign_status(
             "step": step,
         },
     )
-    return [row["id"] for row in rows]
 
 
 async def touch_labelled_tasks(tx: Tx, project_id: UUID, label_id: UUID) -> int:

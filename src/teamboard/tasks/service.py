@@ -31,7 +31,7 @@ from uuid import UUID
 from teamboard.db import ForeignKeyViolation, Tx
 from teamboard.deps import TeamContext
 from teamboard.errors import Conflict, NotFound, Unprocessable
-from teamboard.events.repository import append
+from teamboard.events.repository import append, append_each
 from teamboard.kit.etag import check_if_match
 from teamboard.kit.ids import new_id
 from teamboard.kit.keyset import typed_key
@@ -303,12 +303,32 @@ async def restore_task(ctx: TeamContext, task_id: UUID) -> TaskDocument:
     return await get_task(ctx, task_id)
 
 
-async def reassign_status(
-    ctx: TeamContext, project_id: UUID, source: UUID, target: UUID
-) -> list[UUID]:
+async def reassign_status(ctx: TeamContext, project_id: UUID, source: UUID, target: UUID) -> int:
     """Move every task of a status being removed to the end of ``target`` (the caller holds
-    the project lock: see ``projects.service.writable_project``)."""
-    return await repository.reassign_status(ctx.tx, project_id, source, target, positions.STEP)
+    the project lock: see ``projects.service.writable_project``), with a ``task.moved`` event
+    for each, as a move of that task alone appends (activity, webhooks and the analytics'
+    flow read them). Returns how many moved."""
+    moved = await repository.reassign_status(ctx.tx, project_id, source, target, positions.STEP)
+    await append_each(
+        ctx.tx,
+        "task.moved",
+        [
+            (
+                row["id"],
+                {
+                    "from_status_id": source,
+                    "to_status_id": target,
+                    "position": row["position"],
+                    "before_id": None,
+                    "after_id": None,
+                    "reason": "status_deleted",
+                },
+            )
+            for row in moved
+        ],
+        project_id=project_id,
+    )
+    return len(moved)
 
 
 async def detach_label(ctx: TeamContext, project_id: UUID, label_id: UUID) -> int:
