@@ -217,3 +217,39 @@ async def test_a_reorder_and_a_stopped_timer_are_changes_too(
         headers={**alice.headers, "If-Match": '"1"'},
     )
     problem(response, 412, "precondition_failed")
+
+
+async def test_a_patch_that_changes_nothing_keeps_the_version_and_null_is_refused(
+    client: httpx.AsyncClient, owner: Owner, make_user: MakeUser, make_team: MakeTeam
+) -> None:
+    alice = make_user("alice")
+    team = await make_team(alice)
+    project = await create_project(client, alice, team, "SAME")
+    url = f"{API}/teams/{team}/projects/{project['id']}"
+    events_before = owner.execute("select count(*) as n from event where team_id = %s", (team,))
+    before = events_before.fetchone()
+    for unchanged in ({"archived": False}, {"name": project["name"]}, {"visibility": "team"}):
+        response = await client.patch(url, json=unchanged, headers=alice.headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["etag"] == '"1"', unchanged
+    after = owner.execute("select count(*) as n from event where team_id = %s", (team,))
+    assert after.fetchone() == before
+
+    label = await client.post(
+        f"{url}/labels", json={"name": "l", "color": "#112233"}, headers=alice.headers
+    )
+    for path, body in ((url, {"name": None}), (url, {"description": None})):
+        problem(
+            await client.patch(path, json=body, headers=alice.headers), 422, "validation_failed"
+        )
+    problem(
+        await client.patch(
+            f"{url}/labels/{label.json()['id']}", json={"color": None}, headers=alice.headers
+        ),
+        422,
+        "validation_failed",
+    )
+    stored = owner.execute(
+        "select version, name from project where id = %s", (uuid.UUID(project["id"]),)
+    )
+    assert stored.fetchone() == {"version": 1, "name": project["name"]}

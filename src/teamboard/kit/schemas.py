@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class Person(BaseModel):
@@ -30,3 +30,18 @@ def null_only_for(clearable: frozenset[str]) -> Callable[[dict[str, Any]], None]
                 prop.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
 
     return refine
+
+
+class Patch(BaseModel):
+    """A PATCH body: unknown fields refused (no mass assignment), a field left out is
+    unchanged, and ``null`` is refused (422) rather than read as "unchanged", so a client
+    that means "clear" learns that the field cannot be cleared."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=null_only_for(frozenset()))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(value is None for value in data.values()):
+            raise ValueError("fields cannot be null; leave a field out to keep it")
+        return data

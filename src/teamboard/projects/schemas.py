@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, StringConstraints
 
 from teamboard.auth.schemas import Strict
+from teamboard.kit.schemas import Patch
 from teamboard.kit.text import NO_NUL
 
 Key = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9]{1,9}$")]
@@ -26,7 +27,9 @@ class ProjectIn(Strict):
     visibility: Visibility = "team"
 
 
-class ProjectPatch(Strict):
+class ProjectPatch(Patch):
+    """The fields to change; left out means unchanged (``null`` is refused)."""
+
     name: Name | None = None
     description: Description | None = None
     visibility: Visibility | None = None
@@ -118,7 +121,9 @@ class LabelIn(Strict):
     color: Color
 
 
-class LabelPatch(Strict):
+class LabelPatch(Patch):
+    """The fields to change; left out means unchanged (``null`` is refused)."""
+
     name: LabelName | None = None
     color: Color | None = None
 

@@ -71,8 +71,12 @@ async def update_project(
     if current is None:
         raise NotFound()
     check_if_match(if_match, current["version"])
-    changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    if not changes:
+    changes = {
+        name: value
+        for name, value in body.model_dump(exclude_unset=True).items()
+        if value != (current["archived_at"] is not None if name == "archived" else current[name])
+    }
+    if not changes:  # nothing differs: no write, no new version, no event
         return current
     if body.visibility == "private" and not await repository.is_member(
         ctx.tx, project_id, ctx.user_id

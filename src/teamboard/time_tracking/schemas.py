@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from teamboard.auth.schemas import Strict
-from teamboard.kit.schemas import null_only_for
+from teamboard.kit.schemas import Patch
 from teamboard.kit.text import NO_NUL
 
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), NO_NUL]
@@ -47,21 +47,12 @@ class ManualEntryIn(Strict):
         return self
 
 
-class TimeEntryPatch(Strict):
+class TimeEntryPatch(Patch):
     """The fields to change; left out means unchanged (``null`` is refused)."""
-
-    model_config = ConfigDict(json_schema_extra=null_only_for(frozenset()))
 
     started_at: AwareDatetime | None = None
     ended_at: AwareDatetime | None = None
     note: Note | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nulls(cls, data: Any) -> Any:
-        if isinstance(data, dict) and any(value is None for value in data.values()):
-            raise ValueError("fields cannot be null; leave a field out to keep it")
-        return data
 
 
 class TimeEntryOut(BaseModel):
