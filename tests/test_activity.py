@@ -82,6 +82,49 @@ async def test_activity_is_newest_first_with_comment_events(
     assert small == large == 3
 
 
+async def test_activity_shows_the_tasks_attachments_and_time(
+    client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam
+) -> None:
+    """Uploads and tracked time are the task's activity too: their events have the task as
+    subject, and name the attachment or the time entry in the payload."""
+    alice = make_user("alice")
+    team = await make_team(alice)
+    project = await create_project(client, alice, team, "ATT")
+    task = await create_task(app, alice, team, project)
+    other = await create_task(app, alice, team, project)
+    base = f"{API}/teams/{team}/tasks"
+    png = b"\x89PNG\r\n\x1a\n" + bytes(64)
+    uploaded = await client.post(
+        f"{base}/{task}/attachments",
+        params={"filename": "a.png"},
+        content=png,
+        headers={**alice.headers, "content-type": "image/png"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    started = await client.post(f"{base}/{task}/time-entries/start", json={}, headers=alice.headers)
+    assert started.status_code == 201, started.text
+    stopped = await client.post(
+        f"{API}/teams/{team}/time-entries/running/stop", headers=alice.headers
+    )
+    assert stopped.status_code == 200, stopped.text
+    elsewhere = await client.post(
+        f"{base}/{other}/time-entries/start", json={}, headers=alice.headers
+    )
+    assert elsewhere.status_code == 201, elsewhere.text
+
+    response = await client.get(activity_path(team, task), headers=alice.headers)
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert [item["kind"] for item in items][:3] == [
+        "time_entry.stopped",
+        "time_entry.started",
+        "attachment.uploaded",
+    ]
+    assert items[0]["payload"]["time_entry_id"] == started.json()["id"]
+    assert items[2]["payload"]["attachment_id"] == uploaded.json()["id"]
+    assert elsewhere.json()["id"] not in str(items)
+
+
 async def test_activity_respects_visibility_and_cursors(
     client: httpx.AsyncClient, app: Any, make_user: MakeUser, make_team: MakeTeam
 ) -> None:

@@ -149,10 +149,11 @@ async def test_upload_stores_bytes_sha256_and_event(
     assert staged_files(settings) == []
 
     [event] = events(owner, world.team, "attachment.uploaded")
-    assert event["subject_id"] == row["id"]
+    assert event["subject_id"] == world.task  # in the task's activity
     assert event["project_id"] == world.project
     assert event["actor_id"] == world.member.id
     assert event["payload"] == {
+        "attachment_id": str(row["id"]),
         "task_id": str(world.task),
         "filename": "picture.png",
         "content_type": "image/png",
@@ -689,9 +690,13 @@ async def test_the_uploader_deletes_and_the_bytes_go_after_commit(
     ).fetchone()
     assert queued == {"n": 0}
     [event] = events(owner, world.team, "attachment.deleted")
-    assert event["subject_id"] == uuid.UUID(created["id"])
+    assert event["subject_id"] == world.task
     assert event["actor_id"] == world.guest.id
-    assert event["payload"] == {"task_id": str(world.task), "filename": "picture.png"}
+    assert event["payload"] == {
+        "attachment_id": created["id"],
+        "task_id": str(world.task),
+        "filename": "picture.png",
+    }
     again = await client.delete(
         f"{API}/teams/{world.team}/attachments/{created['id']}", headers=world.guest.headers
     )
@@ -719,7 +724,7 @@ async def test_bytes_stay_when_the_deletion_rolls_back(
     # was deleted and its key queued, so both must come back and the bytes must stay.
     owner.execute(
         "create function test_refuse_event() returns trigger language plpgsql as $$"
-        f" begin if new.subject_id = '{uuid.UUID(created['id'])}' then"
+        f" begin if new.payload ->> 'attachment_id' = '{uuid.UUID(created['id'])}' then"
         " raise exception 'refused'; end if; return new; end $$"
     )
     owner.execute(

@@ -161,7 +161,8 @@ async def test_start_and_stop_a_timer(
     started_event, stopped_event = (
         e for e in events(owner, world.team) if e["kind"].startswith("time_entry")
     )
-    assert started_event["subject_id"] == uuid.UUID(entry["id"])
+    assert started_event["subject_id"] == world.task  # in the task's activity
+    assert started_event["payload"]["time_entry_id"] == entry["id"]
     assert started_event["project_id"] == world.project
     assert started_event["actor_id"] == world.member.id
     assert started_event["payload"]["task_id"] == str(world.task)
@@ -355,7 +356,8 @@ async def test_edit_own_entries_and_admins_edit_any(
     assert edited.json()["duration_seconds"] == 7200
     [event] = events(owner, world.team, "time_entry.updated")
     assert event["actor_id"] == world.member.id
-    assert set(event["payload"]) == {"note", "ended_at"}
+    assert event["subject_id"] == world.task
+    assert set(event["payload"]) == {"note", "ended_at", "time_entry_id", "task_id"}
 
     problem(
         await client.patch(url, json={"note": "mine"}, headers=world.guest.headers),
@@ -383,7 +385,8 @@ async def test_edit_own_entries_and_admins_edit_any(
     assert (await client.delete(url, headers=world.member.headers)).status_code == 204
     problem(await client.get(url, headers=world.member.headers), 404, "not_found")
     [deleted] = events(owner, world.team, "time_entry.deleted")
-    assert deleted["subject_id"] == uuid.UUID(entry["id"])
+    assert deleted["subject_id"] == world.task
+    assert deleted["payload"]["time_entry_id"] == entry["id"]
     other = (await manual(client, world, world.member, world.task, began, seconds=60)).json()
     other_url = world.url(f"/time-entries/{other['id']}")
     assert (await client.delete(other_url, headers=world.admin.headers)).status_code == 204

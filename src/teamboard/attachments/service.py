@@ -116,9 +116,10 @@ async def _record(
             await append(
                 ctx.tx,
                 "attachment.uploaded",
-                subject_id=attachment_id,
+                subject_id=task_id,
                 project_id=row["project_id"],
                 payload={
+                    "attachment_id": attachment_id,
                     "task_id": task_id,
                     "filename": filename,
                     "content_type": declared,
@@ -199,7 +200,11 @@ async def delete_attachment(ctx: TeamContext, attachment_id: UUID) -> None:
     await append(
         ctx.tx,
         "attachment.deleted",
-        subject_id=attachment_id,
+        subject_id=row["task_id"],
         project_id=row["project_id"],
-        payload={"task_id": row["task_id"], "filename": row["filename"]},
+        payload={
+            "attachment_id": attachment_id,
+            "task_id": row["task_id"],
+            "filename": row["filename"],
+        },
     )

@@ -355,8 +355,13 @@ class _TeamBuilder:
         entry_id = self.ids.at(end)
         row = (self.team.id, entry_id, project_id, task_id, user, start, end, end)
         self.team.add("time_entry", row)
-        payload = {"task_id": str(task_id), "started_at": _ts(start), "ended_at": _ts(end)}
-        self._event(end, user, "time_entry.created", entry_id, project_id, payload)
+        payload = {
+            "time_entry_id": str(entry_id),
+            "task_id": str(task_id),
+            "started_at": _ts(start),
+            "ended_at": _ts(end),
+        }
+        self._event(end, user, "time_entry.created", task_id, project_id, payload)
 
     def _comment(self, project_id: UUID, task_id: UUID, author: UUID, at: datetime) -> None:
         comment_id = self.ids.at(at)

@@ -50,9 +50,14 @@ async def start_timer(ctx: TeamContext, task_id: UUID, note: str) -> dict[str, A
     await append(
         ctx.tx,
         "time_entry.started",
-        subject_id=entry["id"],
+        subject_id=task_id,
         project_id=entry["project_id"],
-        payload={"task_id": task_id, "started_at": entry["started_at"], "note": note},
+        payload={
+            "time_entry_id": entry["id"],
+            "task_id": task_id,
+            "started_at": entry["started_at"],
+            "note": note,
+        },
     )
     return entry
 
@@ -73,9 +78,10 @@ async def stop_timer(ctx: TeamContext, max_seconds: int) -> dict[str, Any]:
     await append(
         ctx.tx,
         "time_entry.stopped",
-        subject_id=entry["id"],
+        subject_id=entry["task_id"],
         project_id=entry["project_id"],
         payload={
+            "time_entry_id": entry["id"],
             "task_id": entry["task_id"],
             "ended_at": entry["ended_at"],
             "duration_seconds": entry["duration_seconds"],
@@ -123,9 +129,10 @@ async def create_entry(
     await append(
         ctx.tx,
         "time_entry.created",
-        subject_id=entry["id"],
+        subject_id=task_id,
         project_id=entry["project_id"],
         payload={
+            "time_entry_id": entry["id"],
             "task_id": task_id,
             "started_at": entry["started_at"],
             "ended_at": entry["ended_at"],
@@ -172,9 +179,9 @@ async def update_entry(
     await append(
         ctx.tx,
         "time_entry.updated",
-        subject_id=entry_id,
+        subject_id=entry["task_id"],
         project_id=entry["project_id"],
-        payload=changes,
+        payload={**changes, "time_entry_id": entry_id, "task_id": entry["task_id"]},
     )
     return updated
 
@@ -186,9 +193,9 @@ async def delete_entry(ctx: TeamContext, entry_id: UUID) -> None:
     await append(
         ctx.tx,
         "time_entry.deleted",
-        subject_id=entry_id,
+        subject_id=entry["task_id"],
         project_id=entry["project_id"],
-        payload={"task_id": entry["task_id"]},
+        payload={"time_entry_id": entry_id, "task_id": entry["task_id"]},
     )
 
 
