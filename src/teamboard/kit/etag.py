@@ -69,7 +69,9 @@ def check_if_match(header: str | None, version: int) -> int | None:
     if header is None:
         return None
     tags = _tags(header)
-    if tags is not None and etag(version) not in tags:
+    if tags is None:
+        return None  # ``*``: any current version will do
+    if etag(version) not in tags:
         raise PreconditionFailed(_STALE, extra={"current_etag": etag(version)})
     return version
 

@@ -145,17 +145,20 @@ async def is_member(tx: Tx, project_id: UUID, user_id: UUID) -> bool:
     return row is not None
 
 
-async def has_other_manager(tx: Tx, project_id: UUID, user_id: UUID) -> bool:
-    """Whether a project member other than ``user_id`` is not a guest of the team (one
-    who can still see the project and add members)."""
-    row = await tx.fetch_one(
-        "select 1 from project_member pm join team_member m"
-        " on m.team_id = pm.team_id and m.user_id = pm.user_id"
-        " where pm.team_id = tb_current_team_id() and pm.project_id = %s"
-        " and pm.user_id <> %s and m.role <> 'guest' limit 1",
-        (project_id, user_id),
+async def is_last_manager(tx: Tx, project_id: UUID, user_id: UUID) -> bool:
+    """Whether ``user_id`` is the project's only member who is not a guest of the team (a
+    member who can see the project and add members): a guest's removal never is."""
+    return bool(
+        await tx.fetch_value(
+            "select exists (select 1 from team_member m where m.team_id = tb_current_team_id()"
+            " and m.user_id = %(user)s and m.role <> 'guest')"
+            " and not exists (select 1 from project_member pm join team_member m"
+            " on m.team_id = pm.team_id and m.user_id = pm.user_id"
+            " where pm.team_id = tb_current_team_id() and pm.project_id = %(project)s"
+            " and pm.user_id <> %(user)s and m.role <> 'guest')",
+            {"project": project_id, "user": user_id},
+        )
     )
-    return row is not None
 
 
 async def list_members(

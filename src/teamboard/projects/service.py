@@ -122,7 +122,9 @@ async def remove_member(ctx: TeamContext, project_id: UUID, user_id: UUID) -> No
     project = await repository.lock_project(ctx.tx, project_id)
     if project is None:
         raise NotFound()
-    if project["visibility"] == "private" and not await repository.has_other_manager(
+    if not await repository.is_member(ctx.tx, project_id, user_id):
+        raise NotFound()
+    if project["visibility"] == "private" and await repository.is_last_manager(
         ctx.tx, project_id, user_id
     ):
         raise Conflict(
@@ -130,8 +132,6 @@ async def remove_member(ctx: TeamContext, project_id: UUID, user_id: UUID) -> No
             " before removing this one",
             code="last_project_member",
         )
-    if not await repository.is_member(ctx.tx, project_id, user_id):
-        raise NotFound()
     # The event first: a member leaving a private project can no longer see it once the
     # row is gone, and the event's policy would then refuse its insert (this answered 404).
     await append(ctx.tx, "project.member_removed", subject_id=user_id, project_id=project_id)

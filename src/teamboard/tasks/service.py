@@ -305,13 +305,15 @@ async def restore_task(ctx: TeamContext, task_id: UUID) -> TaskDocument:
 
 async def reassign_status(ctx: TeamContext, project_id: UUID, source: UUID, target: UUID) -> int:
     """Move every task of a status being removed to the end of ``target`` (the caller holds
-    the project lock: see ``projects.service.writable_project``), with a ``task.moved`` event
-    for each, as a move of that task alone appends (activity, webhooks and the analytics'
-    flow read them). Returns how many moved."""
+    the project lock: see ``projects.service.writable_project``), with a
+    ``task.status_reassigned`` event for each (the task's activity, webhooks). Not
+    ``task.moved``: the analytics' flow reads a move's source category from its status row,
+    which is deleted in this transaction, and would count each task as entering the target
+    without leaving anything. Returns how many moved."""
     moved = await repository.reassign_status(ctx.tx, project_id, source, target, positions.STEP)
     await append_each(
         ctx.tx,
-        "task.moved",
+        "task.status_reassigned",
         [
             (
                 row["id"],
@@ -319,9 +321,6 @@ async def reassign_status(ctx: TeamContext, project_id: UUID, source: UUID, targ
                     "from_status_id": source,
                     "to_status_id": target,
                     "position": row["position"],
-                    "before_id": None,
-                    "after_id": None,
-                    "reason": "status_deleted",
                 },
             )
             for row in moved

@@ -29,7 +29,7 @@ def upgrade() -> None:
     op.execute(
         """
         create function tb_purge_idempotency_records(batch integer) returns integer
-            language sql security definer set search_path = pg_catalog, public as $$
+            language sql security definer set search_path = pg_catalog, public, pg_temp as $$
             with gone as (
                 delete from idempotency_record where (user_id, id) in (
                     select user_id, id from idempotency_record where expires_at <= now()
