@@ -643,10 +643,17 @@ async def test_remove_members_and_leave(
     problem(response, 403, "insufficient_role")
     assert role_of(owner, team, alice.id) == "owner"
 
-    # An admin removes a member (who belongs to a private project).
+    # An admin removes a member (who belongs to a private project that m2 can also manage:
+    # as its only manager, m1 could not be removed, test_the_team_routes_keep_...).
     private = await create_project(client, m1, team, "PRIV", visibility="private")
     in_private = "select count(*) as n from project_member where team_id = %s and user_id = %s"
     assert owner.execute(in_private, (team, m1.id)).fetchone() == {"n": 1}
+    response = await client.post(
+        f"{API}/teams/{team}/projects/{private['id']}/members",
+        json={"user_id": str(m2.id)},
+        headers=m1.headers,
+    )
+    assert response.status_code == 201, response.text
     response = await client.delete(f"{API}/teams/{team}/members/{m1.id}", headers=admin.headers)
     assert response.status_code == 204, response.text
     assert role_of(owner, team, m1.id) is None
@@ -1151,6 +1158,43 @@ async def test_a_private_project_keeps_a_member_who_is_not_a_guest(
         f"{API}/teams/{team}/projects/{private['id']}", headers=other.headers
     )
     assert response.status_code == 200, response.text
+
+
+async def test_the_team_routes_keep_a_private_projects_last_manager(
+    client: httpx.AsyncClient, owner: Owner, make_user: MakeUser, make_team: MakeTeam
+) -> None:
+    """Removing a member from the team (their memberships cascade), their leaving, or
+    demoting them to guest would strand a private project they alone manage: refused with
+    the count only (the owner cannot see the project), and nothing changes."""
+    alice, bob = make_user("alice"), make_user("bob")
+    team = await make_team(alice, members=[(bob, "member")])
+    private = await create_project(client, bob, team, "MINE", visibility="private")
+    member_url = f"{API}/teams/{team}/members/{bob.id}"
+    refusals = (
+        await client.patch(member_url, json={"role": "guest"}, headers=alice.headers),
+        await client.delete(member_url, headers=alice.headers),
+        await client.delete(member_url, headers=bob.headers),  # leaving
+    )
+    for response in refusals:
+        body = problem(response, 409, "last_project_member")
+        assert body["private_projects"] == 1
+        assert "MINE" not in response.text
+        assert private["id"] not in response.text
+    role = owner.execute(
+        "select role from team_member where team_id = %s and user_id = %s", (team, bob.id)
+    )
+    assert role.fetchone() == {"role": "member"}
+    # Once another member can manage it, bob may go.
+    added = await client.post(
+        f"{API}/teams/{team}/projects/{private['id']}/members",
+        json={"user_id": str(alice.id)},
+        headers=bob.headers,
+    )
+    assert added.status_code == 201, added.text
+    demoted = await client.patch(member_url, json={"role": "guest"}, headers=alice.headers)
+    assert demoted.status_code == 200, demoted.text
+    left = await client.delete(member_url, headers=bob.headers)
+    assert left.status_code == 204, left.text
 
 
 async def test_members_leaving_at_once_leave_one(

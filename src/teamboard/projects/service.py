@@ -16,6 +16,7 @@ from teamboard.kit.etag import check_if_match
 from teamboard.kit.ids import new_id
 from teamboard.projects import repository
 from teamboard.projects.schemas import ProjectIn, ProjectPatch
+from teamboard.teams import repository as teams
 
 
 async def create_project(ctx: TeamContext, body: ProjectIn) -> dict[str, Any]:
@@ -116,9 +117,11 @@ async def remove_member(ctx: TeamContext, project_id: UUID, user_id: UUID) -> No
     """Remove a member; 409 ``last_project_member`` when that would leave a private project
     without a member who is not a guest. Nobody else sees a private project (owners and
     admins included), and guests cannot add members, so such a project, its tasks and
-    files would be out of everyone's reach for good. The project row is locked first, so
-    two members removing each other at once cannot both pass the check."""
+    files would be out of everyone's reach for good. The team's membership lock, then the
+    project row, are taken first, so that neither another removal from the project nor a
+    team route removing or demoting the other member can pass the same check at once."""
     await ctx.require("member")
+    await teams.lock_membership(ctx.tx, ctx.team_id)
     project = await repository.lock_project(ctx.tx, project_id)
     if project is None:
         raise NotFound()

@@ -71,6 +71,12 @@ async def lock_membership(tx: Tx, team_id: UUID) -> None:
     )
 
 
+async def private_projects_managed_only_by(tx: Tx, user_id: UUID) -> int:
+    """How many private projects of the context team ``user_id`` is the last member of who
+    is not a guest (a count only: the caller may not see them)."""
+    return int(await tx.fetch_value("select tb_private_projects_managed_only_by(%s)", (user_id,)))
+
+
 async def list_members(
     tx: Tx, team_id: UUID, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:

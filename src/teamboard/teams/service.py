@@ -74,6 +74,8 @@ async def change_role(ctx: TeamContext, user_id: UUID, role: str) -> dict[str, A
         raise Forbidden("Only owners can grant or remove the owner role", code="insufficient_role")
     if current == "owner" and role != "owner":
         await _keep_an_owner(ctx)
+    if role == "guest" and current != "guest":
+        await _keep_private_projects_managed(ctx, user_id)
     member = await repository.set_member_role(ctx.tx, ctx.team_id, user_id, role)
     assert member is not None
     await append(
@@ -95,6 +97,8 @@ async def remove_member(ctx: TeamContext, user_id: UUID) -> None:
             raise Forbidden("You cannot remove a member above your role", code="insufficient_role")
     if current == "owner":
         await _keep_an_owner(ctx)
+    if current != "guest":
+        await _keep_private_projects_managed(ctx, user_id)
     await append(
         ctx.tx,
         "member.left" if user_id == ctx.user_id else "member.removed",
@@ -102,6 +106,20 @@ async def remove_member(ctx: TeamContext, user_id: UUID) -> None:
         payload={"role": current},
     )
     await repository.delete_member(ctx.tx, ctx.team_id, user_id)
+
+
+async def _keep_private_projects_managed(ctx: TeamContext, user_id: UUID) -> None:
+    """409 ``last_project_member`` when ``user_id`` is the last member who is not a guest of
+    a private project: removed or demoted, they would leave it out of everyone's reach (see
+    ``projects.service.remove_member``). Only a count is told: the caller may not see it."""
+    count = await repository.private_projects_managed_only_by(ctx.tx, user_id)
+    if count:
+        raise Conflict(
+            f"This member is the only one who can manage {count} private project(s):"
+            " another member must be added to them first",
+            code="last_project_member",
+            extra={"private_projects": count},
+        )
 
 
 async def _keep_an_owner(ctx: TeamContext) -> None:
