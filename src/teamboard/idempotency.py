@@ -81,9 +81,7 @@ async def claim(request: Request, tx: Tx, *, caller: str, team_id: UUID | None) 
     check_key(key)
     fingerprint = await _fingerprint(request)
     record = Record(caller, team_id, key, fingerprint)
-    stored = await reserve(tx, record)
-    if stored is not None:
-        raise IdempotentReplay(stored.status, stored.headers, stored.body)
+    await reserve_or_replay(tx, record)
 
     async def keep(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         await store(tx, record, Stored(status, _storable(headers), body))
@@ -178,6 +176,13 @@ async def reserve(tx: Tx, record: Record) -> Stored | None:
             code="idempotency_key_reused",
         )
     return Stored(stored["status"], stored["headers"], bytes(stored["body"]))
+
+
+async def reserve_or_replay(tx: Tx, record: Record) -> None:
+    """:func:`reserve`, raising :class:`IdempotentReplay` when the key kept a response."""
+    stored = await reserve(tx, record)
+    if stored is not None:
+        raise IdempotentReplay(stored.status, stored.headers, stored.body)
 
 
 async def store(tx: Tx, record: Record, response: Stored) -> None:

@@ -90,8 +90,8 @@ async def _record(
         )
     try:
         async with grant.transaction(request, write=True) as ctx:
-            if record is not None and (kept := await idempotency.reserve(ctx.tx, record)):
-                raise idempotency.IdempotentReplay(kept.status, kept.headers, kept.body)
+            if record is not None:
+                await idempotency.reserve_or_replay(ctx.tx, record)
             row = await repository.insert_attachment(
                 ctx.tx,
                 {

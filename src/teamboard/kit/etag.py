@@ -61,6 +61,9 @@ def _tags(header: str) -> list[str] | None:
     return tags
 
 
+_STALE = "The resource has changed since it was read; fetch it again and retry"
+
+
 def check_if_match(header: str | None, version: int) -> int | None:
     """Raise 412 unless ``header`` (absent: no precondition) matches ``version``; the
     version the update must still find (None without a precondition). Where nothing locks
@@ -74,9 +77,6 @@ def check_if_match(header: str | None, version: int) -> int | None:
     if etag(version) not in tags:
         raise PreconditionFailed(_STALE, extra={"current_etag": etag(version)})
     return version
-
-
-_STALE = "The resource has changed since it was read; fetch it again and retry"
 
 
 def changed_meanwhile() -> PreconditionFailed:
