@@ -328,7 +328,8 @@ def partitions(
     ] = None,
 ) -> None:
     """Create the event partitions ahead, drop those past retention, purge the webhook
-    delivery log (what the worker does periodically)."""
+    delivery log, expired idempotency records and expired trash, remove orphaned attachment
+    bytes (the worker's periodic upkeep)."""
     from teamboard.db import Database
     from teamboard.worker.upkeep import upkeep
 

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     worker_upkeep_seconds: float = Field(
         default=3600.0, gt=0, description="Interval of partition upkeep and log retention."
     )
+    trash_retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Soft-deleted tasks and projects are deleted for good this many days after"
+        " their deletion, by the worker's upkeep, with their comments, time entries and"
+        " attachments (bytes included); until then they can be restored. 0 keeps them.",
+    )
     analytics_fold_seconds: float = Field(
         default=2.0,
         gt=0,

@@ -7,8 +7,11 @@ removed from the queue, never from a guess:
 
 * after a request that deleted attachments, :func:`purge_after_commit` schedules a cleanup
   that runs once the response is sent (the request transaction has committed by then);
-* :func:`sweep`, run as the owner by ``teamboard attachments sweep`` (cron, or the worker),
-  empties the queue of every team, catching what a crash or another feature left behind.
+* :func:`sweep` empties the queue of every team, catching what a crash, a deleted team or
+  the purge of expired trash left behind: the worker's upkeep runs it every pass (through
+  the owner's function ``tb_take_attachment_purges``), and ``teamboard attachments sweep``
+  runs it as the owner on demand. With local storage, the worker must therefore run where
+  the servers store the bytes (the same ``ATTACHMENT_ROOT``).
 
 Objects are removed and their queue rows deleted in one transaction: a failure leaves the
 rows for the next run, and removing an object twice is harmless.
@@ -20,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
@@ -29,7 +33,7 @@ from fastapi import BackgroundTasks
 from teamboard.attachments import repository
 from teamboard.attachments.storage import ObjectStorage, build_storage, staging_dir
 from teamboard.config import Settings
-from teamboard.db import Database
+from teamboard.db import Database, Tx
 from teamboard.deps import TeamContext
 
 logger = logging.getLogger("teamboard.attachments")
@@ -65,12 +69,19 @@ def purge_after_commit(
     background.add_task(purge_team, db, storage, ctx.user_id, ctx.team_id)
 
 
-async def sweep(owner_db: Database, storage: ObjectStorage) -> int:
-    """Empty the whole queue, as the owner (it sees every team, deleted ones included)."""
+#: Takes up to ``limit`` keys out of the queue, in the caller's transaction.
+TakePurges = Callable[[Tx, int], Awaitable[list[str]]]
+
+
+async def sweep(
+    db: Database, storage: ObjectStorage, take: TakePurges = repository.take_purges
+) -> int:
+    """Empty the whole queue: as the owner with the default ``take`` (it sees every team,
+    deleted ones included), or as the worker with :func:`repository.take_any_purges`."""
     removed = 0
     while True:
-        async with owner_db.transaction() as tx:
-            keys = await repository.take_purges(tx, BATCH)
+        async with db.transaction() as tx:
+            keys = await take(tx, BATCH)
             await storage.delete(keys)
         removed += len(keys)
         if len(keys) < BATCH:

@@ -71,3 +71,10 @@ async def take_purges(tx: Tx, limit: int) -> list[str]:
         (limit,),
     )
     return [row["storage_key"] for row in rows]
+
+
+async def take_any_purges(tx: Tx, limit: int) -> list[str]:
+    """:func:`take_purges` over every team, for the worker, which has no privilege on the
+    queue: through the owner's ``tb_take_attachment_purges`` (same rules)."""
+    rows = await tx.fetch_all("select key from tb_take_attachment_purges(%s) key", (limit,))
+    return [row["key"] for row in rows]

@@ -1,5 +1,5 @@
-"""Upkeep of the event log and the webhook delivery log (the worker runs it periodically;
-``teamboard db partitions`` on demand).
+"""Upkeep of the event log, the delivery and idempotency logs, the trash and the stored
+attachment bytes (the worker runs it periodically; ``teamboard db partitions`` on demand).
 
 * Monthly partitions of ``event`` exist for this month and ``EVENT_PARTITIONS_AHEAD``
   months ahead (at least two), and no role but the owner keeps any privilege on any
@@ -9,6 +9,11 @@
 * Completed webhook deliveries older than ``WEBHOOK_LOG_RETENTION_DAYS`` are deleted.
 * Expired idempotency records (kept 24 hours, each with a whole response) are deleted, at
   most ``IDEMPOTENCY_PURGE_BATCH`` a pass (a backlog goes over the next passes).
+* Trash: tasks and projects soft-deleted more than ``TRASH_RETENTION_DAYS`` days ago are
+  deleted for good with what hangs off them, ``TRASH_PURGE_BATCH`` rows a transaction and at
+  most ``TRASH_PURGE_TRANSACTIONS`` transactions a pass (0 days keeps them).
+* Stored attachment bytes whose rows are gone (purged trash, deleted teams, a cleanup that
+  failed after its request) are removed (``teamboard.attachments.cleanup.sweep``).
 
 The DDL runs inside SECURITY DEFINER functions of the owner (see the events migration),
 which the worker role may execute: the worker itself owns nothing.
@@ -18,11 +23,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from teamboard.attachments import repository
+from teamboard.attachments.cleanup import sweep
+from teamboard.attachments.storage import build_storage
 from teamboard.config import Settings
 from teamboard.db import Database
 
 #: Expired idempotency records deleted by one upkeep pass, at most.
 IDEMPOTENCY_PURGE_BATCH = 10_000
+#: Expired trash deleted in one transaction (tasks, then emptied projects; each with its
+#: comments, attachments, time entries...), and the most such transactions of one pass: a
+#: deleted project of a million tasks goes over several passes, never in one long lock.
+TRASH_PURGE_BATCH = 500
+TRASH_PURGE_TRANSACTIONS = 100
 
 
 @dataclass
@@ -32,6 +45,9 @@ class UpkeepReport:
     dropped: list[str] = field(default_factory=list)
     deliveries_purged: int = 0
     idempotency_records_purged: int = 0
+    tasks_purged: int = 0
+    projects_purged: int = 0
+    objects_removed: int = 0
 
     def __str__(self) -> str:
         return (
@@ -39,7 +55,10 @@ class UpkeepReport:
             f"already present: {', '.join(self.present) or 'none'}; "
             f"dropped: {', '.join(self.dropped) or 'none'}; "
             f"webhook deliveries purged: {self.deliveries_purged}; "
-            f"idempotency records purged: {self.idempotency_records_purged}"
+            f"idempotency records purged: {self.idempotency_records_purged}; "
+            f"deleted tasks purged: {self.tasks_purged}; "
+            f"deleted projects purged: {self.projects_purged}; "
+            f"attachment objects removed: {self.objects_removed}"
         )
 
 
@@ -75,4 +94,21 @@ async def upkeep(
                 "select tb_purge_idempotency_records(%s)", (IDEMPOTENCY_PURGE_BATCH,)
             )
         )
+    if settings.trash_retention_days > 0:
+        await _purge_trash(db, settings.trash_retention_days, report)
+    report.objects_removed = await sweep(db, build_storage(settings), repository.take_any_purges)
     return report
+
+
+async def _purge_trash(db: Database, retention_days: int, report: UpkeepReport) -> None:
+    for _ in range(TRASH_PURGE_TRANSACTIONS):
+        async with db.transaction() as tx:
+            row = await tx.fetch_one(
+                "select tasks, projects from tb_purge_deleted_work(%s, %s)",
+                (retention_days, TRASH_PURGE_BATCH),
+            )
+        assert row is not None  # the function returns one row
+        report.tasks_purged += row["tasks"]
+        report.projects_purged += row["projects"]
+        if row["tasks"] < TRASH_PURGE_BATCH and row["projects"] < TRASH_PURGE_BATCH:
+            return

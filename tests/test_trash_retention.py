@@ -1,0 +1,206 @@
+"""Trash retention: the worker's upkeep deletes soft-deleted tasks and projects for good once
+``TRASH_RETENTION_DAYS`` have passed, with everything that hangs off them, stored attachment
+bytes included; before that, a restore brings everything back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from teamboard.config import Settings
+from teamboard.db import Database, InsufficientPrivilege
+from teamboard.worker import upkeep as upkeep_module
+from teamboard.worker.upkeep import upkeep
+from tests.collab import post_comment
+from tests.conftest import Actor
+from tests.test_attachments import PNG, stored_files, upload
+from tests.test_teams import create_project, problem
+
+pytestmark = pytest.mark.asyncio
+
+API = "/api/v1"
+Owner = psycopg.Connection[dict[str, Any]]
+MakeUser = Callable[..., Actor]
+MakeTeam = Callable[..., Awaitable[uuid.UUID]]
+
+
+@dataclass
+class Board:
+    client: httpx.AsyncClient
+    owner: Owner
+    actor: Actor
+    team: uuid.UUID
+
+    @property
+    def base(self) -> str:
+        return f"{API}/teams/{self.team}"
+
+    async def project(self, key: str) -> uuid.UUID:
+        return uuid.UUID((await create_project(self.client, self.actor, self.team, key))["id"])
+
+    async def task(self, project: uuid.UUID, parent: uuid.UUID | None = None) -> uuid.UUID:
+        body: dict[str, Any] = {"title": "kept or purged"}
+        if parent is not None:
+            body["parent_id"] = str(parent)
+        response = await self.client.post(
+            f"{self.base}/projects/{project}/tasks", json=body, headers=self.actor.headers
+        )
+        assert response.status_code == 201, response.text
+        return uuid.UUID(response.json()["id"])
+
+    async def furnish(self, task: uuid.UUID) -> str:
+        """A comment, a finished time entry and an attachment on ``task``; the attachment's
+        id (its stored file's name)."""
+        await post_comment(self.client, self.actor, self.team, task, "a comment")
+        entry = await self.client.post(
+            f"{self.base}/tasks/{task}/time-entries",
+            json={"started_at": "2026-12-01T09:00:00Z", "duration_seconds": 600},
+            headers=self.actor.headers,
+        )
+        assert entry.status_code == 201, entry.text
+        attached = await upload(self.client, self.actor, self.team, task, PNG)
+        assert attached.status_code == 201, attached.text
+        return str(attached.json()["id"])
+
+    async def delete(self, path: str) -> None:
+        response = await self.client.delete(self.base + path, headers=self.actor.headers)
+        assert response.status_code == 204, response.text
+
+    def age_trash(self, days: int, ids: list[uuid.UUID]) -> None:
+        """Move the deletion of these tasks or projects ``days`` days into the past."""
+        for table in ("task", "project"):
+            self.owner.execute(
+                f"update {table} set deleted_at = deleted_at - make_interval(days => %s)"
+                " where team_id = %s and id = any(%s) and deleted_at is not null",
+                (days, self.team, ids),
+            )
+
+    def count(self, table: str, column: str, ids: list[uuid.UUID]) -> int:
+        row = self.owner.execute(
+            f"select count(*) as n from {table} where team_id = %s and {column} = any(%s)",
+            (self.team, ids),
+        ).fetchone()
+        assert row is not None
+        return int(row["n"])
+
+
+@pytest.fixture
+async def board(
+    client: httpx.AsyncClient, owner: Owner, make_user: MakeUser, make_team: MakeTeam
+) -> Board:
+    actor = make_user("trash")
+    return Board(client, owner, actor, await make_team(actor))
+
+
+async def test_expired_tasks_go_for_good_with_their_comments_time_and_bytes(
+    board: Board, worker_db: Database, settings: Settings
+) -> None:
+    project = await board.project("TRS")
+    parent = await board.task(project)
+    child = await board.task(project, parent)
+    recent = await board.task(project)
+    live = await board.task(project)
+    for task in (parent, child, recent):
+        await board.furnish(task)
+    kept_file = await board.furnish(live)
+    await board.delete(f"/tasks/{parent}")  # the subtask goes with it, same stamp
+    await board.delete(f"/tasks/{recent}")
+    board.age_trash(31, [parent, child])
+    board.age_trash(29, [recent])
+
+    report = await upkeep(worker_db, settings)
+
+    assert report.tasks_purged >= 2
+    assert report.objects_removed >= 2
+    assert "deleted tasks purged" in str(report)
+    purged = [parent, child]
+    assert board.count("task", "id", purged) == 0
+    for table in ("comment", "time_entry", "attachment", "task_follower", "notification"):
+        assert board.count(table, "task_id", purged) == 0, table
+    assert board.count("task", "id", [recent, live]) == 2
+    for table in ("comment", "time_entry", "attachment"):
+        assert board.count(table, "task_id", [recent, live]) == 2, table
+    queued = board.owner.execute(
+        "select count(*) as n from attachment_purge where team_id = %s", (board.team,)
+    ).fetchone()
+    assert queued == {"n": 0}
+    files = {path.name for path in stored_files(settings, board.team)}
+    assert kept_file in files
+    assert len(files) == 2
+    gone = await board.client.post(
+        f"{board.base}/tasks/{parent}/restore", headers=board.actor.headers
+    )
+    problem(gone, 404, "not_found")
+    restored = await board.client.post(
+        f"{board.base}/tasks/{recent}/restore", headers=board.actor.headers
+    )
+    assert restored.status_code == 200, restored.text
+    entries = await board.client.get(
+        f"{board.base}/tasks/{recent}/attachments", headers=board.actor.headers
+    )
+    assert len(entries.json()["items"]) == 1
+
+
+async def test_an_expired_project_goes_after_its_tasks_over_several_transactions(
+    board: Board, worker_db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its tasks go first, a batch per transaction, and the project once it is empty: with
+    a batch of 2, five tasks take three transactions of the same pass."""
+    monkeypatch.setattr(upkeep_module, "TRASH_PURGE_BATCH", 2)
+    doomed, recent = await board.project("OLD"), await board.project("NEW")
+    tasks = [await board.task(doomed) for _ in range(5)]
+    await board.furnish(tasks[0])
+    recent_task = await board.task(recent)
+    await board.delete(f"/projects/{doomed}")
+    await board.delete(f"/projects/{recent}")
+    board.age_trash(31, [doomed, *tasks])
+
+    report = await upkeep(worker_db, settings)
+
+    assert report.tasks_purged >= 5
+    assert report.projects_purged >= 1
+    assert board.count("project", "id", [doomed]) == 0
+    assert board.count("task", "id", tasks) == 0
+    for table in ("status", "label", "project_member"):
+        assert board.count(table, "project_id", [doomed]) == 0, table
+    assert board.count("project", "id", [recent]) == 1
+    assert board.count("task", "id", [recent_task]) == 1
+    assert stored_files(settings, board.team) == []
+
+
+async def test_a_retention_of_zero_keeps_the_trash(
+    board: Board, worker_db: Database, settings: Settings
+) -> None:
+    project = await board.project("KEP")
+    task = await board.task(project)
+    await board.furnish(task)
+    await board.delete(f"/tasks/{task}")
+    board.age_trash(3650, [task])
+
+    report = await upkeep(worker_db, settings.model_copy(update={"trash_retention_days": 0}))
+
+    assert report.tasks_purged == 0
+    assert board.count("task", "id", [task]) == 1
+    assert len(stored_files(settings, board.team)) == 1
+    restored = await board.client.post(
+        f"{board.base}/tasks/{task}/restore", headers=board.actor.headers
+    )
+    assert restored.status_code == 200, restored.text
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["select * from tb_purge_deleted_work(0, 1000)", "select * from tb_take_attachment_purges(1)"],
+)
+async def test_only_the_worker_may_purge(app: Any, board: Board, call: str) -> None:
+    """The app role (every request) can neither purge trash nor take other teams' keys."""
+    db = app.state.services.db
+    with pytest.raises(InsufficientPrivilege):
+        async with db.transaction(user_id=board.actor.id, team_id=board.team) as tx:
+            await tx.fetch_all(call)
