@@ -250,6 +250,50 @@ async def test_timers_only_on_visible_live_tasks(
     assert (await start(client, world, world.guest, world.task)).status_code == 201
 
 
+async def test_a_timer_stops_when_its_user_loses_sight_of_its_project(
+    client: httpx.AsyncClient, owner: Owner, world: World
+) -> None:
+    """Out of sight, the timer could be neither seen nor stopped by its user, and the
+    one-running-timer rule refused every new timer in the team for good."""
+    added = await client.post(
+        world.url(f"/projects/{world.other_project}/members"),
+        json={"user_id": str(world.guest.id)},
+        headers=world.owner.headers,
+    )
+    assert added.status_code == 201, added.text
+    guest_timer = (await start(client, world, world.guest, world.task)).json()
+    member_timer = (await start(client, world, world.member, world.task)).json()
+    admin_timer = (await start(client, world, world.admin, world.task)).json()
+    removed = await client.delete(
+        world.url(f"/projects/{world.project}/members/{world.guest.id}"),
+        headers=world.owner.headers,
+    )
+    assert removed.status_code == 204, removed.text
+    demoted = await client.patch(
+        world.url(f"/members/{world.member.id}"),
+        json={"role": "guest"},
+        headers=world.owner.headers,
+    )
+    assert demoted.status_code == 200, demoted.text
+    for actor in (world.guest, world.member):
+        assert running_rows(owner, world.team, actor.id) == []
+        problem(
+            await client.get(world.url("/time-entries/running"), headers=actor.headers),
+            404,
+            "no_running_timer",
+        )
+    stopped = owner.execute(
+        "select id, ended_at is not null as stopped from time_entry where id = any(%s)",
+        ([guest_timer["id"], member_timer["id"], admin_timer["id"]],),
+    ).fetchall()
+    assert {str(row["id"]): row["stopped"] for row in stopped} == {
+        guest_timer["id"]: True,
+        member_timer["id"]: True,
+        admin_timer["id"]: False,  # still sees the project: the timer runs on
+    }
+    assert (await start(client, world, world.guest, world.other_task)).status_code == 201
+
+
 # --------------------------------------------------------------------------- manual entries
 
 

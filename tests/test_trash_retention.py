@@ -156,6 +156,10 @@ async def test_an_expired_project_goes_after_its_tasks_over_several_transactions
     doomed, recent = await board.project("OLD"), await board.project("NEW")
     tasks = [await board.task(doomed) for _ in range(5)]
     await board.furnish(tasks[0])
+    timer = await board.client.post(
+        f"{board.base}/tasks/{tasks[1]}/time-entries/start", headers=board.actor.headers
+    )
+    assert timer.status_code == 201, timer.text  # left running: it goes with its task
     recent_task = await board.task(recent)
     await board.delete(f"/projects/{doomed}")
     await board.delete(f"/projects/{recent}")
@@ -167,6 +171,7 @@ async def test_an_expired_project_goes_after_its_tasks_over_several_transactions
     assert report.projects_purged >= 1
     assert board.count("project", "id", [doomed]) == 0
     assert board.count("task", "id", tasks) == 0
+    assert board.count("time_entry", "task_id", tasks) == 0
     for table in ("status", "label", "project_member"):
         assert board.count(table, "project_id", [doomed]) == 0, table
     assert board.count("project", "id", [recent]) == 1
