@@ -255,20 +255,28 @@ async def test_a_timer_stops_when_its_user_loses_sight_of_its_project(
 ) -> None:
     """Out of sight, the timer could be neither seen nor stopped by its user, and the
     one-running-timer rule refused every new timer in the team for good."""
+
+    async def remove_guest_from(project: uuid.UUID) -> None:
+        removed = await client.delete(
+            world.url(f"/projects/{project}/members/{world.guest.id}"),
+            headers=world.owner.headers,
+        )
+        assert removed.status_code == 204, removed.text
+
     added = await client.post(
         world.url(f"/projects/{world.other_project}/members"),
         json={"user_id": str(world.guest.id)},
         headers=world.owner.headers,
     )
     assert added.status_code == 201, added.text
-    guest_timer = (await start(client, world, world.guest, world.task)).json()
+    guest_timer = (await start(client, world, world.guest, world.other_task)).json()
     member_timer = (await start(client, world, world.member, world.task)).json()
     admin_timer = (await start(client, world, world.admin, world.task)).json()
-    removed = await client.delete(
-        world.url(f"/projects/{world.project}/members/{world.guest.id}"),
-        headers=world.owner.headers,
-    )
-    assert removed.status_code == 204, removed.text
+    await remove_guest_from(world.project)  # not the timer's project: it runs on
+    assert [row["id"] for row in running_rows(owner, world.team, world.guest.id)] == [
+        uuid.UUID(guest_timer["id"])
+    ]
+    await remove_guest_from(world.other_project)
     demoted = await client.patch(
         world.url(f"/members/{world.member.id}"),
         json={"role": "guest"},
@@ -282,16 +290,38 @@ async def test_a_timer_stops_when_its_user_loses_sight_of_its_project(
             404,
             "no_running_timer",
         )
-    stopped = owner.execute(
-        "select id, ended_at is not null as stopped from time_entry where id = any(%s)",
-        ([guest_timer["id"], member_timer["id"], admin_timer["id"]],),
-    ).fetchall()
-    assert {str(row["id"]): row["stopped"] for row in stopped} == {
-        guest_timer["id"]: True,
-        member_timer["id"]: True,
-        admin_timer["id"]: False,  # still sees the project: the timer runs on
-    }
-    assert (await start(client, world, world.guest, world.other_task)).status_code == 201
+    assert len(running_rows(owner, world.team, world.admin.id)) == 1  # still sees it
+    stops = events(owner, world.team, "time_entry.stopped")
+    assert sorted(event["payload"]["time_entry_id"] for event in stops) == sorted(
+        [guest_timer["id"], member_timer["id"]]
+    )
+    for event in stops:
+        assert event["actor_id"] == world.owner.id
+        assert event["payload"]["reason"] == "project_out_of_sight"
+        assert event["payload"]["ended_at"].endswith("Z")
+    assert admin_timer["id"] not in {event["payload"]["time_entry_id"] for event in stops}
+    problem(await start(client, world, world.guest, world.other_task), 404, "not_found")
+    assert (await start(client, world, world.member, world.task)).status_code == 404
+
+
+async def test_a_timer_left_running_in_a_team_stops_when_its_user_comes_back_without_sight(
+    client: httpx.AsyncClient, owner: Owner, world: World
+) -> None:
+    """Leaving the team keeps the entry as it was; coming back as a guest of no project
+    must not bring the stuck timer back."""
+    timer = (await start(client, world, world.member, world.task)).json()
+    left = await client.delete(
+        world.url(f"/members/{world.member.id}"), headers=world.owner.headers
+    )
+    assert left.status_code == 204, left.text
+    assert len(running_rows(owner, world.team, world.member.id)) == 1
+    owner.execute(
+        "insert into team_member (team_id, user_id, role) values (%s, %s, 'guest')",
+        (world.team, world.member.id),
+    )
+    assert running_rows(owner, world.team, world.member.id) == []
+    stops = events(owner, world.team, "time_entry.stopped")
+    assert [event["payload"]["time_entry_id"] for event in stops] == [timer["id"]]
 
 
 # --------------------------------------------------------------------------- manual entries

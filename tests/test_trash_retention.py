@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -151,7 +152,7 @@ async def test_an_expired_project_goes_after_its_tasks_over_several_transactions
     board: Board, worker_db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its tasks go first, a batch per transaction, and the project once it is empty: with
-    a batch of 2, five tasks take three transactions of the same pass."""
+    a batch of 2, five tasks go over several transactions of one pass."""
     monkeypatch.setattr(upkeep_module, "TRASH_PURGE_BATCH", 2)
     doomed, recent = await board.project("OLD"), await board.project("NEW")
     tasks = [await board.task(doomed) for _ in range(5)]
@@ -209,3 +210,39 @@ async def test_only_the_worker_may_purge(app: Any, board: Board, call: str) -> N
     with pytest.raises(InsufficientPrivilege):
         async with db.transaction(user_id=board.actor.id, team_id=board.team) as tx:
             await tx.fetch_all(call)
+
+
+async def test_a_worker_without_the_attachment_directory_leaves_the_keys_queued(
+    board: Board, worker_db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """A worker on another machine (or another DATA_DIR) would take the keys out of the
+    queue and delete nothing there: the bytes would stay on the servers' disk for good."""
+    project = await board.project("AWY")
+    task = await board.task(project)
+    await board.furnish(task)
+    await board.delete(f"/tasks/{task}")
+    board.age_trash(31, [task])
+    elsewhere = settings.model_copy(update={"attachment_dir": tmp_path / "not-here"})
+
+    report = await upkeep(worker_db, elsewhere)
+
+    assert report.tasks_purged >= 1
+    assert report.sweep_skipped
+    assert "skipped" in str(report)
+    queued = "select count(*) as n from attachment_purge where team_id = %s"
+    assert board.owner.execute(queued, (board.team,)).fetchone() == {"n": 1}
+    assert len(stored_files(settings, board.team)) == 1
+    report = await upkeep(worker_db, settings)
+    assert report.objects_removed >= 1
+    assert board.owner.execute(queued, (board.team,)).fetchone() == {"n": 0}
+    assert stored_files(settings, board.team) == []
+
+
+@pytest.mark.parametrize(("days", "batch"), [(0, 10), (-1, 10), (None, 10), (30, 0), (30, 10**5)])
+async def test_the_purge_bounds_what_the_worker_may_ask(
+    worker_db: Database, days: int | None, batch: int
+) -> None:
+    """The worker role's credentials cannot empty every team's trash at once."""
+    with pytest.raises(Exception, match="retention_days >= 1"):
+        async with worker_db.transaction() as tx:
+            await tx.fetch_all("select * from tb_purge_deleted_work(%s, %s)", (days, batch))

@@ -139,9 +139,10 @@ class Settings(BaseSettings):
     trash_retention_days: int = Field(
         default=30,
         ge=0,
+        le=36_500,
         description="Soft-deleted tasks and projects are deleted for good this many days after"
         " their deletion, by the worker's upkeep, with their comments, time entries and"
-        " attachments (bytes included); until then they can be restored. 0 keeps them.",
+        " attachments (bytes included); until then a task can be restored. 0 keeps them.",
     )
     analytics_fold_seconds: float = Field(
         default=2.0,

@@ -10,8 +10,8 @@ removed from the queue, never from a guess:
 * :func:`sweep` empties the queue of every team, catching what a crash, a deleted team or
   the purge of expired trash left behind: the worker's upkeep runs it every pass (through
   the owner's function ``tb_take_attachment_purges``), and ``teamboard attachments sweep``
-  runs it as the owner on demand. With local storage, the worker must therefore run where
-  the servers store the bytes (the same ``ATTACHMENT_ROOT``).
+  runs it as the owner on demand. With local storage the worker sweeps only where the
+  attachment directory exists (:func:`sweeps_here`).
 
 Objects are removed and their queue rows deleted in one transaction: a failure leaves the
 rows for the next run, and removing an object twice is harmless.
@@ -86,6 +86,15 @@ async def sweep(
         removed += len(keys)
         if len(keys) < BATCH:
             return removed
+
+
+def sweeps_here(settings: Settings) -> bool:
+    """Whether this process may empty the queue: S3 is the same bucket from anywhere, but
+    local storage is a directory of the servers' machine. A worker elsewhere (another
+    container, another ``DATA_DIR``) would take the keys out of the queue and delete
+    nothing, orphaning the bytes for good; where the directory does not exist, the keys
+    stay queued for a process that has it."""
+    return settings.attachment_storage != "local" or settings.attachment_root.is_dir()
 
 
 async def sweep_as_owner(owner_url: str, settings: Settings) -> int:

@@ -13,7 +13,8 @@ attachment bytes (the worker runs it periodically; ``teamboard db partitions`` o
   deleted for good with what hangs off them, ``TRASH_PURGE_BATCH`` rows a transaction and at
   most ``TRASH_PURGE_TRANSACTIONS`` transactions a pass (0 days keeps them).
 * Stored attachment bytes whose rows are gone (purged trash, deleted teams, a cleanup that
-  failed after its request) are removed (``teamboard.attachments.cleanup.sweep``).
+  failed after its request) are removed (``teamboard.attachments.cleanup.sweep``), unless
+  the storage is local and its directory is not on this machine (``sweeps_here``).
 
 The DDL runs inside SECURITY DEFINER functions of the owner (see the events migration),
 which the worker role may execute: the worker itself owns nothing.
@@ -24,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from teamboard.attachments import repository
-from teamboard.attachments.cleanup import sweep
+from teamboard.attachments.cleanup import sweep, sweeps_here
 from teamboard.attachments.storage import build_storage
 from teamboard.config import Settings
 from teamboard.db import Database
@@ -48,6 +49,7 @@ class UpkeepReport:
     tasks_purged: int = 0
     projects_purged: int = 0
     objects_removed: int = 0
+    sweep_skipped: bool = False
 
     def __str__(self) -> str:
         return (
@@ -59,6 +61,7 @@ class UpkeepReport:
             f"deleted tasks purged: {self.tasks_purged}; "
             f"deleted projects purged: {self.projects_purged}; "
             f"attachment objects removed: {self.objects_removed}"
+            + (" (skipped: no attachment directory here)" if self.sweep_skipped else "")
         )
 
 
@@ -94,9 +97,16 @@ async def upkeep(
                 "select tb_purge_idempotency_records(%s)", (IDEMPOTENCY_PURGE_BATCH,)
             )
         )
-    if settings.trash_retention_days > 0:
-        await _purge_trash(db, settings.trash_retention_days, report)
-    report.objects_removed = await sweep(db, build_storage(settings), repository.take_any_purges)
+    try:
+        if settings.trash_retention_days > 0:
+            await _purge_trash(db, settings.trash_retention_days, report)
+    finally:  # what earlier passes and requests queued goes even if this purge failed
+        if sweeps_here(settings):
+            report.objects_removed = await sweep(
+                db, build_storage(settings), repository.take_any_purges
+            )
+        else:
+            report.sweep_skipped = True
     return report
 
 

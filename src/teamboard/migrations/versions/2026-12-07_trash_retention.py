@@ -21,6 +21,13 @@ tables themselves.
   a storage failure rolls the keys back into the queue (``teamboard.attachments.cleanup``).
 
 ``ix_task_deleted_at`` (deleted tasks only) finds the expired ones without reading the live.
+It is built in the migration's transaction, as every migration here runs in one: writes to
+``task`` wait for the build (a scan of the table; plan it on a large installation).
+
+The purge checks its arguments itself (a retention of at least a day, a bounded batch): the
+worker role's credentials cannot empty the trash at once. It runs one at a time (an advisory
+lock; several workers run upkeep), and locks the teams it touches before their tasks, in the
+order a team's deletion takes them.
 
 Revision ID: 20261207_trash_retention
 Revises: 20261207_private_managers
@@ -42,17 +49,41 @@ PURGE = "tb_purge_deleted_work(integer, integer)"
 TAKE = "tb_take_attachment_purges(integer)"
 
 
+#: Upper bound of ``batch``: a pass stays a series of short transactions whatever it asks.
+MAX_BATCH = 10_000
+
+
 def upgrade() -> None:
     op.execute("create index ix_task_deleted_at on task (deleted_at) where deleted_at is not null")
     op.execute(
-        """
+        f"""
         create function tb_purge_deleted_work(retention_days integer, batch integer)
             returns table (tasks integer, projects integer)
             language plpgsql security definer set search_path = pg_catalog, public, pg_temp
             as $$
         declare
-            cutoff constant timestamptz := now() - make_interval(days => retention_days);
+            cutoff timestamptz;
         begin
+            if retention_days is null or retention_days < 1
+               or batch is null or batch < 1 or batch > {MAX_BATCH} then
+                raise exception 'tb_purge_deleted_work: retention_days >= 1 and batch'
+                    ' between 1 and {MAX_BATCH}' using errcode = '22023';
+            end if;
+            tasks := 0;
+            projects := 0;
+            -- One purge at a time (several workers run upkeep): concurrent ones would
+            -- update the same analytics rows in different orders.
+            if not pg_try_advisory_xact_lock(hashtextextended('tb_purge_deleted_work', 0)) then
+                return next;
+                return;
+            end if;
+            cutoff := now() - make_interval(days => retention_days);
+            -- The teams first, in id order, as a team's deletion takes its row before its
+            -- tasks': the cascades below take the team again (analytics, visible sets).
+            perform 1 from team where id in (
+                select t.team_id from task t where t.deleted_at < cutoff
+                order by t.deleted_at limit batch)
+            order by id for share;
             with doomed as (
                 select t.team_id, t.id from task t where t.deleted_at < cutoff
                 order by t.deleted_at limit batch for update skip locked
@@ -61,6 +92,10 @@ def upgrade() -> None:
                 returning 1
             )
             select count(*)::integer into tasks from gone;
+            perform 1 from team where id in (
+                select p.team_id from project p where p.deleted_at < cutoff
+                order by p.deleted_at limit batch)
+            order by id for share;
             with doomed as (
                 select p.team_id, p.id from project p
                 where p.deleted_at < cutoff
@@ -78,12 +113,12 @@ def upgrade() -> None:
         """
     )
     op.execute(
-        """
+        f"""
         create function tb_take_attachment_purges(batch integer) returns setof text
             language sql security definer set search_path = pg_catalog, public, pg_temp as $$
             delete from attachment_purge where (team_id, id) in (
-                select team_id, id from attachment_purge order by created_at limit batch
-                for update skip locked)
+                select team_id, id from attachment_purge order by created_at
+                limit least(batch, {MAX_BATCH}) for update skip locked)
             returning storage_key
         $$;
         """
