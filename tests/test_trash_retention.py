@@ -5,13 +5,11 @@ bytes included; before that, a restore brings everything back."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from teamboard.config import Settings
@@ -22,17 +20,13 @@ from tests.collab import post_comment
 from tests.conftest import Actor
 from tests.test_attachments import PNG, stored_files, upload
 from tests.test_teams import create_project, problem
+from tests.work import API, MakeTeam, MakeUser, Owner
 
 pytestmark = pytest.mark.asyncio
 
-API = "/api/v1"
-Owner = psycopg.Connection[dict[str, Any]]
-MakeUser = Callable[..., Actor]
-MakeTeam = Callable[..., Awaitable[uuid.UUID]]
-
 
 @dataclass
-class Board:
+class TrashBoard:
     client: httpx.AsyncClient
     owner: Owner
     actor: Actor
@@ -94,13 +88,13 @@ class Board:
 @pytest.fixture
 async def board(
     client: httpx.AsyncClient, owner: Owner, make_user: MakeUser, make_team: MakeTeam
-) -> Board:
+) -> TrashBoard:
     actor = make_user("trash")
-    return Board(client, owner, actor, await make_team(actor))
+    return TrashBoard(client, owner, actor, await make_team(actor))
 
 
 async def test_expired_tasks_go_for_good_with_their_comments_time_and_bytes(
-    board: Board, worker_db: Database, settings: Settings
+    board: TrashBoard, worker_db: Database, settings: Settings
 ) -> None:
     project = await board.project("TRS")
     parent = await board.task(project)
@@ -149,7 +143,7 @@ async def test_expired_tasks_go_for_good_with_their_comments_time_and_bytes(
 
 
 async def test_an_expired_project_goes_after_its_tasks_over_several_transactions(
-    board: Board, worker_db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    board: TrashBoard, worker_db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its tasks go first, a batch per transaction, and the project once it is empty: with
     a batch of 2, five tasks go over several transactions of one pass."""
@@ -181,7 +175,7 @@ async def test_an_expired_project_goes_after_its_tasks_over_several_transactions
 
 
 async def test_a_retention_of_zero_keeps_the_trash(
-    board: Board, worker_db: Database, settings: Settings
+    board: TrashBoard, worker_db: Database, settings: Settings
 ) -> None:
     project = await board.project("KEP")
     task = await board.task(project)
@@ -204,7 +198,7 @@ async def test_a_retention_of_zero_keeps_the_trash(
     "call",
     ["select * from tb_purge_deleted_work(0, 1000)", "select * from tb_take_attachment_purges(1)"],
 )
-async def test_only_the_worker_may_purge(app: Any, board: Board, call: str) -> None:
+async def test_only_the_worker_may_purge(app: Any, board: TrashBoard, call: str) -> None:
     """The app role (every request) can neither purge trash nor take other teams' keys."""
     db = app.state.services.db
     with pytest.raises(InsufficientPrivilege):
@@ -213,7 +207,7 @@ async def test_only_the_worker_may_purge(app: Any, board: Board, call: str) -> N
 
 
 async def test_a_worker_without_the_attachment_directory_leaves_the_keys_queued(
-    board: Board, worker_db: Database, settings: Settings, tmp_path: Path
+    board: TrashBoard, worker_db: Database, settings: Settings, tmp_path: Path
 ) -> None:
     """A worker on another machine (or another DATA_DIR) would take the keys out of the
     queue and delete nothing there: the bytes would stay on the servers' disk for good."""
