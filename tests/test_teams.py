@@ -21,6 +21,7 @@ import pytest
 
 from teamboard.ops.database import DatabaseUrls
 from teamboard.projects.repository import page_query
+from tests.collab import add_to_project
 from tests.conftest import Actor, add_member
 from tests.plans import AppCaller, applied_as, explain
 
@@ -648,12 +649,7 @@ async def test_remove_members_and_leave(
     private = await create_project(client, m1, team, "PRIV", visibility="private")
     in_private = "select count(*) as n from project_member where team_id = %s and user_id = %s"
     assert owner.execute(in_private, (team, m1.id)).fetchone() == {"n": 1}
-    response = await client.post(
-        f"{API}/teams/{team}/projects/{private['id']}/members",
-        json={"user_id": str(m2.id)},
-        headers=m1.headers,
-    )
-    assert response.status_code == 201, response.text
+    await add_to_project(client, m1, team, uuid.UUID(private["id"]), m2)
     response = await client.delete(f"{API}/teams/{team}/members/{m1.id}", headers=admin.headers)
     assert response.status_code == 204, response.text
     assert role_of(owner, team, m1.id) is None
@@ -1185,12 +1181,7 @@ async def test_the_team_routes_keep_a_private_projects_last_manager(
     )
     assert role.fetchone() == {"role": "member"}
     # Once another member can manage it, bob may go.
-    added = await client.post(
-        f"{API}/teams/{team}/projects/{private['id']}/members",
-        json={"user_id": str(alice.id)},
-        headers=bob.headers,
-    )
-    assert added.status_code == 201, added.text
+    await add_to_project(client, bob, team, uuid.UUID(private["id"]), alice)
     demoted = await client.patch(member_url, json={"role": "guest"}, headers=alice.headers)
     assert demoted.status_code == 200, demoted.text
     left = await client.delete(member_url, headers=bob.headers)

@@ -16,6 +16,7 @@ import pytest
 
 from teamboard.ops.database import DatabaseUrls
 from teamboard.time_tracking.repository import entries_query, totals_sql
+from tests.collab import add_to_project
 from tests.conftest import Actor
 from tests.plans import AppCaller, applied_as, explain
 from tests.taskdata import create_task
@@ -263,12 +264,7 @@ async def test_a_timer_stops_when_its_user_loses_sight_of_its_project(
         )
         assert removed.status_code == 204, removed.text
 
-    added = await client.post(
-        world.url(f"/projects/{world.other_project}/members"),
-        json={"user_id": str(world.guest.id)},
-        headers=world.owner.headers,
-    )
-    assert added.status_code == 201, added.text
+    await add_to_project(client, world.owner, world.team, world.other_project, world.guest)
     guest_timer = (await start(client, world, world.guest, world.other_task)).json()
     member_timer = (await start(client, world, world.member, world.task)).json()
     admin_timer = (await start(client, world, world.admin, world.task)).json()
