@@ -827,6 +827,31 @@ async def test_the_sweeper_removes_the_bytes_of_a_deleted_team(
     assert left == {"n": 0}
 
 
+async def test_the_sweep_command_refuses_where_the_attachment_directory_is_not(
+    client: httpx.AsyncClient,
+    owner: Owner,
+    settings: Settings,
+    db_urls: DatabaseUrls,
+    world: World,
+    tmp_path: Path,
+) -> None:
+    """Run on another machine, the sweep would empty the queue and delete nothing: the
+    bytes would stay on the servers' disk for good. It refuses and leaves the queue."""
+    await upload(client, world.member, world.team, world.task, PNG)
+    deleted = await client.delete(f"{API}/teams/{world.team}", headers=world.owner.headers)
+    assert deleted.status_code == 204, deleted.text
+    elsewhere = settings.model_copy(update={"attachment_dir": tmp_path / "not-here"})
+
+    with pytest.raises(cleanup.StorageNotHere, match="not-here"):
+        await cleanup.sweep_as_owner(db_urls.owner, elsewhere)
+
+    queued = "select count(*) as n from attachment_purge where team_id = %s"
+    assert owner.execute(queued, (world.team,)).fetchone() == {"n": 1}
+    assert len(stored_files(settings, world.team)) == 1
+    assert await cleanup.sweep_as_owner(db_urls.owner, settings) >= 1
+    assert stored_files(settings, world.team) == []
+
+
 class Rollback(Exception):
     """Raised to end a transaction without committing."""
 

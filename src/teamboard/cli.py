@@ -307,13 +307,18 @@ def explain(
 @attachments_app.command("sweep")
 def sweep_attachments() -> None:
     """Remove the stored bytes of deleted attachments that no request cleaned up (a crash,
-    a purged task or project, a deleted team). Safe to run at any time, e.g. from cron."""
-    from teamboard.attachments.cleanup import sweep_as_owner
+    a purged task or project, a deleted team). Safe to run at any time, e.g. from cron.
+    Exits 1, leaving the queue as it was, where local storage's directory does not exist."""
+    from teamboard.attachments.cleanup import StorageNotHere, sweep_as_owner
 
     settings = get_settings()
     with owner_database(settings) as owner_url:
         urls = database.prepare(settings, owner_url)
-        removed = asyncio.run(sweep_as_owner(urls.owner, settings))
+        try:
+            removed = asyncio.run(sweep_as_owner(urls.owner, settings))
+        except StorageNotHere as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=1) from None
     typer.echo(f"removed {removed} stored attachment objects")
 
 

@@ -10,8 +10,8 @@ removed from the queue, never from a guess:
 * :func:`sweep` empties the queue of every team, catching what a crash, a deleted team or
   the purge of expired trash left behind: the worker's upkeep runs it every pass (through
   the owner's function ``tb_take_attachment_purges``), and ``teamboard attachments sweep``
-  runs it as the owner on demand. With local storage the worker sweeps only where the
-  attachment directory exists (:func:`sweeps_here`).
+  runs it as the owner on demand. With local storage both sweep only where the attachment
+  directory exists (:func:`sweeps_here`).
 
 Objects are removed and their queue rows deleted in one transaction: a failure leaves the
 rows for the next run, and removing an object twice is harmless.
@@ -97,9 +97,24 @@ def sweeps_here(settings: Settings) -> bool:
     return settings.attachment_storage != "local" or settings.attachment_root.is_dir()
 
 
+class StorageNotHere(Exception):
+    """The local attachment directory is not on this machine (see :func:`sweeps_here`)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(
+            f"the attachment directory {root} does not exist here: run the sweep where the"
+            " servers store attachments (the queue is left as it was)"
+        )
+
+
 async def sweep_as_owner(owner_url: str, settings: Settings) -> int:
     """:func:`sweep` on a one-connection owner pool (``teamboard attachments sweep``), and
-    the removal of staging files left by uploads that a crash interrupted."""
+    the removal of staging files left by uploads that a crash interrupted.
+
+    Raises :class:`StorageNotHere`, having touched nothing, where :func:`sweeps_here` says
+    no."""
+    if not sweeps_here(settings):
+        raise StorageNotHere(settings.attachment_root)
     await asyncio.to_thread(remove_stale_uploads, staging_dir(settings), STALE_UPLOAD)
     db = Database(owner_url, settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 1}))
     await db.open()
