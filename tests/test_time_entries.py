@@ -14,6 +14,8 @@ import httpx
 import psycopg
 import pytest
 
+from teamboard.config import Settings
+from teamboard.db import Database
 from teamboard.ops.database import DatabaseUrls
 from teamboard.time_tracking.repository import entries_query, totals_sql
 from tests.collab import add_to_project
@@ -298,6 +300,54 @@ async def test_a_timer_stops_when_its_user_loses_sight_of_its_project(
     assert admin_timer["id"] not in {event["payload"]["time_entry_id"] for event in stops}
     problem(await start(client, world, world.guest, world.other_task), 404, "not_found")
     assert (await start(client, world, world.member, world.task)).status_code == 404
+
+
+def forgotten_timer(owner: Owner, world: World, user: uuid.UUID, hours: int) -> uuid.UUID:
+    """A timer of ``user`` on ``world.task`` started ``hours`` ago; its id."""
+    entry = uuid.uuid4()
+    owner.execute(
+        "insert into time_entry (team_id, id, project_id, task_id, user_id, started_at)"
+        " values (%s, %s, %s, %s, %s, now() - %s * interval '1 hour')",
+        (world.team, entry, world.project, world.task, user, hours),
+    )
+    return entry
+
+
+def duration_of(owner: Owner, entry: uuid.UUID) -> int:
+    row = owner.execute(
+        "select extract(epoch from ended_at - started_at)::integer as seconds"
+        " from time_entry where id = %s",
+        (entry,),
+    ).fetchone()
+    assert row is not None
+    return int(row["seconds"])
+
+
+@pytest.mark.parametrize("cap", [None, 3600], ids=["default", "configured"])
+async def test_a_forgotten_timer_stopped_out_of_sight_ends_at_the_maximum_duration(
+    app: Any, settings: Settings, owner: Owner, world: World, cap: int | None
+) -> None:
+    """Stopped by a trigger, as through the API: at most ``TIME_ENTRY_MAX_SECONDS`` long,
+    the app's setting reaching the database with the transaction's context."""
+    db = app.state.services.db
+    if cap is not None:
+        db = Database(
+            settings.database_app_url, settings.model_copy(update={"time_entry_max_seconds": cap})
+        )
+        await db.open()
+    entry = forgotten_timer(owner, world, world.guest.id, hours=30)
+    try:
+        async with db.transaction(user_id=world.owner.id, team_id=world.team) as tx:
+            await tx.execute(
+                "delete from project_member where project_id = %s and user_id = %s",
+                (world.project, world.guest.id),
+            )
+    finally:
+        if cap is not None:
+            await db.close()
+    assert duration_of(owner, entry) == (cap or DAY)
+    (stop,) = events(owner, world.team, "time_entry.stopped")
+    assert stop["payload"]["duration_seconds"] == (cap or DAY)
 
 
 async def test_a_timer_left_running_in_a_team_stops_when_its_user_comes_back_without_sight(

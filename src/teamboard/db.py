@@ -250,7 +250,9 @@ class Tx:
         self._conn = conn
         if self._write:
             try:
-                await conn.execute(_begin_with_context(self.user_id, self.team_id))
+                await conn.execute(
+                    _begin_with_context(self.user_id, self.team_id, self._db.timer_cap)
+                )
                 if self._pending:
                     await self._apply(conn, self._pending)
                     self._pending = {}
@@ -353,16 +355,22 @@ def _encode_json(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def _begin_with_context(user_id: UUID | None, team_id: UUID | None) -> str:
+def _begin_with_context(user_id: UUID | None, team_id: UUID | None, timer_cap: int) -> str:
     """``BEGIN`` and the context in one simple-protocol round trip. Only UUIDs (checked)
-    are interpolated, so there is nothing to quote."""
+    and an integer are interpolated, so there is nothing to quote.
+
+    ``timer_cap`` (``TIME_ENTRY_MAX_SECONDS``) is for the database's own writes: a timer
+    that a trigger stops when its user loses sight of its project ends at most that long
+    after its start, as one stopped through the API (migration ``2026-12-07_timer_cap``).
+    """
     values = ["" if value is None else str(value) for value in (user_id, team_id)]
     for value in values:
         if value and not _UUID_TEXT.match(value):
             raise ValueError("context ids must be UUIDs")
     return (
         f"begin; select set_config('app.user_id', '{values[0]}', true),"
-        f" set_config('app.team_id', '{values[1]}', true)"
+        f" set_config('app.team_id', '{values[1]}', true),"
+        f" set_config('app.time_entry_max_seconds', '{int(timer_cap)}', true)"
     )
 
 
@@ -388,6 +396,7 @@ class Database:
         if plan_cache_mode is not None:
             self._arguments["server_settings"] = {"plan_cache_mode": plan_cache_mode}
         self._settings = settings
+        self.timer_cap = settings.time_entry_max_seconds
         self._answer_timeout = answer_timeout
         self._pool = ConnectionPool(
             self._connect,
