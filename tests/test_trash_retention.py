@@ -67,14 +67,30 @@ class TrashBoard:
         response = await self.client.delete(self.base + path, headers=self.actor.headers)
         assert response.status_code == 204, response.text
 
-    def age_trash(self, days: int, ids: list[uuid.UUID]) -> None:
-        """Move the deletion of these tasks or projects ``days`` days into the past."""
+    def age_trash(self, days: int, ids: list[uuid.UUID], hours: int = 0) -> None:
+        """Move the deletion of these tasks or projects ``days`` days and ``hours`` hours
+        into the past."""
         for table in ("task", "project"):
             self.owner.execute(
-                f"update {table} set deleted_at = deleted_at - make_interval(days => %s)"
+                f"update {table} set deleted_at = deleted_at"
+                " - make_interval(days => %s, hours => %s)"
                 " where team_id = %s and id = any(%s) and deleted_at is not null",
-                (days, self.team, ids),
+                (days, hours, self.team, ids),
             )
+
+    def purge_events(self) -> dict[uuid.UUID, dict[str, Any]]:
+        """The ``*.purged`` events of the team, by subject."""
+        rows = self.owner.execute(
+            "select kind, actor_id, subject_id, project_id, payload from event"
+            " where team_id = %s and kind like '%%.purged'",
+            (self.team,),
+        ).fetchall()
+        return {row["subject_id"]: row for row in rows}
+
+    async def restore(self, task: uuid.UUID) -> httpx.Response:
+        return await self.client.post(
+            f"{self.base}/tasks/{task}/restore", headers=self.actor.headers
+        )
 
     def count(self, table: str, column: str, ids: list[uuid.UUID]) -> int:
         row = self.owner.execute(
@@ -128,13 +144,16 @@ async def test_expired_tasks_go_for_good_with_their_comments_time_and_bytes(
     files = {path.name for path in stored_files(settings, board.team)}
     assert kept_file in files
     assert len(files) == 2
-    gone = await board.client.post(
-        f"{board.base}/tasks/{parent}/restore", headers=board.actor.headers
-    )
-    problem(gone, 404, "not_found")
-    restored = await board.client.post(
-        f"{board.base}/tasks/{recent}/restore", headers=board.actor.headers
-    )
+    events = board.purge_events()
+    assert set(events) == set(purged)
+    for event in events.values():
+        assert event["kind"] == "task.purged"
+        assert event["actor_id"] is None  # upkeep did it, not a member
+        assert event["project_id"] == project
+        assert event["payload"]["retention_days"] == settings.trash_retention_days
+        assert event["payload"]["deleted_at"].endswith("Z")
+    problem(await board.restore(parent), 404, "not_found")
+    restored = await board.restore(recent)
     assert restored.status_code == 200, restored.text
     entries = await board.client.get(
         f"{board.base}/tasks/{recent}/attachments", headers=board.actor.headers
@@ -172,26 +191,65 @@ async def test_an_expired_project_goes_after_its_tasks_over_several_transactions
     assert board.count("project", "id", [recent]) == 1
     assert board.count("task", "id", [recent_task]) == 1
     assert stored_files(settings, board.team) == []
+    events = board.purge_events()
+    assert set(events) == {doomed, *tasks}
+    assert events[doomed]["kind"] == "project.purged"
+    assert events[doomed]["project_id"] == doomed
 
 
 async def test_a_retention_of_zero_keeps_the_trash(
-    board: TrashBoard, worker_db: Database, settings: Settings
+    app: Any,
+    board: TrashBoard,
+    worker_db: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    keep = settings.model_copy(update={"trash_retention_days": 0})
+    monkeypatch.setattr(app.state.services, "settings", keep)  # the API's restore
     project = await board.project("KEP")
     task = await board.task(project)
     await board.furnish(task)
     await board.delete(f"/tasks/{task}")
     board.age_trash(3650, [task])
 
-    report = await upkeep(worker_db, settings.model_copy(update={"trash_retention_days": 0}))
+    report = await upkeep(worker_db, keep)
 
     assert report.tasks_purged == 0
     assert board.count("task", "id", [task]) == 1
     assert len(stored_files(settings, board.team)) == 1
-    restored = await board.client.post(
-        f"{board.base}/tasks/{task}/restore", headers=board.actor.headers
-    )
+    restored = await board.restore(task)
     assert restored.status_code == 200, restored.text
+
+
+async def test_expired_trash_is_not_restored_and_the_purge_waits_an_hour_more(
+    board: TrashBoard, worker_db: Database, settings: Settings
+) -> None:
+    """A restore at the boundary would lock the task while the purge deleted its subtasks
+    (or the purge's batch ended inside the tree), bringing the task back without them: the
+    restore window closes at the retention, the purge starts an hour after it."""
+    days = settings.trash_retention_days
+    project = await board.project("GRC")
+    parent = await board.task(project)
+    child = await board.task(project, parent)
+    in_time = await board.task(project)
+    await board.delete(f"/tasks/{parent}")
+    await board.delete(f"/tasks/{in_time}")
+    board.age_trash(days, [parent, child], hours=0)  # over by the time of the request
+    board.age_trash(days - 1, [in_time], hours=23)
+
+    for attempt in (await board.restore(parent), await board.restore(child)):
+        problem(attempt, 404, "not_found")
+    await upkeep(worker_db, settings)
+
+    assert board.count("task", "id", [parent, child]) == 2  # within the grace hour
+    assert board.purge_events() == {}
+    restored = await board.restore(in_time)
+    assert restored.status_code == 200, restored.text
+    board.age_trash(0, [parent, child], hours=1)
+    report = await upkeep(worker_db, settings)
+    assert report.tasks_purged >= 2
+    assert board.count("task", "id", [parent, child]) == 0
+    assert set(board.purge_events()) == {parent, child}
 
 
 @pytest.mark.parametrize(

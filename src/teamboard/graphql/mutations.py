@@ -320,8 +320,10 @@ async def _restore_task(
     id: UUID,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
+    retention_days = info.context.services.settings.trash_retention_days
+
     async def work(ctx: TeamContext) -> Row:
-        await tasks.restore_task(ctx, id)
+        await tasks.restore_task(ctx, id, retention_days)
         return await _task(ctx, id)
 
     return await mutate(info, team_id, idempotency_key, {"id": id}, work)

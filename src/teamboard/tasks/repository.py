@@ -277,8 +277,12 @@ async def soft_delete_tree(tx: Tx, project_id: UUID, task_id: UUID) -> list[UUID
     return [row["id"] for row in sorted(rows, key=lambda row: not row["root"])]
 
 
-async def deleted_task(tx: Tx, project_id: UUID, task_id: UUID) -> dict[str, Any] | None:
-    """A soft-deleted task with ``parent_live`` (False when its parent is deleted too)."""
+async def deleted_task(
+    tx: Tx, project_id: UUID, task_id: UUID, retention_days: int
+) -> dict[str, Any] | None:
+    """A soft-deleted task with ``parent_live`` (False when its parent is deleted too);
+    None once deleted more than ``retention_days`` ago (0: kept for good), when the trash
+    purge may take it."""
     return await tx.fetch_one(
         "select t.id, t.deleted_at, t.parent_id,"
         " t.parent_id is null or exists (select 1 from task q where q.team_id = t.team_id"
@@ -286,9 +290,11 @@ async def deleted_task(tx: Tx, project_id: UUID, task_id: UUID) -> dict[str, Any
         " as parent_live"
         " from task t join project p on p.team_id = t.team_id and p.id = t.project_id"
         " and p.deleted_at is null"
-        " where t.team_id = %s and t.project_id = %s and t.id = %s"
-        " and t.deleted_at is not null for update of t",
-        (tx.team_id, project_id, task_id),
+        " where t.team_id = %(team)s and t.project_id = %(project)s and t.id = %(task)s"
+        " and t.deleted_at is not null and (%(days)s = 0"
+        " or t.deleted_at >= now() - make_interval(days => %(days)s))"
+        " for update of t",
+        {"team": tx.team_id, "project": project_id, "task": task_id, "days": retention_days},
     )
 
 

@@ -92,6 +92,8 @@ async def delete_task(task_id: UUID, ctx: TeamCtx) -> Response:
 
 
 @router.post("/tasks/{task_id}/restore", response_model=TaskOut)
-async def restore_task(task_id: UUID, ctx: TeamCtx) -> Response:
-    """Undo a delete (with the subtasks deleted along with the task)."""
-    return _task(await service.restore_task(ctx, task_id))
+async def restore_task(task_id: UUID, ctx: TeamCtx, services: ServicesDep) -> Response:
+    """Undo a delete (with the subtasks deleted along with the task), within
+    ``TRASH_RETENTION_DAYS``."""
+    retention_days = services.settings.trash_retention_days
+    return _task(await service.restore_task(ctx, task_id, retention_days))

@@ -284,10 +284,12 @@ async def delete_task(ctx: TeamContext, task_id: UUID) -> None:
     )
 
 
-async def restore_task(ctx: TeamContext, task_id: UUID) -> TaskDocument:
-    """Restore a soft-deleted task with the subtasks deleted along with it."""
+async def restore_task(ctx: TeamContext, task_id: UUID, retention_days: int) -> TaskDocument:
+    """Restore a soft-deleted task with the subtasks deleted along with it; 404 once its
+    ``TRASH_RETENTION_DAYS`` are over (``retention_days``), when the purge may delete it
+    (an hour later: the purge and a restore never take the same rows)."""
     project_id = await _lock_project_of(ctx, task_id, deleted=True)
-    task = await repository.deleted_task(ctx.tx, project_id, task_id)
+    task = await repository.deleted_task(ctx.tx, project_id, task_id, retention_days)
     if task is None:
         raise NotFound()
     if not task["parent_live"]:

@@ -53,10 +53,8 @@ TAKE = "tb_take_attachment_purges(integer)"
 MAX_BATCH = 10_000
 
 
-def upgrade() -> None:
-    op.execute("create index ix_task_deleted_at on task (deleted_at) where deleted_at is not null")
-    op.execute(
-        f"""
+#: The purge, as ``upgrade`` installs it (later migrations derive theirs from it).
+PURGE_FUNCTION = f"""
         create function tb_purge_deleted_work(retention_days integer, batch integer)
             returns table (tasks integer, projects integer)
             language plpgsql security definer set search_path = pg_catalog, public, pg_temp
@@ -111,7 +109,11 @@ def upgrade() -> None:
         end
         $$;
         """
-    )
+
+
+def upgrade() -> None:
+    op.execute("create index ix_task_deleted_at on task (deleted_at) where deleted_at is not null")
+    op.execute(PURGE_FUNCTION)
     op.execute(
         f"""
         create function tb_take_attachment_purges(batch integer) returns setof text
