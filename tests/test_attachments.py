@@ -836,7 +836,8 @@ async def test_the_sweep_command_refuses_where_the_attachment_directory_is_not(
     tmp_path: Path,
 ) -> None:
     """Run on another machine, the sweep would empty the queue and delete nothing: the
-    bytes would stay on the servers' disk for good. It refuses and leaves the queue."""
+    bytes would stay on the servers' disk for good. It refuses and leaves the queue; with
+    nothing queued (an installation that never stored a file), there is nothing to do."""
     await upload(client, world.member, world.team, world.task, PNG)
     deleted = await client.delete(f"{API}/teams/{world.team}", headers=world.owner.headers)
     assert deleted.status_code == 204, deleted.text
@@ -850,6 +851,7 @@ async def test_the_sweep_command_refuses_where_the_attachment_directory_is_not(
     assert len(stored_files(settings, world.team)) == 1
     assert await cleanup.sweep_as_owner(db_urls.owner, settings) >= 1
     assert stored_files(settings, world.team) == []
+    assert await cleanup.sweep_as_owner(db_urls.owner, elsewhere) == 0
 
 
 class Rollback(Exception):

@@ -308,7 +308,8 @@ def explain(
 def sweep_attachments() -> None:
     """Remove the stored bytes of deleted attachments that no request cleaned up (a crash,
     a purged task or project, a deleted team). Safe to run at any time, e.g. from cron.
-    Exits 1, leaving the queue as it was, where local storage's directory does not exist."""
+    Exits 1, leaving the queue as it was, where keys are queued and local storage's
+    directory does not exist."""
     from teamboard.attachments.cleanup import StorageNotHere, sweep_as_owner
 
     settings = get_settings()

@@ -140,9 +140,10 @@ class Settings(BaseSettings):
         default=30,
         ge=0,
         le=36_500,
-        description="Soft-deleted tasks and projects are deleted for good this many days after"
-        " their deletion, by the worker's upkeep, with their comments, time entries and"
-        " attachments (bytes included); until then a task can be restored. 0 keeps them.",
+        description="A soft-deleted task can be restored for this many days; an hour later"
+        " the worker's upkeep deletes it for good (and a deleted project once its tasks"
+        " have gone), with comments, time entries and attachments (bytes included). Give"
+        " servers and workers the same value. 0 keeps them.",
     )
     analytics_fold_seconds: float = Field(
         default=2.0,
@@ -265,7 +266,10 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     time_entry_max_seconds: int = Field(
-        default=24 * 3600, ge=60, description="Longest time entry (a manual one, or a timer)."
+        default=24 * 3600,
+        ge=60,
+        le=999_999_999,  # what the database's own stop reads (migration timer_cap)
+        description="Longest time entry (a manual one, or a timer).",
     )
 
     @field_validator("attachment_allowed_types")

@@ -98,7 +98,8 @@ def sweeps_here(settings: Settings) -> bool:
 
 
 class StorageNotHere(Exception):
-    """The local attachment directory is not on this machine (see :func:`sweeps_here`)."""
+    """Keys are queued, and the local attachment directory is not on this machine (see
+    :func:`sweeps_here`)."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(
@@ -111,15 +112,19 @@ async def sweep_as_owner(owner_url: str, settings: Settings) -> int:
     """:func:`sweep` on a one-connection owner pool (``teamboard attachments sweep``), and
     the removal of staging files left by uploads that a crash interrupted.
 
-    Raises :class:`StorageNotHere`, having touched nothing, where :func:`sweeps_here` says
-    no."""
-    if not sweeps_here(settings):
-        raise StorageNotHere(settings.attachment_root)
+    Where :func:`sweeps_here` says no, the queue is left as it was: an empty one is nothing
+    to do (an installation that never stored a file has no directory yet), a key in it
+    raises :class:`StorageNotHere`."""
     await asyncio.to_thread(remove_stale_uploads, staging_dir(settings), STALE_UPLOAD)
     db = Database(owner_url, settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 1}))
     await db.open()
     try:
-        return await sweep(db, build_storage(settings))
+        if sweeps_here(settings):
+            return await sweep(db, build_storage(settings))
+        async with db.transaction() as tx:
+            if await repository.any_queued(tx):
+                raise StorageNotHere(settings.attachment_root)
+        return 0
     finally:
         await db.close()
 

@@ -73,6 +73,11 @@ async def take_purges(tx: Tx, limit: int) -> list[str]:
     return [row["storage_key"] for row in rows]
 
 
+async def any_queued(tx: Tx) -> bool:
+    """Whether the queue holds a key that ``tx``'s role can see (the owner: any)."""
+    return bool(await tx.fetch_value("select exists (select 1 from attachment_purge)"))
+
+
 async def take_any_purges(tx: Tx, limit: int) -> list[str]:
     """:func:`take_purges` over every team, for the worker, which has no privilege on the
     queue: through the owner's ``tb_take_attachment_purges`` (same rules)."""

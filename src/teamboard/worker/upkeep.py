@@ -9,9 +9,11 @@ attachment bytes (the worker runs it periodically; ``teamboard db partitions`` o
 * Completed webhook deliveries older than ``WEBHOOK_LOG_RETENTION_DAYS`` are deleted.
 * Expired idempotency records (kept 24 hours, each with a whole response) are deleted, at
   most ``IDEMPOTENCY_PURGE_BATCH`` a pass (a backlog goes over the next passes).
-* Trash: tasks and projects soft-deleted more than ``TRASH_RETENTION_DAYS`` days ago are
-  deleted for good with what hangs off them, ``TRASH_PURGE_BATCH`` rows a transaction and at
-  most ``TRASH_PURGE_TRANSACTIONS`` transactions a pass (0 days keeps them).
+* Trash: tasks and projects soft-deleted more than ``TRASH_RETENTION_DAYS`` days and an
+  hour ago (the restore window closes at the days: the two never race) are deleted for good
+  with what hangs off them, ``TRASH_PURGE_BATCH`` rows a transaction and at most
+  ``TRASH_PURGE_TRANSACTIONS`` transactions a pass (0 days keeps them); a task of a live
+  project appends ``task.purged``.
 * Stored attachment bytes whose rows are gone (purged trash, deleted teams, a cleanup that
   failed after its request) are removed (``teamboard.attachments.cleanup.sweep``), unless
   the storage is local and its directory is not on this machine (``sweeps_here``).

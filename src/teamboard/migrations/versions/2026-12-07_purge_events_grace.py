@@ -1,18 +1,22 @@
-"""The trash purge appends an event for every row it deletes, and never races a restore.
+"""The trash purge appends ``task.purged`` for a task of a live project, and never races a
+restore.
 
 ``tb_purge_deleted_work`` (migration ``2026-12-07_trash_retention``) changes in two ways:
 
-* **Events.** Every purged task appends ``task.purged`` and every purged project
-  ``project.purged`` (no actor: upkeep did it; the payload holds when the row was deleted
-  and the retention applied), in the purge's transaction, as every change appends its
-  event. Webhooks, the realtime feed and any copy kept outside learn that the row is gone
-  for good.
+* **Events.** A task purged from the trash of a live project appends ``task.purged`` (no
+  actor: upkeep did it; the payload holds when it was deleted and the retention applied), in
+  the purge's transaction: the project's viewers, through the realtime feed and webhooks,
+  learn that the task is gone for good. A deleted project and its tasks go without events:
+  ``project.deleted`` took them out of every view, and once the project's row is gone no
+  member's visible set holds it, so Row Level Security would show an event about them to
+  nobody (webhook deliveries would be queued only to be skipped).
 * **A grace hour.** Restoring a task is refused once its retention period is over (the app
   checks it: ``teamboard.tasks.service.restore_task``), and the purge deletes only what is
   an hour past it. Before, a restore running at the boundary locked its task while the
   purge deleted the subtasks deleted with it (or the purge's batch ended inside the tree),
   and the task came back without them. Now the two never touch the same rows, unless a
-  restore transaction lasts an hour.
+  restore transaction lasts an hour (servers and workers must have the same
+  ``TRASH_RETENTION_DAYS``).
 
 Revision ID: 20261207_purge_events_grace
 Revises: 20261207_timer_cap
@@ -35,43 +39,33 @@ depends_on = None
 
 CUTOFF = "cutoff := now() - make_interval(days => retention_days);"
 GRACE_CUTOFF = "cutoff := now() - make_interval(days => retention_days, hours => 1);"
-
-
-def _counted(table: str) -> str:
-    """The end of the purge's delete of ``table`` (``task`` or ``project``): its count."""
-    return f"""                returning 1
+#: The end of the purge's delete of tasks: its count.
+COUNTED = """                returning 1
             )
-            select count(*)::integer into {table}s from gone;"""
-
-
-def _logged(table: str, project: str) -> str:
-    """The same delete returning its rows, each appending ``{table}.purged``; ``project``
-    is the deleted row's project id (``t.project_id``, ``p.id``)."""
-    alias = table[0]
-    deleted_at = summaries.api_text("g.deleted_at")
-    return f"""                returning {alias}.team_id, {alias}.id, {project} as project_id,
-                    {alias}.deleted_at
+            select count(*)::integer into tasks from gone;"""
+#: The same delete returning its rows, those of a live project appending ``task.purged``.
+LOGGED = f"""                returning t.team_id, t.id, t.project_id, t.deleted_at
             ), logged as (
                 insert into event (team_id, id, kind, subject_id, project_id, payload)
-                select g.team_id, tb_uuid7(), '{table}.purged', g.id, g.project_id,
-                       jsonb_build_object('deleted_at', {deleted_at},
+                select g.team_id, tb_uuid7(), 'task.purged', g.id, g.project_id,
+                       jsonb_build_object('deleted_at', {summaries.api_text("g.deleted_at")},
                                           'retention_days', retention_days)
                 from gone g
-                returning 1
+                join project p on p.team_id = g.team_id and p.id = g.project_id
+                 and p.deleted_at is null
             )
-            select count(*)::integer into {table}s from logged;"""
+            select count(*)::integer into tasks from gone;"""
 
 
 def _purge_function(*, logged: bool) -> str:
+    """The function as ``2026-12-07_trash_retention`` wrote it, with this migration's
+    changes when ``logged``."""
     text = str(previous.PURGE_FUNCTION).replace("create function", "create or replace function", 1)
     if not logged:
         return text
-    for old, new in (
-        (CUTOFF, GRACE_CUTOFF),
-        (_counted("task"), _logged("task", "t.project_id")),
-        (_counted("project"), _logged("project", "p.id")),
-    ):
-        assert text.count(old) == 1, old
+    for old, new in ((CUTOFF, GRACE_CUTOFF), (COUNTED, LOGGED)):
+        if text.count(old) != 1:  # the earlier function changed: this must be rewritten
+            raise RuntimeError(f"tb_purge_deleted_work: expected one {old!r}")
         text = text.replace(old, new)
     return text
 

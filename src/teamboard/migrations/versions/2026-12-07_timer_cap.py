@@ -30,7 +30,8 @@ down_revision = "20261207_timers_follow_access"
 branch_labels = None
 depends_on = None
 
-#: The app's ``TIME_ENTRY_MAX_SECONDS`` for this transaction, or its default when unset.
+#: The app's ``TIME_ENTRY_MAX_SECONDS`` for this transaction (at most nine digits, as the
+#: setting's bound), or its default when unset.
 CAP = (
     "(case when current_setting('app.time_entry_max_seconds', true) ~ '^[0-9]{1,9}$'"
     " then current_setting('app.time_entry_max_seconds', true)::integer else 86400 end)"
@@ -45,7 +46,8 @@ CAPPED = (
 def _install(end: str) -> None:
     """``tb_stop_timers_out_of_sight_of`` as the previous migration wrote it, with ``end``
     as its ``set`` clause (its grants, none, are kept by ``create or replace``)."""
-    assert UNCAPPED in previous.STOP
+    if previous.STOP.count(UNCAPPED) != 1:  # the earlier function changed: rewrite this
+        raise RuntimeError(f"tb_stop_timers_out_of_sight_of: expected one {UNCAPPED!r}")
     text = previous.STOP.replace(UNCAPPED, end).replace(
         "create function", "create or replace function", 1
     )
