@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
+from teamboard import cli as cli_module
 from teamboard.attachments import cleanup
 from teamboard.attachments.storage import LocalStorage, storage_dependency
 from teamboard.config import Settings
@@ -852,6 +854,30 @@ async def test_the_sweep_command_refuses_where_the_attachment_directory_is_not(
     assert await cleanup.sweep_as_owner(db_urls.owner, settings) >= 1
     assert stored_files(settings, world.team) == []
     assert await cleanup.sweep_as_owner(db_urls.owner, elsewhere) == 0
+
+
+async def test_the_sweep_command_exits_1_where_keys_wait_for_another_machine(
+    owner: Owner, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What cron sees: exit status 1 and the reason, the queue left as it was."""
+    key = [uuid.uuid4(), uuid.uuid4()]
+    owner.execute(
+        "insert into attachment_purge (team_id, id, project_id, storage_key)"
+        " values (%s, %s, %s, %s)",
+        (key[0], key[1], uuid.uuid4(), f"{key[0]}/{key[1]}"),
+    )
+    elsewhere = settings.model_copy(update={"attachment_dir": tmp_path / "not-here"})
+    monkeypatch.setattr(cli_module, "get_settings", lambda: elsewhere)
+    try:
+        result = await asyncio.to_thread(
+            CliRunner().invoke, cli_module.app, ["attachments", "sweep"]
+        )
+        queued = "select count(*) as n from attachment_purge where team_id = %s and id = %s"
+        assert owner.execute(queued, key).fetchone() == {"n": 1}
+    finally:
+        owner.execute("delete from attachment_purge where team_id = %s and id = %s", key)
+    assert result.exit_code == 1, result.output
+    assert "does not exist here" in result.output
 
 
 class Rollback(Exception):

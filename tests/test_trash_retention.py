@@ -12,10 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
+from teamboard.analytics.rollups import rebuild
 from teamboard.config import Settings
 from teamboard.db import Database, InsufficientPrivilege
+from teamboard.ops.database import DatabaseUrls
 from teamboard.worker import upkeep as upkeep_module
 from teamboard.worker.upkeep import upkeep
+from tests.analytics import fold_past
 from tests.collab import post_comment
 from tests.conftest import Actor
 from tests.test_attachments import PNG, stored_files, upload
@@ -86,6 +89,23 @@ class TrashBoard:
             (self.team,),
         ).fetchall()
         return {row["subject_id"]: row for row in rows}
+
+    def fold(self) -> None:
+        """Fold the analytics past the team's last event."""
+        last = self.owner.execute(
+            "select max(tx_id::text::bigint) as x from event where team_id = %s", (self.team,)
+        ).fetchone()
+        assert last is not None
+        fold_past(self.owner, last["x"])
+
+    def flow(self) -> dict[tuple[uuid.UUID, str], int]:
+        """The team's cumulative flow: tasks per project and status category."""
+        rows = self.owner.execute(
+            "select project_id, category, tasks from analytics_flow_total"
+            " where team_id = %s and tasks <> 0",
+            (self.team,),
+        ).fetchall()
+        return {(row["project_id"], row["category"]): row["tasks"] for row in rows}
 
     async def restore(self, task: uuid.UUID) -> httpx.Response:
         return await self.client.post(
@@ -299,3 +319,31 @@ async def test_the_purge_bounds_what_the_worker_may_ask(
     with pytest.raises(Exception, match="retention_days >= 1"):
         async with worker_db.transaction() as tx:
             await tx.fetch_all("select * from tb_purge_deleted_work(%s, %s)", (days, batch))
+
+
+async def test_a_rebuild_still_counts_the_deletion_of_a_purged_task(
+    board: TrashBoard, worker_db: Database, settings: Settings, db_urls: DatabaseUrls
+) -> None:
+    """The cumulative flow counts a deletion in the category of the task's status, read
+    from its row: once the row was purged, a rebuild counted the task's creation and not its
+    deletion. Its ``task.purged`` event records the category."""
+    project = await board.project("FLW")
+    purged, kept = await board.task(project), await board.task(project)
+    await board.delete(f"/tasks/{purged}")
+    board.fold()
+    folded = board.flow()
+    assert sum(folded.values()) == 1  # the kept task only
+    board.age_trash(31, [purged])
+    await upkeep(worker_db, settings)
+    assert board.count("task", "id", [purged, kept]) == 1
+    (event,) = board.purge_events().values()
+    assert event["payload"]["status_category"] in {category for _, category in folded}
+
+    owner_db = Database(db_urls.owner, settings)
+    await owner_db.open()
+    try:
+        await rebuild(owner_db, team_id=board.team)
+    finally:
+        await owner_db.close()
+
+    assert board.flow() == folded
