@@ -155,6 +155,25 @@ async def test_a_query_reading_every_partition_fails(explainer: Explainer) -> No
     assert len(report.partitions) > len(report.allowed)
 
 
+async def _one_subject(ctx: TeamContext, sample: Sample, cursors: CursorCodec) -> object:
+    return await ctx.tx.fetch_value(
+        "select count(*) from event where team_id = %s and subject_id = %s",
+        (sample.team_id, sample.task_id),
+    )
+
+
+async def test_a_probe_by_subject_may_reach_every_partition(explainer: Explainer) -> None:
+    """An index scan by subject costs a few index pages per partition, whatever it holds
+    (the cumulative flow's look-up of a purged task's event); a scan by kind does not."""
+    probe, scan = await explainer.run(
+        HotQuery("one subject", _one_subject, window=timedelta(days=7)),
+        HotQuery("every partition", _every_partition, window=timedelta(days=7)),
+    )
+    assert probe.ok, probe.findings
+    assert probe.partitions == set()
+    assert not scan.ok
+
+
 async def _raw_events(ctx: TeamContext, sample: Sample, cursors: CursorCodec) -> object:
     return await service.events(ctx, DashboardQuery(Span(days=30)), raw=True)
 

@@ -325,19 +325,24 @@ async def test_a_rebuild_still_counts_the_deletion_of_a_purged_task(
     board: TrashBoard, worker_db: Database, settings: Settings, db_urls: DatabaseUrls
 ) -> None:
     """The cumulative flow counts a deletion in the category of the task's status, read
-    from its row: once the row was purged, a rebuild counted the task's creation and not its
-    deletion. Its ``task.purged`` event records the category."""
+    from its row (and its subtasks', listed in the event): once the rows were purged, a
+    rebuild counted the tasks' creation and not their deletion. Their ``task.purged`` events
+    record the category."""
     project = await board.project("FLW")
-    purged, kept = await board.task(project), await board.task(project)
-    await board.delete(f"/tasks/{purged}")
+    parent = await board.task(project)
+    child = await board.task(project, parent)
+    kept = await board.task(project)
+    await board.delete(f"/tasks/{parent}")  # the subtask with it, listed in the event
     board.fold()
     folded = board.flow()
     assert sum(folded.values()) == 1  # the kept task only
-    board.age_trash(31, [purged])
+    board.age_trash(31, [parent, child])
     await upkeep(worker_db, settings)
-    assert board.count("task", "id", [purged, kept]) == 1
-    (event,) = board.purge_events().values()
-    assert event["payload"]["status_category"] in {category for _, category in folded}
+    assert board.count("task", "id", [parent, child, kept]) == 1
+    events = board.purge_events()
+    assert set(events) == {parent, child}
+    for event in events.values():
+        assert event["payload"]["status_category"] in {category for _, category in folded}
 
     owner_db = Database(db_urls.owner, settings)
     await owner_db.open()

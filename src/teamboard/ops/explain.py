@@ -11,8 +11,10 @@ fails the audit when a plan:
 * ``partitions``: reads an event partition outside the window the query declares (its
   span ending now, one day of slack on each side for time zones), other than by a *tail
   probe* (a scan bounded by ``tx_id >=`` the rollup watermark: the few events not folded
-  yet, wherever they are dated); a query without a window may read none, an ``unbounded``
-  one any.
+  yet, wherever they are dated) or a *subject probe* (a scan by ``subject_id =``: a few
+  index pages per partition, whatever the partition holds, or a small partition read
+  whole, which ``seq_scan`` bounds; such as the cumulative flow's look-up of a purged
+  task's event); a query without a window may read none, an ``unbounded`` one any.
   Empty partitions (no pages at the last ANALYZE: those created ahead) cost nothing to read
   and are not counted;
 * ``error``: fails to run.
@@ -53,6 +55,7 @@ PROVIDERS = (
 DEFAULT_MAX_SEQ_ROWS = 10_000
 #: A scan condition bounding the transaction id from below: a rollup-tail probe.
 TAIL_CONDITION = re.compile(r"\btx_id >= ")
+SUBJECT_CONDITION = re.compile(r"\bsubject_id = ")
 CONDITIONS = ("Index Cond", "Recheck Cond", "Filter")
 SLACK = timedelta(days=1)
 
@@ -263,6 +266,12 @@ def _tail_probe(node: dict[str, Any]) -> bool:
     return any(TAIL_CONDITION.search(n.get(key, "")) for n in _nodes(node) for key in CONDITIONS)
 
 
+def _subject_probe(node: dict[str, Any]) -> bool:
+    """Whether a scan only returns the events of one subject: by the index on it, or, on a
+    partition small enough for a sequential scan (which ``seq_scan`` bounds), by filter."""
+    return any(SUBJECT_CONDITION.search(node.get(key, "")) for key in CONDITIONS)
+
+
 def check_plans(
     plans: Sequence[dict[str, Any]], catalog_: Catalog, allowed: set[str], max_seq_rows: int
 ) -> tuple[set[str], list[str]]:
@@ -279,7 +288,8 @@ def check_plans(
             finding = f"seq_scan: {relation} ({rows:.0f} rows)"
             if node["Node Type"] == "Seq Scan" and rows > max_seq_rows and finding not in findings:
                 findings.append(finding)
-            if relation in events and relation not in catalog_.empty and not _tail_probe(node):
+            probe = _tail_probe(node) or _subject_probe(node)
+            if relation in events and relation not in catalog_.empty and not probe:
                 read.add(relation)
     outside = sorted(read - allowed)
     if outside:

@@ -2,17 +2,24 @@
 
 ``analytics_flow_fact`` (migration ``2026-11-22_analytics``) counts a ``task.deleted`` or
 ``task.restored`` event in the category of the task's current status, read from its row.
-Once the trash purge deleted the row, a rebuild found nothing there: the task's creation
+Once the trash purge deleted the row, a fold from scratch (``teamboard analytics rebuild``,
+or the refold after a team changes its time zone) found nothing there: the task's creation
 still counted +1 and its deletion no longer counted -1, so every purged task of a live
-project inflated its category's total after ``teamboard analytics rebuild`` (the
-incremental fold, which read the row before the purge, was right). Where the row is gone,
-the view now takes the category from the task's ``task.purged`` event, which records it
-(``2026-12-07_purge_events_grace``). Tasks of a purged project need nothing: their statuses
-went with it, so neither their creation nor their deletion counts. The event is looked up
-only for a missing row, by the index on ``(team_id, subject_id, occurred_at)``, from the
-deletion on: its time (partitions before it are pruned) and its transaction id (the purge
-came later; where the deletion is in the dashboards' tail, not folded yet, the lookup reads
-only the tail too, which is what ``teamboard db explain`` checks).
+project inflated its category's total (the incremental fold, which read the row before the
+purge, was right).
+
+* The purge's ``task.purged`` event (``2026-12-07_purge_events_grace``) now records
+  ``status_category``, the category of the task's status when it went.
+* Where the row is gone, the view takes the category from that event: the same category
+  the view gave while the row existed. Tasks purged along with their project append no
+  event; their project's statuses go with it, so once the project is purged neither their
+  creation nor their deletion counts (in between, a rebuild counts the creation only: a
+  known gap, on the team's daily flow only, while a deleted project's tasks are purged).
+
+The event is looked up only for a missing row, by the index on ``(team_id, subject_id,
+occurred_at)`` from the deletion's time on: one index probe per partition since then
+(``teamboard db explain`` counts a probe by subject as such, not as a read of the
+partition's events).
 
 Revision ID: 20261207_flow_after_purge
 Revises: 20261207_purge_events_grace
@@ -26,6 +33,7 @@ from alembic import op
 from teamboard.migrations.support import sibling
 
 analytics = sibling("2026-11-22_analytics.py")
+purge = sibling("2026-12-07_purge_events_grace.py")
 
 revision = "20261207_flow_after_purge"
 down_revision = "20261207_purge_events_grace"
@@ -46,12 +54,48 @@ _ROW_OR_EVENT_JOINS = """    left join task t on t.team_id = e.team_id and t.id 
         select p.payload ->> 'status_category' as category
         from event p
         where t.id is null and p.team_id = e.team_id and p.subject_id = ids.task_id
-          and p.occurred_at >= e.occurred_at and p.tx_id >= e.tx_id
-          and p.kind = 'task.purged'
+          and p.occurred_at >= e.occurred_at and p.kind = 'task.purged'
         limit 1
     ) as purged on true
     where coalesce(s.category, purged.category) is not null
     offset 0"""
+
+
+_EVENT_ROWS = "returning t.team_id, t.id, t.project_id, t.deleted_at"
+_EVENT_ROWS_WITH_STATUS = "returning t.team_id, t.id, t.project_id, t.status_id, t.deleted_at"
+_PAYLOAD_END = "'retention_days', retention_days)"
+_PAYLOAD_END_WITH_CATEGORY = (
+    "'retention_days', retention_days,\n" + " " * 42 + "'status_category', s.category)"
+)
+_LIVE_PROJECT = "and p.deleted_at is null\n"
+_LIVE_PROJECT_AND_STATUS = (
+    _LIVE_PROJECT
+    + " " * 16
+    + "left join status s on s.team_id = g.team_id and s.id = g.status_id\n"
+)
+
+
+def _replaced(text: str, changes: tuple[tuple[str, str], ...], what: str) -> str:
+    """``text`` with each change applied where it occurs exactly once."""
+    for old, new in changes:
+        if text.count(old) != 1:  # the earlier text changed: this must be rewritten
+            raise RuntimeError(f"{what}: expected one {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+def _purge_function(*, with_category: bool) -> str:
+    """The purge of ``2026-12-07_purge_events_grace``, its event recording the task's
+    status category when ``with_category``."""
+    text = str(purge._purge_function(logged=True))
+    if not with_category:
+        return text
+    changes = (
+        (_EVENT_ROWS, _EVENT_ROWS_WITH_STATUS),
+        (_PAYLOAD_END, _PAYLOAD_END_WITH_CATEGORY),
+        (_LIVE_PROJECT, _LIVE_PROJECT_AND_STATUS),
+    )
+    return _replaced(text, changes, "tb_purge_deleted_work")
 
 
 def _flow_view(*, after_purge: bool) -> str:
@@ -63,16 +107,15 @@ def _flow_view(*, after_purge: bool) -> str:
     text = text.replace("create view", "create or replace view", 1)
     if not after_purge:
         return text
-    for old, new in ((_ROW_CATEGORY, _ROW_OR_EVENT_CATEGORY), (_ROW_JOINS, _ROW_OR_EVENT_JOINS)):
-        if text.count(old) != 1:  # the view changed since: this must be rewritten
-            raise RuntimeError(f"analytics_flow_fact: expected one {old!r}")
-        text = text.replace(old, new)
-    return text
+    changes = ((_ROW_CATEGORY, _ROW_OR_EVENT_CATEGORY), (_ROW_JOINS, _ROW_OR_EVENT_JOINS))
+    return _replaced(text, changes, "analytics_flow_fact")
 
 
 def upgrade() -> None:
+    op.execute(_purge_function(with_category=True))
     op.execute(_flow_view(after_purge=True))
 
 
 def downgrade() -> None:
     op.execute(_flow_view(after_purge=False))
+    op.execute(_purge_function(with_category=False))

@@ -4,11 +4,9 @@ restore.
 ``tb_purge_deleted_work`` (migration ``2026-12-07_trash_retention``) changes in two ways:
 
 * **Events.** A task purged from the trash of a live project appends ``task.purged`` (no
-  actor: upkeep did it; the payload holds when it was deleted, the retention applied and
-  the category of its status), in the purge's transaction: the project's viewers, through
-  the realtime feed and webhooks, learn that the task is gone for good, and a rebuild of
-  the analytics still knows where the task left the flow
-  (``2026-12-07_flow_after_purge``). A deleted project and its tasks go without events:
+  actor: upkeep did it; the payload holds when it was deleted and the retention applied), in
+  the purge's transaction: the project's viewers, through the realtime feed and webhooks,
+  learn that the task is gone for good. A deleted project and its tasks go without events:
   ``project.deleted`` took them out of every view, and once the project's row is gone no
   member's visible set holds it, so Row Level Security would show an event about them to
   nobody (webhook deliveries would be queued only to be skipped).
@@ -46,17 +44,15 @@ COUNTED = """                returning 1
             )
             select count(*)::integer into tasks from gone;"""
 #: The same delete returning its rows, those of a live project appending ``task.purged``.
-LOGGED = f"""                returning t.team_id, t.id, t.project_id, t.status_id, t.deleted_at
+LOGGED = f"""                returning t.team_id, t.id, t.project_id, t.deleted_at
             ), logged as (
                 insert into event (team_id, id, kind, subject_id, project_id, payload)
                 select g.team_id, tb_uuid7(), 'task.purged', g.id, g.project_id,
                        jsonb_build_object('deleted_at', {summaries.api_text("g.deleted_at")},
-                                          'retention_days', retention_days,
-                                          'status_category', s.category)
+                                          'retention_days', retention_days)
                 from gone g
                 join project p on p.team_id = g.team_id and p.id = g.project_id
                  and p.deleted_at is null
-                left join status s on s.team_id = g.team_id and s.id = g.status_id
             )
             select count(*)::integer into tasks from gone;"""
 
