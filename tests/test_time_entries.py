@@ -212,14 +212,21 @@ async def test_concurrent_starts_create_exactly_one_timer(
     assert len(events(owner, world.team, "time_entry.started")) == 1
 
 
+def forgotten_timer(owner: Owner, world: World, user: uuid.UUID, hours: int) -> uuid.UUID:
+    """A timer of ``user`` on ``world.task`` started ``hours`` ago; its id."""
+    entry = uuid.uuid4()
+    owner.execute(
+        "insert into time_entry (team_id, id, project_id, task_id, user_id, started_at)"
+        " values (%s, %s, %s, %s, %s, now() - %s * interval '1 hour')",
+        (world.team, entry, world.project, world.task, user, hours),
+    )
+    return entry
+
+
 async def test_a_forgotten_timer_stops_at_the_maximum_duration(
     client: httpx.AsyncClient, owner: Owner, world: World
 ) -> None:
-    owner.execute(
-        "insert into time_entry (team_id, id, project_id, task_id, user_id, started_at)"
-        " values (%s, %s, %s, %s, %s, now() - interval '30 hours')",
-        (world.team, uuid.uuid4(), world.project, world.task, world.member.id),
-    )
+    forgotten_timer(owner, world, world.member.id, hours=30)
     stopped = await client.post(
         world.url("/time-entries/running/stop"), headers=world.member.headers
     )
@@ -300,17 +307,6 @@ async def test_a_timer_stops_when_its_user_loses_sight_of_its_project(
     assert admin_timer["id"] not in {event["payload"]["time_entry_id"] for event in stops}
     problem(await start(client, world, world.guest, world.other_task), 404, "not_found")
     assert (await start(client, world, world.member, world.task)).status_code == 404
-
-
-def forgotten_timer(owner: Owner, world: World, user: uuid.UUID, hours: int) -> uuid.UUID:
-    """A timer of ``user`` on ``world.task`` started ``hours`` ago; its id."""
-    entry = uuid.uuid4()
-    owner.execute(
-        "insert into time_entry (team_id, id, project_id, task_id, user_id, started_at)"
-        " values (%s, %s, %s, %s, %s, now() - %s * interval '1 hour')",
-        (world.team, entry, world.project, world.task, user, hours),
-    )
-    return entry
 
 
 def duration_of(owner: Owner, entry: uuid.UUID) -> int:

@@ -1,9 +1,11 @@
-"""What migrations need from their runner: the names of the app role and the worker role."""
+"""What migrations need from their runner (the names of the app role and the worker role),
+and from each other (another migration's module, its SQL rewritten)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
@@ -43,3 +45,19 @@ def sibling(filename: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def rewritten(text: str, changes: Iterable[tuple[str, str]], what: str) -> str:
+    """``text`` (SQL of an earlier migration) with each ``(old, new)`` applied in turn, each
+    ``old`` found exactly once: once the earlier text changes, the migration that derives
+    from it fails instead of installing it unchanged. ``what`` names it in the error."""
+    for old, new in changes:
+        if text.count(old) != 1:
+            raise RuntimeError(f"{what}: expected one {old!r}; rewrite this migration")
+        text = text.replace(old, new)
+    return text
+
+
+#: The change that lets a derived ``create function`` or ``create view`` replace the old.
+OR_REPLACE_FUNCTION = ("create function", "create or replace function")
+OR_REPLACE_VIEW = ("create view", "create or replace view")

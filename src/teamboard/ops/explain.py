@@ -53,9 +53,9 @@ PROVIDERS = (
     "teamboard.webhooks.hot_queries",
 )
 DEFAULT_MAX_SEQ_ROWS = 10_000
-#: A scan condition bounding the transaction id from below: a rollup-tail probe.
-TAIL_CONDITION = re.compile(r"\btx_id >= ")
-SUBJECT_CONDITION = re.compile(r"\bsubject_id = ")
+#: A scan condition that makes a read of a partition a probe: the transaction id bounded from
+#: below (the rollup tail) or one subject (see the module docstring).
+PROBE_CONDITION = re.compile(r"\btx_id >= |\bsubject_id = ")
 CONDITIONS = ("Index Cond", "Recheck Cond", "Filter")
 SLACK = timedelta(days=1)
 
@@ -261,15 +261,11 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-def _tail_probe(node: dict[str, Any]) -> bool:
-    """Whether a scan only returns events at or above a transaction id (the rollup tail)."""
-    return any(TAIL_CONDITION.search(n.get(key, "")) for n in _nodes(node) for key in CONDITIONS)
-
-
-def _subject_probe(node: dict[str, Any]) -> bool:
-    """Whether a scan only returns the events of one subject: by the index on it, or, on a
-    partition small enough for a sequential scan (which ``seq_scan`` bounds), by filter."""
-    return any(SUBJECT_CONDITION.search(node.get(key, "")) for key in CONDITIONS)
+def _probe(node: dict[str, Any]) -> bool:
+    """Whether a scan only returns events at or above a transaction id (the rollup tail), or
+    the events of one subject (by its index, or by filter on a partition small enough for a
+    sequential scan, which ``seq_scan`` bounds)."""
+    return any(PROBE_CONDITION.search(n.get(key, "")) for n in _nodes(node) for key in CONDITIONS)
 
 
 def check_plans(
@@ -288,8 +284,7 @@ def check_plans(
             finding = f"seq_scan: {relation} ({rows:.0f} rows)"
             if node["Node Type"] == "Seq Scan" and rows > max_seq_rows and finding not in findings:
                 findings.append(finding)
-            probe = _tail_probe(node) or _subject_probe(node)
-            if relation in events and relation not in catalog_.empty and not probe:
+            if relation in events and relation not in catalog_.empty and not _probe(node):
                 read.add(relation)
     outside = sorted(read - allowed)
     if outside:

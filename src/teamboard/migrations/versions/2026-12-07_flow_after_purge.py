@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from teamboard.migrations.support import sibling
+from teamboard.migrations.support import OR_REPLACE_VIEW, rewritten, sibling
 
 analytics = sibling("2026-11-22_analytics.py")
 purge = sibling("2026-12-07_purge_events_grace.py")
@@ -75,15 +75,6 @@ _LIVE_PROJECT_AND_STATUS = (
 )
 
 
-def _replaced(text: str, changes: tuple[tuple[str, str], ...], what: str) -> str:
-    """``text`` with each change applied where it occurs exactly once."""
-    for old, new in changes:
-        if text.count(old) != 1:  # the earlier text changed: this must be rewritten
-            raise RuntimeError(f"{what}: expected one {old!r}")
-        text = text.replace(old, new)
-    return text
-
-
 def _purge_function(*, with_category: bool) -> str:
     """The purge of ``2026-12-07_purge_events_grace``, its event recording the task's
     status category when ``with_category``."""
@@ -95,7 +86,7 @@ def _purge_function(*, with_category: bool) -> str:
         (_PAYLOAD_END, _PAYLOAD_END_WITH_CATEGORY),
         (_LIVE_PROJECT, _LIVE_PROJECT_AND_STATUS),
     )
-    return _replaced(text, changes, "tb_purge_deleted_work")
+    return rewritten(text, changes, "tb_purge_deleted_work")
 
 
 def _flow_view(*, after_purge: bool) -> str:
@@ -104,11 +95,10 @@ def _flow_view(*, after_purge: bool) -> str:
     views = str(analytics.VIEWS)
     start = views.index("create view analytics_flow_fact")
     text = views[start : views.index(";", views.index("where e.kind in ('task.deleted'", start))]
-    text = text.replace("create view", "create or replace view", 1)
-    if not after_purge:
-        return text
-    changes = ((_ROW_CATEGORY, _ROW_OR_EVENT_CATEGORY), (_ROW_JOINS, _ROW_OR_EVENT_JOINS))
-    return _replaced(text, changes, "analytics_flow_fact")
+    changes = [OR_REPLACE_VIEW]
+    if after_purge:
+        changes += [(_ROW_CATEGORY, _ROW_OR_EVENT_CATEGORY), (_ROW_JOINS, _ROW_OR_EVENT_JOINS)]
+    return rewritten(text, changes, "analytics_flow_fact")
 
 
 def upgrade() -> None:

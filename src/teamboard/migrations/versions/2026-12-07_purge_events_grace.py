@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from teamboard.migrations.support import sibling
+from teamboard.migrations.support import OR_REPLACE_FUNCTION, rewritten, sibling
 
 previous = sibling("2026-12-07_trash_retention.py")
 summaries = sibling("2026-12-07_task_summaries.py")
@@ -60,14 +60,10 @@ LOGGED = f"""                returning t.team_id, t.id, t.project_id, t.deleted_
 def _purge_function(*, logged: bool) -> str:
     """The function as ``2026-12-07_trash_retention`` wrote it, with this migration's
     changes when ``logged``."""
-    text = str(previous.PURGE_FUNCTION).replace("create function", "create or replace function", 1)
-    if not logged:
-        return text
-    for old, new in ((CUTOFF, GRACE_CUTOFF), (COUNTED, LOGGED)):
-        if text.count(old) != 1:  # the earlier function changed: this must be rewritten
-            raise RuntimeError(f"tb_purge_deleted_work: expected one {old!r}")
-        text = text.replace(old, new)
-    return text
+    changes = [OR_REPLACE_FUNCTION]
+    if logged:
+        changes += [(CUTOFF, GRACE_CUTOFF), (COUNTED, LOGGED)]
+    return rewritten(previous.PURGE_FUNCTION, changes, "tb_purge_deleted_work")
 
 
 def upgrade() -> None:

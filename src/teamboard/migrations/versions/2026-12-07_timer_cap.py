@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from teamboard.migrations.support import sibling
+from teamboard.migrations.support import OR_REPLACE_FUNCTION, rewritten, sibling
 
 previous = sibling("2026-12-07_timers_follow_access.py")
 
@@ -46,12 +46,9 @@ CAPPED = (
 def _install(end: str) -> None:
     """``tb_stop_timers_out_of_sight_of`` as the previous migration wrote it, with ``end``
     as its ``set`` clause (its grants, none, are kept by ``create or replace``)."""
-    if previous.STOP.count(UNCAPPED) != 1:  # the earlier function changed: rewrite this
-        raise RuntimeError(f"tb_stop_timers_out_of_sight_of: expected one {UNCAPPED!r}")
-    text = previous.STOP.replace(UNCAPPED, end).replace(
-        "create function", "create or replace function", 1
-    )
-    op.execute(text.replace("{ended_at}", previous.summaries.api_text("s.ended_at")))
+    ended_at = ("{ended_at}", previous.summaries.api_text("s.ended_at"))
+    changes = ((UNCAPPED, end), OR_REPLACE_FUNCTION, ended_at)
+    op.execute(rewritten(previous.STOP, changes, "tb_stop_timers_out_of_sight_of"))
 
 
 def upgrade() -> None:
