@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,10 +13,11 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from teamboard.app import create_app
+from teamboard.app import create_server_app
 from teamboard.config import Settings
 from teamboard.db import Database
 from teamboard.kit.admission import AdmissionMiddleware, Places
+from teamboard.kit.throttled import Refusal
 from teamboard.logging import RequestMiddleware, access_log
 from tests.work import Board, board
 
@@ -103,12 +105,14 @@ async def test_the_app_gates_requests_before_they_reach_the_database(
 ) -> None:
     owner = make_user("admission")
     team = await make_team(owner)
+    # MAX_CONCURRENT_REQUESTS unset: as many places as the pool has connections, so the
+    # second request waits at the gate, not inside the app for the held connection.
     tight = settings.model_copy(
-        update={"max_concurrent_requests": 1, "admission_wait_seconds": 0.2, "pool_max_size": 1}
+        update={"max_concurrent_requests": None, "admission_wait_seconds": 0.2, "pool_max_size": 1}
     )
-    application = create_app(tight)
+    application = create_server_app(tight)
     async with LifespanManager(application):
-        database: Database = application.state.services.db
+        database: Database = application.app.state.services.db
         held = await database.acquire()  # the first request waits for it, inside the app
         transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -124,6 +128,40 @@ async def test_the_app_gates_requests_before_they_reach_the_database(
             assert (await inside).status_code == 200
             again = await client.get(f"/api/v1/teams/{team}", headers=owner.headers)
             assert again.status_code == 200
+
+
+async def test_a_throttled_credential_is_refused_without_waiting_at_a_full_gate(
+    settings: Settings, make_user: Any, make_team: Any
+) -> None:
+    """The gate stands in front of the application: a credential that the app refuses 429
+    from memory (``teamboard.kit.throttled``) goes in at once rather than wait in line
+    behind the callers it would delay; the others still wait, and are logged."""
+    owner, flooding = make_user("admission-first"), make_user("admission-throttled")
+    team = await make_team(owner, members=[(flooding, "member")])
+    tight = settings.model_copy(
+        update={"max_concurrent_requests": 1, "admission_wait_seconds": 5.0, "pool_max_size": 1}
+    )
+    application = create_server_app(tight)
+    async with LifespanManager(application):
+        services = application.app.state.services
+        held = await services.db.acquire()  # the one request let in waits for it, inside
+        refusal = Refusal(until=time.monotonic() + 60, budget="team", limit=1, window=60)
+        services.throttled.record(flooding.headers["Authorization"], str(team), refusal)
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            inside = asyncio.create_task(client.get(f"/api/v1/teams/{team}", headers=owner.headers))
+            await asyncio.sleep(0.05)
+            waiting = asyncio.create_task(
+                client.get(f"/api/v1/teams/{team}/projects", headers=owner.headers)
+            )
+            refused = await client.get(f"/api/v1/teams/{team}", headers=flooding.headers)
+            assert refused.status_code == 429  # not a 503 after a 5-second wait
+            assert refused.json()["code"] == "rate_limited"
+            assert refused.headers["x-sql-statements"] == "0"
+            assert not waiting.done()
+            services.db.release(held)
+            assert (await inside).status_code == 200
+            assert (await waiting).status_code == 200
 
 
 async def _call(
@@ -272,8 +310,11 @@ async def test_the_access_log_says_499_for_a_request_dropped_unanswered() -> Non
     handler = Recorded()
     records = handler.records
     inner = Held()
-    gate = AdmissionMiddleware(inner, limit=1, wait_seconds=5.0)
-    app = RequestMiddleware(gate, expose_sql_count=False)
+
+    def logged(answer: Any) -> Any:
+        return RequestMiddleware(answer, expose_sql_count=False)
+
+    app = AdmissionMiddleware(logged(inner), limit=1, wait_seconds=5.0, edge=logged)
     level = access_log.level
     access_log.addHandler(handler)
     access_log.setLevel(logging.INFO)

@@ -1,4 +1,6 @@
-"""The ASGI application factory: ``uvicorn --factory teamboard.app:create_app``."""
+"""The ASGI application factories: ``create_app`` builds the application (tests call it),
+``create_server_app`` puts the admission gate in front of it, as ``teamboard serve`` runs it
+(``uvicorn --factory teamboard.app:create_server_app``)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from teamboard import __version__
 from teamboard.activity.router import router as activity_router
@@ -40,7 +43,7 @@ from teamboard.kit.ratelimit import (
 )
 from teamboard.kit.redis_client import redis_client
 from teamboard.kit.responses import ORJSONResponse
-from teamboard.kit.throttled import ThrottledCallersMiddleware
+from teamboard.kit.throttled import ThrottledCallersMiddleware, refusal_for
 from teamboard.logging import RequestMiddleware, configure_logging
 from teamboard.notifications.router import followers_router
 from teamboard.notifications.router import router as notifications_router
@@ -173,11 +176,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.add_middleware(UnitOfWorkMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.request_max_bytes)
-    app.add_middleware(
-        AdmissionMiddleware,
-        limit=settings.max_concurrent_requests,
-        wait_seconds=settings.admission_wait_seconds,
-    )
     app.add_middleware(ThrottledCallersMiddleware)  # a throttled credential stops here
     app.add_middleware(RequestMiddleware, expose_sql_count=settings.expose_sql_count)
     return app
+
+
+def create_server_app(settings: Settings | None = None) -> AdmissionMiddleware:
+    """The application behind the admission gate (``teamboard.kit.admission``): what
+    ``teamboard serve`` runs. The gate's refusals are logged by the same request middleware,
+    and a credential being refused 429 goes in without waiting (it is refused at once)."""
+    settings = settings or get_settings()
+    app = create_app(settings)
+
+    def logged(answer: ASGIApp) -> ASGIApp:
+        return RequestMiddleware(answer, expose_sql_count=settings.expose_sql_count)
+
+    return AdmissionMiddleware(
+        app,
+        limit=settings.admission_limit,
+        wait_seconds=settings.admission_wait_seconds,
+        edge=logged,
+        goes_first=lambda scope: refusal_for(app.state, scope) is not None,
+    )

@@ -97,7 +97,7 @@ def serve(
         os.environ["DATABASE_APP_URL"] = urls.app
         get_settings.cache_clear()  # a single worker runs in this process: re-read them
         uvicorn.run(
-            "teamboard.app:create_app",
+            "teamboard.app:create_server_app",
             factory=True,
             host=host or settings.host,
             port=port or settings.port,

@@ -102,12 +102,13 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     graceful_shutdown_seconds: int = Field(default=20, ge=0)
     log_level: str = "INFO"
-    max_concurrent_requests: int = Field(
-        default=32,
+    max_concurrent_requests: int | None = Field(
+        default=None,
         ge=1,
         description="Requests of one process inside the app at once; the others wait at the"
         " edge, in order (teamboard.kit.admission). Health probes, realtime streams and"
-        " attachment transfers never wait.",
+        " attachment transfers never wait. Unset: POOL_MAX_SIZE, so that a request let in"
+        " finds a connection instead of waiting for one inside the app.",
     )
     admission_wait_seconds: float = Field(
         default=5.0,
@@ -299,6 +300,11 @@ class Settings(BaseSettings):
         if self.database_answer_timeout_seconds is not None:
             return self.database_answer_timeout_seconds
         return self.statement_timeout_ms / 1000 + 5 if self.statement_timeout_ms else None
+
+    @property
+    def admission_limit(self) -> int:
+        """MAX_CONCURRENT_REQUESTS, or its default (see the field)."""
+        return self.max_concurrent_requests or self.pool_max_size
 
     @property
     def worker_role(self) -> str:

@@ -22,6 +22,9 @@ _LIVE_BODY = b'{"status":"ok"}'
 #: Logged for a request that ended without a response and without an error: its client
 #: went away first (nginx's code; the admission gate drops such requests).
 CLIENT_CLOSED_REQUEST = 499
+#: The scope's state key where the admission gate leaves a waiting request's arrival time
+#: (``time.perf_counter()``), so that the logged duration counts the wait.
+ARRIVED = "arrived"
 _LIVE_HEADERS = [
     (b"content-type", b"application/json"),
     (b"content-length", str(len(_LIVE_BODY)).encode()),
@@ -72,8 +75,9 @@ class RequestMiddleware:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _REQUEST_ID.match(given) else new_id_hex()
         metrics = RequestMetrics()
-        scope.setdefault("state", {})["metrics"] = metrics
-        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        state["metrics"] = metrics
+        started = state.get(ARRIVED) or time.perf_counter()
         status = 0  # until the response starts
 
         async def send_with_headers(message: Message) -> None:

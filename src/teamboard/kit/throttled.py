@@ -96,6 +96,19 @@ class ThrottledCallers:
         return None
 
 
+def refusal_for(state: Any, scope: Scope) -> Refusal | None:
+    """The refusal that applies to this request's credential, if any; ``state`` is the
+    application's (its services are set by the lifespan: before that, none applies)."""
+    services = getattr(state, "services", None)
+    throttled: ThrottledCallers | None = getattr(services, "throttled", None)
+    if not throttled:
+        return None
+    authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+    if authorization is None:
+        return None
+    return throttled.find(authorization, team_of_path(scope["path"]))
+
+
 class ThrottledCallersMiddleware:
     """Answer 429 problem+json to a credential :class:`ThrottledCallers` holds, before the
     app sees the request (see the module docstring)."""
@@ -105,20 +118,11 @@ class ThrottledCallersMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            services = getattr(scope["app"].state, "services", None)  # set by the lifespan
-            throttled: ThrottledCallers | None = getattr(services, "throttled", None)
-            refusal = self._applies(throttled, scope) if throttled else None
+            refusal = refusal_for(scope["app"].state, scope)
             if refusal:
                 await self._refuse(refusal, scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-    @staticmethod
-    def _applies(throttled: ThrottledCallers, scope: Scope) -> Refusal | None:
-        authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-        if authorization is None:
-            return None
-        return throttled.find(authorization, team_of_path(scope["path"]))
 
     @staticmethod
     async def _refuse(refusal: Refusal, scope: Scope, receive: Receive, send: Send) -> None:
