@@ -171,12 +171,15 @@ async def _drive(name: str, count: int) -> None:
     if name == "r":
         from bench.ceilings import read_one as app
     else:
-        from teamboard.app import create_app
+        from teamboard.app import create_server_app
         from teamboard.config import get_settings
 
         # No merge into Redis during a run (the module docstring): an interval beyond the
         # run, which the setting's own bound (10 s, for a server) would refuse.
-        app = create_app(get_settings().model_copy(update={"rate_limit_sync_seconds": 3600.0}))
+        # What ``teamboard serve`` runs: the application behind its admission gate.
+        app = create_server_app(
+            get_settings().model_copy(update={"rate_limit_sync_seconds": 3600.0})
+        )
         headers.append((b"authorization", f"Bearer {variables['token']}".encode()))
     statuses: set[int] = set()
 

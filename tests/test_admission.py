@@ -330,6 +330,8 @@ async def test_the_access_log_says_499_for_a_request_dropped_unanswered() -> Non
         access_log.setLevel(level)
     logged = sorted((r.__dict__["path"], r.__dict__["status"]) for r in records)
     assert logged == [("/hold/0", 200), ("/left", 499)]
+    # The logged duration counts the wait at the gate (at least the 10 ms slept above).
+    assert next(r for r in records if r.__dict__["path"] == "/left").__dict__["duration_ms"] >= 10
 
 
 async def test_a_client_gone_while_its_body_is_read_is_a_499_not_an_error(

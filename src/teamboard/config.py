@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         description="Requests of one process inside the app at once; the others wait at the"
         " edge, in order (teamboard.kit.admission). Health probes, realtime streams and"
         " attachment transfers never wait. Unset: POOL_MAX_SIZE, so that a request let in"
-        " finds a connection instead of waiting for one inside the app.",
+        " rarely waits for a connection inside the app (those that never wait share the pool).",
     )
     admission_wait_seconds: float = Field(
         default=5.0,

@@ -21,6 +21,10 @@ Two things the layers inside used to give every waiting request are kept:
   without work: a credential that is being refused 429 (``teamboard.kit.throttled``) never
   queues behind the callers it would delay.
 
+What the stack inside no longer sees: FastAPI's OpenTelemetry instrumentation (when
+enabled) measures from the moment a request gets in, and the gate's own refusals are only
+in the access log.
+
 Not gated: the health probes (they must answer while the app is saturated) and the
 exchanges whose length the client sets: the realtime stream (hours), attachment downloads
 and uploads (a slow link). The database pool still bounds what those do at once.
