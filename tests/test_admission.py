@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -15,7 +17,7 @@ from asgi_lifespan import LifespanManager
 
 from teamboard.app import create_server_app
 from teamboard.config import Settings
-from teamboard.db import Database
+from teamboard.deps import Services
 from teamboard.kit.admission import AdmissionMiddleware, Places
 from teamboard.kit.throttled import Refusal
 from teamboard.logging import RequestMiddleware, access_log
@@ -100,6 +102,19 @@ async def test_a_request_that_waits_too_long_gets_503_having_done_nothing() -> N
         assert (await client.get("/api/v1/teams/x/tasks")).status_code == 200  # place freed
 
 
+@asynccontextmanager
+async def _served_with_one_connection(
+    settings: Settings, gate: dict[str, Any]
+) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
+    """What ``teamboard serve`` runs, with a pool of one connection and the gate's
+    settings ``gate``; yields its services and a client."""
+    application = create_server_app(settings.model_copy(update={"pool_max_size": 1, **gate}))
+    async with LifespanManager(application):
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield application.app.state.services, client
+
+
 async def test_the_app_gates_requests_before_they_reach_the_database(
     settings: Settings, make_user: Any, make_team: Any
 ) -> None:
@@ -107,27 +122,21 @@ async def test_the_app_gates_requests_before_they_reach_the_database(
     team = await make_team(owner)
     # MAX_CONCURRENT_REQUESTS unset: as many places as the pool has connections, so the
     # second request waits at the gate, not inside the app for the held connection.
-    tight = settings.model_copy(
-        update={"max_concurrent_requests": None, "admission_wait_seconds": 0.2, "pool_max_size": 1}
-    )
-    application = create_server_app(tight)
-    async with LifespanManager(application):
-        database: Database = application.app.state.services.db
-        held = await database.acquire()  # the first request waits for it, inside the app
-        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            inside = asyncio.create_task(client.get(f"/api/v1/teams/{team}", headers=owner.headers))
-            await asyncio.sleep(0.05)
-            refused = await client.get(f"/api/v1/teams/{team}", headers=owner.headers)
-            assert refused.status_code == 503
-            assert refused.json()["code"] == "overloaded"
-            assert refused.headers["x-sql-statements"] == "0"
-            assert "x-request-id" in refused.headers
-            assert (await client.get("/health/live")).status_code == 200
-            database.release(held)
-            assert (await inside).status_code == 200
-            again = await client.get(f"/api/v1/teams/{team}", headers=owner.headers)
-            assert again.status_code == 200
+    gate = {"max_concurrent_requests": None, "admission_wait_seconds": 0.2}
+    async with _served_with_one_connection(settings, gate) as (services, client):
+        held = await services.db.acquire()  # the first request waits for it, inside the app
+        inside = asyncio.create_task(client.get(f"/api/v1/teams/{team}", headers=owner.headers))
+        await asyncio.sleep(0.05)
+        refused = await client.get(f"/api/v1/teams/{team}", headers=owner.headers)
+        assert refused.status_code == 503
+        assert refused.json()["code"] == "overloaded"
+        assert refused.headers["x-sql-statements"] == "0"
+        assert "x-request-id" in refused.headers
+        assert (await client.get("/health/live")).status_code == 200
+        services.db.release(held)
+        assert (await inside).status_code == 200
+        again = await client.get(f"/api/v1/teams/{team}", headers=owner.headers)
+        assert again.status_code == 200
 
 
 async def test_a_throttled_credential_is_refused_without_waiting_at_a_full_gate(
@@ -138,30 +147,24 @@ async def test_a_throttled_credential_is_refused_without_waiting_at_a_full_gate(
     behind the callers it would delay; the others still wait, and are logged."""
     owner, flooding = make_user("admission-first"), make_user("admission-throttled")
     team = await make_team(owner, members=[(flooding, "member")])
-    tight = settings.model_copy(
-        update={"max_concurrent_requests": 1, "admission_wait_seconds": 5.0, "pool_max_size": 1}
-    )
-    application = create_server_app(tight)
-    async with LifespanManager(application):
-        services = application.app.state.services
+    gate = {"max_concurrent_requests": 1, "admission_wait_seconds": 5.0}
+    async with _served_with_one_connection(settings, gate) as (services, client):
         held = await services.db.acquire()  # the one request let in waits for it, inside
         refusal = Refusal(until=time.monotonic() + 60, budget="team", limit=1, window=60)
         services.throttled.record(flooding.headers["Authorization"], str(team), refusal)
-        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            inside = asyncio.create_task(client.get(f"/api/v1/teams/{team}", headers=owner.headers))
-            await asyncio.sleep(0.05)
-            waiting = asyncio.create_task(
-                client.get(f"/api/v1/teams/{team}/projects", headers=owner.headers)
-            )
-            refused = await client.get(f"/api/v1/teams/{team}", headers=flooding.headers)
-            assert refused.status_code == 429  # not a 503 after a 5-second wait
-            assert refused.json()["code"] == "rate_limited"
-            assert refused.headers["x-sql-statements"] == "0"
-            assert not waiting.done()
-            services.db.release(held)
-            assert (await inside).status_code == 200
-            assert (await waiting).status_code == 200
+        inside = asyncio.create_task(client.get(f"/api/v1/teams/{team}", headers=owner.headers))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(
+            client.get(f"/api/v1/teams/{team}/projects", headers=owner.headers)
+        )
+        refused = await client.get(f"/api/v1/teams/{team}", headers=flooding.headers)
+        assert refused.status_code == 429  # not a 503 after a 5-second wait
+        assert refused.json()["code"] == "rate_limited"
+        assert refused.headers["x-sql-statements"] == "0"
+        assert not waiting.done()
+        services.db.release(held)
+        assert (await inside).status_code == 200
+        assert (await waiting).status_code == 200
 
 
 async def _call(
