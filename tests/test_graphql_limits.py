@@ -20,7 +20,7 @@ from graphql.language import Lexer, Source, TokenKind
 from teamboard.app import create_app
 from teamboard.config import Settings
 from tests.conftest import Actor
-from tests.gql import data, error_codes, gql, resolved_fields, statements
+from tests.gql import data, error_codes, executor, gql, resolved_fields, statements
 
 pytestmark = pytest.mark.asyncio
 MakeUser = Callable[..., Actor]
@@ -384,3 +384,86 @@ async def test_a_query_reaching_two_teams_reports_every_budget_in_one_line(
     (state,) = response.headers.get_list("ratelimit")
     assert policy == f'"caller";q={CALLER};w=60, "team";q={TEAM};w=60, "team";q={TEAM};w=60'
     assert re.fullmatch(r'"caller";r=\d+;t=\d+, "team";r=\d+;t=\d+, "team";r=\d+;t=\d+', state)
+
+
+async def test_introspection_fragments_are_measured_once(
+    client: httpx.AsyncClient, alice: tuple[Actor, uuid.UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain of fragments that each spread the next twice: 2^n walks unless each fragment
+    is measured once (outside production, where introspection is allowed)."""
+    from teamboard.graphql import limits
+
+    walks = 0
+    measure = limits.Walk._introspection
+
+    def counted(self: limits.Walk, selection_set: Any) -> tuple[int, int]:
+        nonlocal walks
+        walks += 1
+        return measure(self, selection_set)
+
+    monkeypatch.setattr(limits.Walk, "_introspection", counted)
+    actor, _ = alice
+    links = 40
+    chain = " ".join(f"fragment F{i} on __Type {{ ...F{i + 1} ...F{i + 1} }}" for i in range(links))
+    query = f'{{ __type(name: "Task") {{ ...F0 }} }} {chain} fragment F{links} on __Type {{ name }}'
+    response = await gql(client, actor, query)
+    assert response.status_code == 200
+    assert data(response) == {"__type": {"name": "Task"}}
+    assert walks <= 2 * (links + 2)
+
+
+async def test_aliases_inside_introspection_count(
+    client: httpx.AsyncClient, alice: tuple[Actor, uuid.UUID]
+) -> None:
+    actor, _ = alice
+    aliased = " ".join(f"a{i}: queryType {{ name }}" for i in range(16))
+    response = await gql(client, actor, f"{{ __schema {{ {aliased} }} }}")
+    error = refused(response, "too_many_aliases")
+    assert error["message"] == "The query uses 16 aliases; at most 15 are allowed"
+
+
+@pytest.fixture
+async def team_limited(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """A team budget smaller than the caller's (the team's is the one that runs out): a
+    client and its application."""
+    small = settings.model_copy(
+        update={
+            "redis_url": None,
+            "rate_limit_per_caller": 10_000,
+            "rate_limit_per_team": TEAM_BUDGET,
+            "graphql_cost_per_rate_unit": PER_UNIT,
+        }
+    )
+    application = create_app(small)
+    async with LifespanManager(application):
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client, application
+
+
+TEAM_BUDGET = 12
+TEAM_QUERY = "query($t: UUID!) { team(id: $t) { name projects(first: 10) { nodes { key } } } }"
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "engine"])
+async def test_a_spent_team_budget_refuses_every_access_to_the_team(
+    team_limited: tuple[httpx.AsyncClient, Any], alice: tuple[Actor, uuid.UUID], compiled: bool
+) -> None:
+    client, application = team_limited
+    actor, team = alice
+    variables = {"t": str(team)}
+    with executor(application, compiled=compiled):
+        for _ in range(TEAM_BUDGET):  # 3 units a query: the budget runs out on the way
+            response = await gql(client, actor, TEAM_QUERY, variables)
+            if "errors" in response.json():
+                break
+        assert response.json()["data"] == {"team": None}
+        assert error_codes(response) == ["rate_limited"]
+        # Naming the team twice: the second access is refused like the first.
+        twice = (
+            "query($t: UUID!) { a: team(id: $t) { name }"
+            " b: team(id: $t) { projects(first: 10) { nodes { key } } } }"
+        )
+        again = await gql(client, actor, twice, variables)
+        assert again.json()["data"] == {"a": None, "b": None}
+        assert error_codes(again) == ["rate_limited", "rate_limited"]

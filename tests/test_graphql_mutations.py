@@ -3,10 +3,12 @@ checks and idempotency keys."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 
@@ -380,3 +382,84 @@ async def test_read_only_api_keys_cannot_mutate(board: Board, client: httpx.Asyn
     assert data(await gql(client, key, read, {"t": str(board.team)})) == {
         "team": {"name": "Team", "role": "OWNER"}
     }
+
+
+async def test_comment_and_label_edits_check_their_version(board: Board) -> None:
+    task = await board.create(title="Versions")
+    create = """mutation($team: UUID!, $task: UUID!) {
+      createComment(teamId: $team, taskId: $task, body: "First") { id version } }"""
+    created = data(
+        await gql(board.client, board.alice, create, {"team": str(board.team), "task": task["id"]})
+    )["createComment"]
+    assert created["version"] == 1
+    edit = """mutation($team: UUID!, $task: UUID!, $id: UUID!, $v: Int) {
+      editComment(teamId: $team, taskId: $task, id: $id, body: "Second", expectedVersion: $v) {
+        body version } }"""
+    ids = {"team": str(board.team), "task": task["id"], "id": created["id"]}
+    stale = await gql(board.client, board.alice, edit, {**ids, "v": 9})
+    assert stale.json()["errors"][0]["extensions"]["current_etag"] == '"1"'
+    assert error_codes(stale) == ["precondition_failed"]
+    assert data(await gql(board.client, board.alice, edit, {**ids, "v": 1})) == {
+        "editComment": {"body": "Second", "version": 2}
+    }
+    label = await board.label("versioned")
+    update = """mutation($team: UUID!, $project: UUID!, $id: UUID!, $v: Int) {
+      updateLabel(teamId: $team, projectId: $project, id: $id, input: {name: "renamed"},
+                  expectedVersion: $v) { name version } }"""
+    label_ids = {"team": str(board.team), "project": board.project, "id": label}
+    assert error_codes(await gql(board.client, board.alice, update, {**label_ids, "v": 5})) == [
+        "precondition_failed"
+    ]
+    assert data(await gql(board.client, board.alice, update, {**label_ids, "v": 1})) == {
+        "updateLabel": {"name": "renamed", "version": 2}
+    }
+
+
+async def test_a_header_key_keeps_nothing_when_every_mutation_failed(
+    board: Board, owner: Owner
+) -> None:
+    """As a failed REST request: the retry runs again instead of replaying the failure."""
+    body = {"query": CREATE_TASK, "variables": variables(board, input={"title": ""})}
+    headers = {**board.alice.headers, "Idempotency-Key": "all-failed"}
+    failed = await board.client.post("/graphql", json=body, headers=headers)
+    assert error_codes(failed) == ["validation_failed"]
+    kept = owner.execute("select count(*) from idempotency_record where key = 'all-failed'")
+    assert kept.fetchone() == {"count": 0}
+    again = await board.client.post("/graphql", json=body, headers=headers)
+    assert "idempotent-replayed" not in again.headers
+    assert error_codes(again) == ["validation_failed"]
+
+
+async def test_a_header_key_covers_a_body_sent_as_another_type(board: Board) -> None:
+    """``/graphql`` reads its body as JSON whatever the content type: two mutations of the
+    same length under one key are two requests (422), not a replay of the first."""
+    headers = {**board.alice.headers, "Idempotency-Key": "typed", "content-type": "text/plain"}
+    draft, final = (
+        orjson.dumps({"query": CREATE_TASK, "variables": variables(board, input={"title": t})})
+        for t in ("Draft", "Final")
+    )
+    assert len(draft) == len(final)
+    first = await board.client.post("/graphql", content=draft, headers=headers)
+    assert data(first)["createTask"]["title"] == "Draft"
+    reused = await board.client.post("/graphql", content=final, headers=headers)
+    assert reused.status_code == 422
+    assert error_codes(reused) == ["idempotency_key_reused"]
+
+
+async def test_a_mutation_spends_what_a_rest_write_spends(board: Board) -> None:
+    """Two aliased deletions spend 2 x 2 units, as two REST DELETEs would (a mutation used
+    to be priced as one field: both for one unit)."""
+    first, second = await board.create(title="One"), await board.create(title="Two")
+    read = await board.get(first["id"])
+    deletions = """mutation($team: UUID!, $a: UUID!, $b: UUID!) {
+      a: deleteTask(teamId: $team, id: $a) b: deleteTask(teamId: $team, id: $b) }"""
+    ids = {"team": str(board.team), "a": first["id"], "b": second["id"]}
+    deleted = await gql(board.client, board.alice, deletions, ids)
+    assert data(deleted) == {"a": first["id"], "b": second["id"]}
+    assert caller_left(read) - caller_left(deleted) == 4
+
+
+def caller_left(response: httpx.Response) -> int:
+    found = re.search(r'"caller";r=(\d+)', response.headers["ratelimit"])
+    assert found is not None
+    return int(found.group(1))

@@ -192,3 +192,71 @@ async def test_other_users_cannot_see_idempotency_records(
                 rows = conn.execute("select count(*) from idempotency_record").fetchone()
                 assert rows is not None
                 assert rows[0] == expected
+
+
+async def test_a_body_of_another_json_type_is_part_of_the_fingerprint(
+    client: httpx.AsyncClient, owner: Any, make_user: Any, make_team: Any
+) -> None:
+    """The framework parses ``application/*+json`` as JSON: two bodies of one length under
+    one key are two requests (422), not a replay of the first."""
+    actor = make_user("idem-type")
+    team = await make_team(actor)
+    url = f"{API}/teams/{team}/projects"
+    headers = {**_with_key(actor, "k-type"), "content-type": "application/vnd.api+json"}
+    created = await client.post(url, content=b'{"key":"TY1","name":"One"}', headers=headers)
+    assert created.status_code == 201, created.text
+    reused = await client.post(url, content=b'{"key":"TY2","name":"One"}', headers=headers)
+    assert reused.status_code == 422
+    assert reused.json()["code"] == "idempotency_key_reused"
+    assert _projects(owner, team, "TY2") == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "secret"),
+    [
+        ("api-keys", {"name": "ci", "scopes": ["read"]}, "token"),
+        ("invitations", {"email": "sealed@example.com"}, "token"),
+    ],
+)
+async def test_a_kept_answer_holding_a_secret_is_stored_encrypted(
+    client: httpx.AsyncClient,
+    owner: Any,
+    make_user: Any,
+    make_team: Any,
+    path: str,
+    body: dict[str, Any],
+    secret: str,
+) -> None:
+    actor = make_user("idem-secret")
+    team = await make_team(actor)
+    url = f"{API}/teams/{team}/{path}"
+    first = await client.post(url, json=body, headers=_with_key(actor, "k-secret"))
+    assert first.status_code == 201, first.text
+    shown = first.json()[secret]
+    stored = owner.execute(
+        "select body from idempotency_record where key = 'k-secret' and team_scope = %s", (team,)
+    ).fetchone()
+    assert shown.encode() not in bytes(stored["body"])
+    assert bytes(stored["body"])[:1] == b"\x01"  # kit.crypto's sealed format
+    again = await client.post(url, json=body, headers=_with_key(actor, "k-secret"))
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+
+
+async def test_every_route_answering_a_secret_keeps_it_encrypted(app: Any) -> None:
+    """A POST whose answer has a ``token`` or ``secret`` field is marked ``returns_secret``,
+    so that no new route of the kind can keep its secret in clear."""
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    from teamboard.idempotency import returns_secret
+
+    answering: list[str] = []
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if not isinstance(route, APIRoute) or "POST" not in route.methods:
+            continue
+        fields = getattr(route.response_model, "model_fields", {})
+        if fields.keys() & {"token", "secret"}:
+            answering.append(context.path_format or "")
+            assert getattr(route.endpoint, returns_secret.__name__, False), context.path_format
+    assert len(answering) >= 3, answering  # API keys, invitations, webhooks

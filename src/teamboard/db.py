@@ -68,6 +68,21 @@ INVALID_TEXT: tuple[type[Exception], ...] = (
     asyncpg.CharacterNotInRepertoireError,
     asyncpg.UntranslatableCharacterError,
 )
+#: Raised by the driver for an argument it cannot send, and by PostgreSQL for a data
+#: exception (SQLSTATE class 22); see :func:`is_out_of_range`.
+DataError = asyncpg.DataError
+_OUT_OF_RANGE = (asyncpg.DatetimeFieldOverflowError, asyncpg.NumericValueOutOfRangeError)
+
+
+def is_out_of_range(exc: BaseException) -> bool:
+    """A value that the driver or PostgreSQL cannot hold (an instant past the year 9999 once
+    in UTC, a number beyond its column's type), in a field no validator bounds yet: answered
+    422 ``value_out_of_range``, never 500. Validation refuses the known ones first
+    (``teamboard.kit.instants``); this is the net under them. Other data exceptions are
+    bugs (500)."""
+    return type(exc) is asyncpg.DataError or isinstance(exc, _OUT_OF_RANGE)
+
+
 #: A statement cancelled by the server: the app role's ``statement_timeout`` (set by
 #: ``teamboard migrate``) or an operator's ``pg_cancel_backend``. Answered 503.
 QueryCanceled = asyncpg.QueryCanceledError

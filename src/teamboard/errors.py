@@ -23,6 +23,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 logger = logging.getLogger("teamboard.errors")
 #: The detail of ``422 invalid_text`` (REST and GraphQL).
 INVALID_TEXT_DETAIL = "The request holds text that cannot be stored (NUL characters)"
+OUT_OF_RANGE_DETAIL = "The request holds a value out of the range that can be stored"
 #: The detail of ``503 statement_timeout`` (REST and GraphQL).
 STATEMENT_TIMEOUT_DETAIL = "The request took too long in the database and was cancelled; retry"
 
@@ -244,6 +245,14 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.warning("text the database cannot store", extra={"path": request.url.path})
         return problem_response(422, "invalid_text", INVALID_TEXT_DETAIL, instance=request.url.path)
 
+    async def on_data_error(request: Request, exc: Exception) -> Response:
+        if not db.is_out_of_range(exc):
+            return await on_unexpected(request, exc)
+        logger.warning("a value the database cannot hold", extra={"path": request.url.path})
+        return problem_response(
+            422, "value_out_of_range", OUT_OF_RANGE_DETAIL, instance=request.url.path
+        )
+
     async def on_client_gone(request: Request, exc: Exception) -> Response:
         # The client closed its connection while its body was being read (under overload,
         # clients give up): nothing ran, and no answer can reach it. Not an error of ours:
@@ -269,6 +278,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(db.QueryCanceled, on_statement_cancelled)
     for invalid in db.INVALID_TEXT:
         app.add_exception_handler(invalid, on_invalid_text)
+    app.add_exception_handler(db.DataError, on_data_error)  # text errors: their own, above
     for unavailable in db.DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, on_database_unavailable)
     app.add_exception_handler(ClientDisconnect, on_client_gone)

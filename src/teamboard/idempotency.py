@@ -13,14 +13,15 @@ that request, scoped to the caller (a user, or one of their API keys) and the ro
   advisory lock on the key, so concurrent identical requests create exactly one resource);
 * a request that fails (4xx/5xx) stores nothing: it changed nothing, and may be retried.
 
-The fingerprint covers the body of JSON and empty requests; for other bodies (never read
-ahead of their route) it covers their content type and length. Credential exchanges
-(``/auth/*``, routes without a user) ignore the header, because a replay would keep tokens
-in the database. Attachment uploads (``TeamGrant`` routes) stream their body between two
-short transactions of their own, so they apply the key in the second one, where the upload
-is recorded (:func:`upload_record`): the fingerprint is then the file's (its SHA-256, size
-and type, not the multipart boundary a retry changes), a retry of a finished upload streams
-its bytes again and gets the stored answer, and a retry arriving while the first is being
+The fingerprint covers the method, path, query and body, whatever the content type.
+Credential exchanges (``/auth/*``, routes without a user) ignore the header, because a
+replay would keep tokens in the database; the routes that create a secret (API keys,
+invitations, webhooks) keep their response encrypted (:func:`returns_secret`). Attachment
+uploads (``TeamGrant`` routes) stream their body between two short transactions of their
+own, so they apply the key in the second one, where the upload is recorded
+(:func:`upload_record`): the fingerprint is then the file's (its SHA-256, size and type,
+not the multipart boundary a retry changes), a retry of a finished upload streams its
+bytes again and gets the stored answer, and a retry arriving while the first is being
 recorded is the usual 409.
 
 GraphQL keys one mutation field with :func:`reserve` and :func:`store` (fingerprinted by the
@@ -32,16 +33,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from teamboard.config import Settings
 from teamboard.db import Tx
 from teamboard.errors import BadRequest, Conflict, Unprocessable
+from teamboard.kit.crypto import SecretBox, is_sealed
 from teamboard.kit.ids import new_id
 from teamboard.unit_of_work import unit_of_work
 
@@ -50,6 +54,9 @@ REPLAYED_HEADER = (b"idempotent-replayed", b"true")
 RETENTION = timedelta(hours=24)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as the draft's examples
 _LOCK_SEED = 0x1DE4
+_MARK = "returns_secret"
+_SEALING_PURPOSE = "idempotency-secret-response"
+E = TypeVar("E", bound=Callable[..., Any])
 
 
 class IdempotentReplay(Exception):
@@ -72,6 +79,7 @@ async def claim(request: Request, tx: Tx, *, caller: str, team_id: UUID | None) 
 
     Does nothing unless the request is a POST with an ``Idempotency-Key``. ``caller`` names
     who sends it (``user:<id>`` or ``key:<id>``); the transaction's user owns the record.
+    The body of a route marked :func:`returns_secret` is kept encrypted.
     """
     if request.method != "POST":
         return
@@ -81,12 +89,35 @@ async def claim(request: Request, tx: Tx, *, caller: str, team_id: UUID | None) 
     check_key(key)
     fingerprint = await _fingerprint(request)
     record = Record(caller, team_id, key, fingerprint)
-    await reserve_or_replay(tx, record)
+    box = _box(request) if getattr(request.scope.get("endpoint"), _MARK, False) else None
+    stored = await reserve(tx, record)
+    if stored is not None:
+        body = stored.body
+        if box is not None and is_sealed(body):
+            body = box.open_bytes(body, record.binding)
+        raise IdempotentReplay(stored.status, stored.headers, body)
 
     async def keep(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if box is not None:
+            body = box.seal_bytes(body, record.binding)
         await store(tx, record, Stored(status, _storable(headers), body))
 
     unit_of_work(request).before_commit = keep
+
+
+def returns_secret(endpoint: E) -> E:
+    """Mark a POST route whose response holds a secret shown once (a new API key, an
+    invitation's token, a webhook's signing secret): a kept response of it is stored
+    encrypted with a key derived from ``SECRET_KEY`` (``kit.crypto``), so the database
+    alone (a dump, a replica, a backup) never holds the secret in clear. Place it below
+    the route decorator, like ``costs``."""
+    setattr(endpoint, _MARK, True)
+    return endpoint
+
+
+def _box(request: Request) -> SecretBox:
+    settings: Settings = request.app.state.services.settings
+    return SecretBox(settings.derived_key(_SEALING_PURPOSE))
 
 
 @dataclass(frozen=True)
@@ -98,6 +129,11 @@ class Record:
     team_id: UUID | None
     key: str
     fingerprint: bytes
+
+    @property
+    def binding(self) -> str:
+        """What a sealed body is bound to: it decrypts for this record only."""
+        return f"{self.caller}|{self.team_id}|{self.key}"
 
 
 @dataclass(frozen=True)
@@ -213,16 +249,14 @@ async def store(tx: Tx, record: Record, response: Stored) -> None:
 
 
 async def _fingerprint(request: Request) -> bytes:
+    """The request's method, path, query and body, whatever its content type: routes parse
+    bodies that do not say they are JSON (``/graphql``, a batch of events), so two
+    different bodies of one length must not match. The body is read within the route's
+    limit (``kit.body_limit``) and kept for the route; uploads never come here."""
     digest = hashlib.sha256()
     for part in (request.method, request.url.path, _sorted_query(request)):
         digest.update(part.encode() + b"\0")
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("application/json") or not request.headers.get(
-        "content-length", "0"
-    ).strip("0"):
-        digest.update(await request.body())
-    else:
-        digest.update(f"{content_type}\0{request.headers.get('content-length', '')}".encode())
+    digest.update(await request.body())
     return digest.digest()
 
 

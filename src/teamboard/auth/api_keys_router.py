@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from teamboard.auth import api_keys_repository as repository
 from teamboard.auth.api_keys import generate_api_key
@@ -15,7 +15,9 @@ from teamboard.auth.schemas import Strict
 from teamboard.deps import ServicesDep, TeamCtx
 from teamboard.errors import NotFound
 from teamboard.events.repository import append
+from teamboard.idempotency import returns_secret
 from teamboard.kit.ids import new_id
+from teamboard.kit.instants import within_range
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.kit.text import NO_NUL
@@ -35,7 +37,7 @@ class ApiKeyIn(Strict):
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=3)] = Field(
         default_factory=_read_only
     )
-    expires_at: datetime | None = None
+    expires_at: Annotated[datetime, AfterValidator(within_range)] | None = None
 
 
 class ApiKeyOut(BaseModel):
@@ -57,6 +59,7 @@ class ApiKeyList(BaseModel):
 
 
 @router.post("", status_code=201, response_model=ApiKeyOut)
+@returns_secret
 async def create_api_key(body: ApiKeyIn, ctx: TeamCtx) -> Response:
     """Create a key; its token is shown once, in this answer, and stored only hashed."""
     await ctx.require("admin")

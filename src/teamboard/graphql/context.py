@@ -30,7 +30,7 @@ from strawberry import Info
 
 from teamboard.db import Tx
 from teamboard.deps import Services, TeamContext, spend
-from teamboard.errors import NotFound
+from teamboard.errors import NotFound, TeamboardError
 from teamboard.graphql.loaders import TeamLoaders
 
 _NO_CONTEXT = object()
@@ -51,6 +51,7 @@ class TeamScope:
         self.request = request
         self.ctx = ctx
         self.admitted = False
+        self._refusal: TeamboardError | None = None
         self.loaders: TeamLoaders = TeamLoaders(self)
 
     @property
@@ -59,10 +60,21 @@ class TeamScope:
 
     async def admit(self) -> None:
         """Check (and, on success, charge) the team's rate-limit budget, once the caller is
-        known to be a member (nobody spends a team's budget by naming it)."""
-        if not self.admitted:
-            self.admitted = True
+        known to be a member (nobody spends a team's budget by naming it).
+
+        A refusal is kept: every later access to the team in this request is refused the
+        same way (a second field naming the team, or the engine answering again after the
+        compiled path), and nothing of the team is read once its budget is spent."""
+        if self.admitted:
+            return
+        if self._refusal is not None:
+            raise self._refusal
+        try:
             await spend(self.request.http, None, self.team_id, self.request.charge)
+        except TeamboardError as refusal:
+            self._refusal = refusal
+            raise
+        self.admitted = True
 
     async def member(self) -> bool:
         """Whether the caller is a member (then the team is admitted); one statement, the
@@ -90,6 +102,7 @@ class RequestScope:
     key_team: UUID | None = None
     counters: Counters = field(default_factory=Counters)
     replayed: list[str] = field(default_factory=list)
+    changed: bool = False  # a mutation did its work (not a replay, not a failure)
     executor: str = ""
     closed: bool = False
     _teams: dict[UUID, TeamScope] = field(default_factory=dict)

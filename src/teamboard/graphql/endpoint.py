@@ -46,6 +46,7 @@ from teamboard.errors import Forbidden, NotFound, TeamboardError, database_unava
 from teamboard.graphql.context import RequestScope
 from teamboard.graphql.document import Prepared, RequestError, request_error
 from teamboard.graphql.engine import Engine
+from teamboard.unit_of_work import unit_of_work
 
 router = APIRouter(tags=["graphql"])
 JSON = "application/json"
@@ -218,6 +219,11 @@ async def graphql(request: Request) -> Response:
             results.append(result)
     finally:
         scope.close()
+    if write and not scope.changed:
+        # Every mutation failed (each rolled back to its savepoint) or was a replay: like a
+        # failed REST request, nothing is kept under the header's key, so a retry runs again
+        # instead of being answered the failure for a day.
+        unit_of_work(request).before_commit = None
     if _database_lost(results):
         # The unit of work cannot commit anyway: answer like REST, so that clients and load
         # balancers see the outage (and retry) rather than a 200 with null fields.

@@ -20,6 +20,7 @@ from strawberry.utils.str_converters import to_camel_case
 from teamboard import db
 from teamboard.errors import (
     INVALID_TEXT_DETAIL,
+    OUT_OF_RANGE_DETAIL,
     STATEMENT_TIMEOUT_DETAIL,
     TeamboardError,
     Unprocessable,
@@ -39,6 +40,8 @@ def problem(error: BaseException | None) -> tuple[str, dict[str, Any]] | None:
         return message, {"code": "already_exists", "status": 409}
     if isinstance(error, db.INVALID_TEXT):
         return INVALID_TEXT_DETAIL, {"code": "invalid_text", "status": 422}
+    if error is not None and db.is_out_of_range(error):
+        return OUT_OF_RANGE_DETAIL, {"code": "value_out_of_range", "status": 422}
     if isinstance(error, db.QueryCanceled):  # statement_timeout, as REST answers it
         return STATEMENT_TIMEOUT_DETAIL, {"code": "statement_timeout", "status": 503}
     if isinstance(error, db.DATABASE_UNAVAILABLE):

@@ -4,7 +4,7 @@ The operation is walked with its fragments expanded where they are spread (so a 
 cannot be dodged by moving fields into fragments, whatever the fragments are called:
 only the introspection *fields* ``__schema``/``__type`` are told apart, never a fragment
 by its name). Each fragment is measured once and reused, so spreading fragments into each
-other cannot blow the walk up.
+other cannot blow the walk up (introspection selections included).
 
 * **Depth**: fields nested in each other, leaves included. The plumbing of connections
   (``edges``, ``node``, ``nodes``, ``pageInfo``, ``cursor``: the fields of ``*Connection``
@@ -18,8 +18,9 @@ other cannot blow the walk up.
   short lists embedded in their parent) 5 plus 10 times what one item selects. A field
   heavier than that declares its own cost where it is defined (``resolved(..., cost=)``,
   read here from the field's metadata), which takes the place of the 1 or the 5: an
-  analytics dashboard costs what its REST route spends. Introspection fields cost 1 each
-  (static data; production refuses them anyway).
+  analytics dashboard costs what its REST route spends, and so does a mutation (a REST
+  write's units: ``types.MUTATION_COST``). Introspection fields cost 1 each (static data;
+  production refuses them anyway), and their aliases count like any other.
 
 A request spends its cost from the same rate-limit budgets as REST, at
 ``GRAPHQL_COST_PER_RATE_UNIT`` cost per unit (see ``teamboard.graphql.endpoint``).
@@ -127,6 +128,7 @@ class Walk:
         self._fragments = fragments
         self._variables = variables  # None: a static walk (depth and aliases only)
         self._memo: dict[tuple[str, int], Measure] = {}
+        self._introspection_memo: dict[str, tuple[int, int]] = {}
         self._walking: set[str] = set()
         self.introspection_depth = 0
 
@@ -170,9 +172,9 @@ class Walk:
         definition = parent.fields.get(name)
         if name in INTROSPECTION or name.startswith("__") or definition is None:
             if name in INTROSPECTION and node.selection_set is not None:
-                self.introspection_depth = max(
-                    self.introspection_depth, self._introspection_depth(node.selection_set)
-                )
+                depth, inner = self._introspection(node.selection_set)
+                self.introspection_depth = max(self.introspection_depth, depth)
+                alias += inner
             return Measure(1, alias, FIELD_COST)
         returned = get_named_type(definition.type)
         child = Measure()
@@ -212,22 +214,34 @@ class Walk:
             return base + child.cost  # its edges/nodes multiply the items
         return base + (LIST_FACTOR if listed else 1) * child.cost
 
-    def _introspection_depth(self, selection_set: SelectionSetNode) -> int:
-        deepest = 0
+    def _introspection(self, selection_set: SelectionSetNode) -> tuple[int, int]:
+        """Depth and aliases of what an introspection field selects (walked by shape: its
+        types are not the schema's)."""
+        deepest = aliases = 0
         for node in fields_of(selection_set, self._fragments):
             if isinstance(node, FragmentSpreadNode):
-                fragment = self._fragments.get(node.name.value)
-                if fragment is not None and node.name.value not in self._walking:
-                    self._walking.add(node.name.value)
-                    try:
-                        deepest = max(deepest, self._introspection_depth(fragment.selection_set))
-                    finally:
-                        self._walking.discard(node.name.value)
-            elif node.selection_set is not None:
-                deepest = max(deepest, 1 + self._introspection_depth(node.selection_set))
+                depth, inner = self._fragment_introspection(node.name.value)
             else:
-                deepest = max(deepest, 1)
-        return deepest
+                depth, inner = 1, 1 if node.alias is not None else 0
+                if node.selection_set is not None:
+                    below, more = self._introspection(node.selection_set)
+                    depth, inner = depth + below, inner + more
+            deepest, aliases = max(deepest, depth), aliases + inner
+        return deepest, aliases
+
+    def _fragment_introspection(self, name: str) -> tuple[int, int]:
+        """:meth:`_introspection` of a fragment, measured once (a chain of fragments that
+        each spread the next twice would otherwise cost 2^n walks)."""
+        fragment = self._fragments.get(name)
+        if fragment is None or name in self._walking:  # validation refuses both
+            return 0, 0
+        if name not in self._introspection_memo:
+            self._walking.add(name)
+            try:
+                self._introspection_memo[name] = self._introspection(fragment.selection_set)
+            finally:
+                self._walking.discard(name)
+        return self._introspection_memo[name]
 
 
 @dataclass(frozen=True)

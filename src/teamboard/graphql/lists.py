@@ -72,7 +72,9 @@ PROJECT_COLUMNS = (
 STATUS_COLUMNS = (
     "s.team_id, s.id, s.project_id, s.name, s.category, s.position, s.created_at, s.updated_at"
 )
-LABEL_COLUMNS = "l.team_id, l.id, l.project_id, l.name, l.color, l.created_at, l.updated_at"
+LABEL_COLUMNS = (
+    "l.team_id, l.id, l.project_id, l.name, l.color, l.created_at, l.updated_at, l.version"
+)
 #: A task without its description (fetched apart, on demand): a REST list item's fields,
 #: its key, and its card (migration ``2026-12-06_task_cards``): the assignees' ids and the
 #: labels (``[{id, name, color}]``), as :func:`convert_task` completes them.
@@ -111,7 +113,7 @@ _PERSON = "json_build_object('id', {id}, 'display_name', {name})"
 #: common case costs no look-up), as :func:`convert_comment` completes them.
 COMMENT_COLUMNS = (
     "c.team_id, c.id, c.task_id, c.project_id, c.body, c.created_at, c.updated_at,"
-    " c.edited_at, c.author_id, a.display_name as author_name,"
+    " c.edited_at, c.version, c.author_id, a.display_name as author_name,"
     " case when c.mentions <> '{}' then (select json_agg(json_build_object('id', m.id,"
     " 'display_name', u.display_name) order by u.display_name, m.id) from unnest(c.mentions)"
     " m(id) left join app_user u on u.id = m.id) end as mentions"

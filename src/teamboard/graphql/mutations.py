@@ -135,6 +135,7 @@ async def mutate(
         except Exception:
             await tx.execute("rollback to savepoint tb_mutation")
             raise
+    scope.changed = True
     return result
 
 
@@ -220,14 +221,21 @@ async def _update_label(
     project_id: UUID,
     id: UUID,
     input: UpdateLabelInput,
+    expected_version: ExpectedVersion = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     patch = validated(LabelPatch, given(input))
 
     async def work(ctx: TeamContext) -> Row:
-        return _in_team(await labels.update_label(ctx, project_id, id, patch), ctx)
+        label = await labels.update_label(ctx, project_id, id, patch, _if_match(expected_version))
+        return _in_team(label, ctx)
 
-    arguments = {"projectId": project_id, "id": id, "input": sent(input)}
+    arguments = {
+        "projectId": project_id,
+        "id": id,
+        "input": sent(input),
+        "expectedVersion": expected_version,
+    }
     return await mutate(info, team_id, idempotency_key, arguments, work)
 
 
@@ -351,15 +359,18 @@ async def _edit_comment(
     task_id: UUID,
     id: UUID,
     body: str,
+    expected_version: ExpectedVersion = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     comment = validated(CommentIn, {"body": body}, "body")
 
     async def work(ctx: TeamContext) -> Row:
-        edited = await comments.edit_comment(ctx, task_id, id, comment.body)
+        edited = await comments.edit_comment(
+            ctx, task_id, id, comment.body, _if_match(expected_version)
+        )
         return _in_team(edited, ctx)
 
-    arguments = {"taskId": task_id, "id": id, "body": body}
+    arguments = {"taskId": task_id, "id": id, "body": body, "expectedVersion": expected_version}
     return await mutate(info, team_id, idempotency_key, arguments, work)
 
 

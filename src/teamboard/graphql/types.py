@@ -17,9 +17,19 @@ from uuid import UUID
 import strawberry
 from strawberry.scalars import JSON
 
+from teamboard.config import Settings
 from teamboard.graphql.limits import COST
+from teamboard.kit.instants import within_range
+from teamboard.kit.ratelimit import WRITE_COST
 
 T = TypeVar("T")
+
+
+#: A mutation field's own cost: a REST write's rate-limit units times the default cost of
+#: a unit, so that a write spends about the same through either API (without it, a mutation
+#: was priced as one field, and a request of 16 aliased deletions spent one unit where REST
+#: spends 32).
+MUTATION_COST: int = WRITE_COST * Settings.model_fields["graphql_cost_per_rate_unit"].default
 
 
 def resolved(
@@ -32,8 +42,11 @@ def resolved(
     """A field with a resolver. The class attribute's annotation is the field's schema type
     (Strawberry takes it over the resolver's, which returns rows); typed ``Any`` so that
     the attribute keeps that annotation. ``cost``: the field's own static cost, for a field
-    heavier than a relation (see ``teamboard.graphql.limits``)."""
+    heavier than a relation (see ``teamboard.graphql.limits``); a mutation costs at least
+    :data:`MUTATION_COST`, what the same write spends through REST."""
     make = strawberry.mutation if mutation else strawberry.field
+    if mutation:
+        cost = max(cost or 0, MUTATION_COST)
     metadata = None if cost is None else {COST: cost}
     return make(resolver=resolver, description=description, metadata=metadata)
 
@@ -51,7 +64,7 @@ def parse_datetime(value: Any) -> datetime:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError("DateTime needs a time zone offset")
-    return parsed
+    return within_range(parsed)
 
 
 DateTime = strawberry.scalar(
@@ -177,6 +190,7 @@ class Label:
     color: str
     created_at: datetime
     updated_at: datetime
+    version: int = strawberry.field(description="Bumped by every change: `expectedVersion`.")
 
 
 @strawberry.type(description="A label as a task carries it (the project's labels have more).")
@@ -197,6 +211,7 @@ class Comment:
     created_at: datetime
     updated_at: datetime
     edited_at: datetime | None
+    version: int = strawberry.field(description="Bumped by every edit: `expectedVersion`.")
 
 
 @strawberry.type(description="An attachment's metadata (download it through REST).")

@@ -1,4 +1,5 @@
-"""Encryption of secrets the server must use again (webhook signing secrets).
+"""Encryption of secrets the server must use again (webhook signing secrets, kept responses
+that hold a secret: ``teamboard.idempotency``).
 
 AES-256-GCM with a key derived from SECRET_KEY for one purpose (``Settings.derived_key``)
 and a random 96-bit nonce per encryption. The associated data binds a ciphertext to the
@@ -25,16 +26,28 @@ class SecretBox:
         self._aead = AESGCM(key)
 
     def seal(self, plaintext: str, bound_to: str) -> bytes:
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, plaintext.encode(), bound_to.encode())
-        return _VERSION + nonce + sealed
+        return self.seal_bytes(plaintext.encode(), bound_to)
 
     def open(self, sealed: bytes, bound_to: str) -> str:
         """The plaintext; ``ValueError`` when the key, the binding or the bytes are wrong."""
-        if sealed[:1] != _VERSION:
+        return self.open_bytes(sealed, bound_to).decode()
+
+    def seal_bytes(self, plaintext: bytes, bound_to: str) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, bound_to.encode())
+
+    def open_bytes(self, sealed: bytes, bound_to: str) -> bytes:
+        """As :meth:`open`, for bytes."""
+        if not is_sealed(sealed):
             raise ValueError("unknown secret format")
         nonce, body = sealed[1 : 1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES :]
         try:
-            return self._aead.decrypt(nonce, body, bound_to.encode()).decode()
+            return self._aead.decrypt(nonce, body, bound_to.encode())
         except InvalidTag as exc:
             raise ValueError("the secret cannot be decrypted with this key") from exc
+
+
+def is_sealed(data: bytes) -> bool:
+    """Whether ``data`` is in the sealed format (it starts with the version byte, which no
+    JSON or UTF-8 text does)."""
+    return data[:1] == _VERSION

@@ -29,10 +29,11 @@ from uuid import UUID
 
 import orjson
 from orjson import Fragment
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from teamboard.db import Tx
 from teamboard.errors import Unprocessable
+from teamboard.kit.instants import Instant
 from teamboard.kit.keyset import as_datetime, as_int, as_uuid, optional
 from teamboard.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, limit_clause
 from teamboard.kit.text import NO_NUL
@@ -124,7 +125,7 @@ NO_FILTERS = TaskFilters()
 _PAGING = frozenset({"sort", "limit", "cursor"})
 
 UuidValues = Annotated[list[UUID], Field(max_length=MAX_VALUES)]
-Moment = AwareDatetime | None
+Moment = Instant | None
 
 
 class TaskQuery(BaseModel):

@@ -14,7 +14,6 @@ from uuid import UUID
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,6 +22,7 @@ from pydantic import (
 )
 
 from teamboard.auth.schemas import Strict
+from teamboard.kit.instants import Instant
 from teamboard.kit.schemas import null_only_for
 from teamboard.kit.text import NO_NUL
 
@@ -57,7 +57,7 @@ class TaskIn(Strict):
     assignee_ids: AssigneeIds = Field(default_factory=list)
     label_ids: LabelIds = Field(default_factory=list)
     parent_id: UUID | None = None
-    due_at: AwareDatetime | None = None
+    due_at: Instant | None = None
     estimate: Estimate | None = None
 
 
@@ -79,7 +79,7 @@ class TaskPatch(Strict):
     assignee_ids: AssigneeIds | None = None
     label_ids: LabelIds | None = None
     parent_id: UUID | None = None
-    due_at: AwareDatetime | None = None
+    due_at: Instant | None = None
     estimate: Estimate | None = None
 
     @model_validator(mode="after")

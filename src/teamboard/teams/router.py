@@ -9,6 +9,7 @@ from fastapi import Response
 from teamboard.auth import repository as users
 from teamboard.deps import ServicesDep, TeamCtx, UserTx
 from teamboard.errors import NotFound
+from teamboard.idempotency import returns_secret
 from teamboard.kit.hot_reads import ApiRouter
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
@@ -94,6 +95,7 @@ async def remove_member(user_id: UUID, ctx: TeamCtx) -> Response:
 
 
 @router.post("/teams/{team_id}/invitations", status_code=201, response_model=InvitationOut)
+@returns_secret
 async def invite(body: InvitationIn, ctx: TeamCtx, services: ServicesDep) -> Response:
     """Invite by email; the token is shown once, in this answer."""
     return ORJSONResponse(await service.invite(services, ctx, body), status_code=201)

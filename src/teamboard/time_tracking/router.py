@@ -13,11 +13,11 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import AwareDatetime
 
 from teamboard.deps import Services, ServicesDep, TeamContext, TeamCtx
 from teamboard.errors import BadRequest, Unprocessable
 from teamboard.kit.etag import IfMatch, versioned
+from teamboard.kit.instants import Instant
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.time_tracking import service
@@ -37,8 +37,8 @@ _KEY = ["started_at", "id"]
 
 
 def date_range(
-    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    start: Annotated[Instant | None, Query(alias="from")] = None,
+    end: Annotated[Instant | None, Query(alias="to")] = None,
 ) -> dict[str, Any]:
     """``from`` (inclusive) and ``to`` (exclusive), both with a time zone."""
     if start is not None and end is not None and start >= end:

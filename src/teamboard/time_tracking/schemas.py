@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from teamboard.auth.schemas import Strict
+from teamboard.kit.instants import Instant
 from teamboard.kit.schemas import Patch
 from teamboard.kit.text import NO_NUL
 
@@ -35,8 +36,8 @@ class ManualEntryIn(Strict):
         }
     )
 
-    started_at: AwareDatetime
-    ended_at: AwareDatetime | None = None
+    started_at: Instant
+    ended_at: Instant | None = None
     duration_seconds: int | None = Field(default=None, ge=1)
     note: Note = ""
 
@@ -50,8 +51,8 @@ class ManualEntryIn(Strict):
 class TimeEntryPatch(Patch):
     """The fields to change; left out means unchanged (``null`` is refused)."""
 
-    started_at: AwareDatetime | None = None
-    ended_at: AwareDatetime | None = None
+    started_at: Instant | None = None
+    ended_at: Instant | None = None
     note: Note | None = None
 
 

@@ -7,6 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter, Response
 
 from teamboard.deps import ServicesDep, TeamCtx
+from teamboard.idempotency import returns_secret
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.webhooks import service
@@ -25,6 +26,7 @@ router = APIRouter(prefix="/teams/{team_id}/webhooks", tags=["webhooks"])
 
 
 @router.post("", status_code=201, response_model=WebhookCreated)
+@returns_secret
 async def create_webhook(body: WebhookIn, ctx: TeamCtx, services: ServicesDep) -> Response:
     """Register an endpoint for event kinds; the answer holds its signing secret, shown
     only this once (see teamboard.webhooks.signing for the signature scheme)."""
