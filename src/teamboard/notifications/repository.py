@@ -15,7 +15,7 @@ from teamboard.kit.pagination import id_page_sql
 #: Notifications of ``{source}`` (the table, or the rows an update returned) with their task
 #: and actor, in one statement.
 _SELECT = (
-    "select n.id, n.kind, n.read_at, n.created_at, n.comment_id,"
+    "select n.id, n.kind, n.read_at, n.created_at, n.comment_id, n.version,"
     " json_build_object('id', t.id, 'project_id', t.project_id,"
     "  'ref', p.key || '-' || t.number, 'title', t.title) as task,"
     " json_build_object('id', n.actor_id, 'display_name', a.display_name) as actor"
@@ -127,15 +127,29 @@ async def unread_count(tx: Tx) -> int:
     return int(count)
 
 
-async def set_read(tx: Tx, notification_id: UUID, read: bool) -> dict[str, Any] | None:
-    """Mark one of the caller's notifications read (keeping the first read time) or unread."""
+async def version_of(tx: Tx, notification_id: UUID) -> int | None:
+    """The version of one of the caller's notifications (None: not theirs, or gone)."""
+    version: int | None = await tx.fetch_value(
+        "select n.version from notification n where n.id = %(id)s and n.recipient_id = %(me)s"
+        f" and {_LIVE_TASK}",
+        {"id": notification_id, "me": tx.user_id},
+    )
+    return version
+
+
+async def set_read(
+    tx: Tx, notification_id: UUID, read: bool, version: int | None = None
+) -> dict[str, Any] | None:
+    """Mark one of the caller's notifications read (keeping the first read time) or
+    unread; of ``version`` only when given (None when it is not, or not found)."""
     return await tx.fetch_one(
         "with n as ("
         " update notification n"
         " set read_at = case when %(read)s then coalesce(n.read_at, now()) end"
         f" where n.id = %(id)s and n.recipient_id = %(me)s and {_LIVE_TASK}"
+        " and (%(version)s::integer is null or n.version = %(version)s)"
         " returning n.*) " + _SELECT.format(source="n"),
-        {"read": read, "id": notification_id, "me": tx.user_id},
+        {"read": read, "id": notification_id, "me": tx.user_id, "version": version},
     )
 
 

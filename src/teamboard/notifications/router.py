@@ -7,6 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter, Response
 
 from teamboard.deps import ServicesDep, TeamCtx
+from teamboard.kit.etag import IfMatch, versioned
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.notifications import service
@@ -51,9 +52,12 @@ async def mark_all_read(ctx: TeamCtx, body: ReadAllIn | None = None) -> Response
 
 
 @router.patch("/{notification_id}", response_model=NotificationOut)
-async def set_read(notification_id: UUID, body: NotificationPatch, ctx: TeamCtx) -> Response:
-    """Mark one notification read (``{"read": true}``) or unread."""
-    return ORJSONResponse(await service.set_read(ctx, notification_id, body.read))
+async def set_read(
+    notification_id: UUID, body: NotificationPatch, ctx: TeamCtx, if_match: IfMatch = None
+) -> Response:
+    """Mark one notification read (``{"read": true}``) or unread. With ``If-Match`` (its
+    ``version``) a stale version is ``412``."""
+    return versioned(await service.set_read(ctx, notification_id, body.read, if_match))
 
 
 @followers_router.get("/followers", response_model=FollowerList)

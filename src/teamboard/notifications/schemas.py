@@ -29,6 +29,7 @@ class NotificationOut(BaseModel):
     actor: Person
     created_at: datetime
     read_at: datetime | None
+    version: int  # raised by every change (read, unread): the ETag of PATCH
 
 
 class NotificationList(BaseModel):

@@ -31,6 +31,7 @@ from teamboard.deps import TeamContext
 from teamboard.errors import NotFound
 from teamboard.events.log import LoggedEvent
 from teamboard.events.repository import append
+from teamboard.kit.etag import changed_meanwhile, check_if_match
 from teamboard.kit.pagination import CursorCodec
 from teamboard.notifications import followers, repository
 from teamboard.tasks.refs import TaskRef, require_task
@@ -83,11 +84,20 @@ async def unread_count(ctx: TeamContext) -> int:
     return await repository.unread_count(ctx.tx)
 
 
-async def set_read(ctx: TeamContext, notification_id: UUID, read: bool) -> dict[str, Any]:
+async def set_read(
+    ctx: TeamContext, notification_id: UUID, read: bool, if_match: str | None = None
+) -> dict[str, Any]:
+    """``if_match`` (the ``If-Match`` header), when given, must match the version."""
     await ctx.require("guest")
-    notification = await repository.set_read(ctx.tx, notification_id, read)
+    version = None
+    if if_match is not None:
+        current = await repository.version_of(ctx.tx, notification_id)
+        if current is None:
+            raise NotFound()
+        version = check_if_match(if_match, current)
+    notification = await repository.set_read(ctx.tx, notification_id, read, version)
     if notification is None:
-        raise NotFound()
+        raise changed_meanwhile() if version is not None else NotFound()
     return notification
 
 

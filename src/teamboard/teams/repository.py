@@ -10,7 +10,8 @@ from teamboard.db import Tx
 from teamboard.kit.pagination import id_page_sql
 
 _TEAM_WITH_ROLE = (
-    "select t.id, t.name, t.time_zone, t.created_at, t.updated_at, m.role from team t"
+    "select t.id, t.name, t.time_zone, t.created_at, t.updated_at, t.version, m.role"
+    " from team t"
     " join team_member m on m.team_id = t.id and m.user_id = %(user)s"
 )
 
@@ -41,13 +42,19 @@ async def list_teams(tx: Tx, user_id: UUID, limit: int, after: UUID | None) -> l
     return await tx.fetch_all(sql, params)
 
 
-async def update_team(tx: Tx, team_id: UUID, name: str | None, time_zone: str | None) -> None:
-    """Set the given fields (None: unchanged)."""
-    await tx.execute(
-        "update team set name = coalesce(%s, name), time_zone = coalesce(%s, time_zone)"
-        " where id = %s",
-        (name, time_zone, team_id),
+async def update_team(
+    tx: Tx, team_id: UUID, name: str | None, time_zone: str | None, version: int | None
+) -> bool:
+    """Set the given fields (None: unchanged), of ``version`` only when given (False when
+    the team is no longer at that version)."""
+    row = await tx.fetch_one(
+        "update team set name = coalesce(%(name)s, name),"
+        " time_zone = coalesce(%(zone)s, time_zone)"
+        " where id = %(id)s and (%(version)s::integer is null or version = %(version)s)"
+        " returning id",
+        {"name": name, "zone": time_zone, "id": team_id, "version": version},
     )
+    return row is not None
 
 
 async def is_time_zone(tx: Tx, name: str) -> bool:
@@ -81,8 +88,8 @@ async def list_members(
     tx: Tx, team_id: UUID, limit: int, after: UUID | None
 ) -> list[dict[str, Any]]:
     sql, params = id_page_sql(
-        "select m.user_id, u.email, u.display_name, m.role, m.created_at as joined_at"
-        " from team_member m join app_user u on u.id = m.user_id",
+        "select m.user_id, u.email, u.display_name, m.role, m.created_at as joined_at,"
+        " m.version from team_member m join app_user u on u.id = m.user_id",
         ["m.team_id = %(team)s"],
         "m.user_id",
         after,
@@ -90,6 +97,14 @@ async def list_members(
         {"team": team_id},
     )
     return await tx.fetch_all(sql, params)
+
+
+async def get_member(tx: Tx, team_id: UUID, user_id: UUID) -> dict[str, Any] | None:
+    """A member's role and version."""
+    return await tx.fetch_one(
+        "select role, version from team_member where team_id = %s and user_id = %s",
+        (team_id, user_id),
+    )
 
 
 async def get_member_role(tx: Tx, team_id: UUID, user_id: UUID) -> str | None:
@@ -110,8 +125,10 @@ async def count_owners(tx: Tx, team_id: UUID) -> int:
 async def set_member_role(tx: Tx, team_id: UUID, user_id: UUID, role: str) -> dict[str, Any] | None:
     return await tx.fetch_one(
         "with changed as (update team_member set role = %(role)s"
-        " where team_id = %(team)s and user_id = %(user)s returning user_id, role, created_at)"
-        " select c.user_id, u.email, u.display_name, c.role, c.created_at as joined_at"
+        " where team_id = %(team)s and user_id = %(user)s"
+        " returning user_id, role, created_at, version)"
+        " select c.user_id, u.email, u.display_name, c.role, c.created_at as joined_at,"
+        " c.version"
         " from changed c join app_user u on u.id = c.user_id",
         {"team": team_id, "user": user_id, "role": role},
     )

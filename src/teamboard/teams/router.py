@@ -10,6 +10,7 @@ from teamboard.auth import repository as users
 from teamboard.deps import ServicesDep, TeamCtx, UserTx
 from teamboard.errors import NotFound
 from teamboard.idempotency import returns_secret
+from teamboard.kit.etag import IfMatch, versioned
 from teamboard.kit.hot_reads import ApiRouter
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
@@ -52,13 +53,14 @@ async def list_teams(
 
 @router.hot_get("/teams/{team_id}", response_model=TeamOut)
 async def get_team(ctx: TeamCtx) -> Response:
-    return ORJSONResponse(await service.get_team(ctx))
+    return versioned(await service.get_team(ctx))
 
 
 @router.patch("/teams/{team_id}", response_model=TeamOut)
-async def update_team(body: TeamPatch, ctx: TeamCtx) -> Response:
-    """Rename the team and/or change its time zone (admins)."""
-    return ORJSONResponse(await service.update_team(ctx, body))
+async def update_team(body: TeamPatch, ctx: TeamCtx, if_match: IfMatch = None) -> Response:
+    """Rename the team and/or change its time zone (admins). With ``If-Match`` (the
+    ``ETag`` of the team) a stale version is ``412 precondition_failed``."""
+    return versioned(await service.update_team(ctx, body, if_match))
 
 
 @router.delete("/teams/{team_id}", status_code=204)
@@ -83,8 +85,11 @@ async def list_members(
 
 
 @router.patch("/teams/{team_id}/members/{user_id}", response_model=MemberOut)
-async def change_role(user_id: UUID, body: MemberPatch, ctx: TeamCtx) -> Response:
-    return ORJSONResponse(await service.change_role(ctx, user_id, body.role))
+async def change_role(
+    user_id: UUID, body: MemberPatch, ctx: TeamCtx, if_match: IfMatch = None
+) -> Response:
+    """With ``If-Match`` (the member's ``version``) a stale version is ``412``."""
+    return versioned(await service.change_role(ctx, user_id, body.role, if_match))
 
 
 @router.delete("/teams/{team_id}/members/{user_id}", status_code=204)

@@ -59,6 +59,7 @@ class TeamOut(BaseModel):
     role: MemberRole
     created_at: datetime
     updated_at: datetime
+    version: int = Field(description="Raised by every change; the ETag of PATCH")
 
 
 class TeamList(BaseModel):
@@ -72,6 +73,7 @@ class MemberOut(BaseModel):
     display_name: str
     role: MemberRole
     joined_at: datetime
+    version: int = Field(description="Raised by every change; the ETag of PATCH")
 
 
 class MemberList(BaseModel):

@@ -12,6 +12,7 @@ from teamboard.db import Tx
 from teamboard.deps import ROLE_RANK, Services, TeamContext
 from teamboard.errors import Conflict, Forbidden, NotFound, Unprocessable
 from teamboard.events.repository import append
+from teamboard.kit.etag import changed_meanwhile, check_if_match
 from teamboard.kit.ids import new_id
 from teamboard.kit.secrets import hash_token
 from teamboard.teams import repository
@@ -47,12 +48,17 @@ async def get_team(ctx: TeamContext) -> dict[str, Any]:
     return team
 
 
-async def update_team(ctx: TeamContext, body: TeamPatch) -> dict[str, Any]:
-    """Rename the team or change its time zone (admins). A new zone re-buckets the
-    analytics rollups; dashboards stay exact meanwhile (they read raw events)."""
+async def update_team(
+    ctx: TeamContext, body: TeamPatch, if_match: str | None = None
+) -> dict[str, Any]:
+    """Rename the team or change its time zone (admins); ``if_match`` (the ``If-Match``
+    header) must match the version. A new zone re-buckets the analytics rollups;
+    dashboards stay exact meanwhile (they read raw events)."""
     await ctx.require("admin")
+    version = check_if_match(if_match, (await get_team(ctx))["version"])
     await _check_time_zone(ctx.tx, body.time_zone)
-    await repository.update_team(ctx.tx, ctx.team_id, body.name, body.time_zone)
+    if not await repository.update_team(ctx.tx, ctx.team_id, body.name, body.time_zone, version):
+        raise changed_meanwhile() if version is not None else NotFound()
     changes = body.model_dump(exclude_none=True)
     await append(ctx.tx, "team.updated", subject_id=ctx.team_id, payload=changes)
     return await get_team(ctx)
@@ -63,13 +69,19 @@ async def delete_team(ctx: TeamContext) -> None:
     await repository.delete_team(ctx.tx, ctx.team_id)
 
 
-async def change_role(ctx: TeamContext, user_id: UUID, role: str) -> dict[str, Any]:
-    """Admins manage members and admins; only owners grant or take the owner role."""
+async def change_role(
+    ctx: TeamContext, user_id: UUID, role: str, if_match: str | None = None
+) -> dict[str, Any]:
+    """Admins manage members and admins; only owners grant or take the owner role.
+    ``if_match`` (the ``If-Match`` header) must match the membership's version (the
+    membership lock keeps it from changing until the end)."""
     my_role = await ctx.require("admin")
     await repository.lock_membership(ctx.tx, ctx.team_id)
-    current = await repository.get_member_role(ctx.tx, ctx.team_id, user_id)
-    if current is None:
+    found = await repository.get_member(ctx.tx, ctx.team_id, user_id)
+    if found is None:
         raise NotFound()
+    check_if_match(if_match, found["version"])
+    current = found["role"]
     if "owner" in (current, role) and my_role != "owner":
         raise Forbidden("Only owners can grant or remove the owner role", code="insufficient_role")
     if current == "owner" and role != "owner":

@@ -11,7 +11,7 @@ from teamboard.kit.pagination import id_page_sql
 
 _WEBHOOK: LiteralString = (
     "select id, url, kinds, description, enabled, disabled_reason, consecutive_failures,"
-    " created_by, created_at, updated_at from webhook"
+    " created_by, created_at, updated_at, version from webhook"
 )
 _DELIVERY: LiteralString = (
     "d.id, d.webhook_id, d.event_id, d.event_kind, d.event_occurred_at, d.redelivery_of,"
@@ -49,9 +49,11 @@ async def list_webhooks(tx: Tx, limit: int, after: UUID | None) -> list[dict[str
     return await tx.fetch_all(sql, params)
 
 
-async def update_webhook(tx: Tx, webhook_id: UUID, changes: dict[str, Any]) -> bool:
-    """Apply the given fields; ``enabled`` also sets or clears the reason and the failure
-    count (re-enabling forgets past failures)."""
+async def update_webhook(
+    tx: Tx, webhook_id: UUID, changes: dict[str, Any], version: int | None
+) -> bool:
+    """Apply the given fields, to ``version`` only when given; ``enabled`` also sets or
+    clears the reason and the failure count (re-enabling forgets past failures)."""
     row = await tx.fetch_one(
         "update webhook set"
         " url = coalesce(%(url)s, url),"
@@ -61,13 +63,15 @@ async def update_webhook(tx: Tx, webhook_id: UUID, changes: dict[str, Any]) -> b
         " disabled_reason = case when %(enabled)s then null"
         "  when not %(enabled)s then 'disabled_by_admin' else disabled_reason end,"
         " consecutive_failures = case when %(enabled)s then 0 else consecutive_failures end"
-        " where id = %(id)s returning id",
+        " where id = %(id)s and (%(version)s::integer is null or version = %(version)s)"
+        " returning id",
         {
             "id": webhook_id,
             "url": changes.get("url"),
             "kinds": changes.get("kinds"),
             "description": changes.get("description"),
             "enabled": changes.get("enabled"),
+            "version": version,
         },
     )
     return row is not None

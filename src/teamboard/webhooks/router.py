@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from teamboard.deps import ServicesDep, TeamCtx
 from teamboard.idempotency import returns_secret
+from teamboard.kit.etag import IfMatch, versioned
 from teamboard.kit.pagination import DEFAULT_LIMIT, Limit
 from teamboard.kit.responses import ORJSONResponse
 from teamboard.webhooks import service
@@ -43,15 +44,21 @@ async def list_webhooks(
 
 @router.get("/{webhook_id}", response_model=WebhookOut)
 async def get_webhook(webhook_id: UUID, ctx: TeamCtx) -> Response:
-    return ORJSONResponse(await service.get_webhook(ctx, webhook_id))
+    return versioned(await service.get_webhook(ctx, webhook_id))
 
 
 @router.patch("/{webhook_id}", response_model=WebhookOut)
 async def update_webhook(
-    webhook_id: UUID, body: WebhookPatch, ctx: TeamCtx, services: ServicesDep
+    webhook_id: UUID,
+    body: WebhookPatch,
+    ctx: TeamCtx,
+    services: ServicesDep,
+    if_match: IfMatch = None,
 ) -> Response:
-    """Change the URL, kinds or description; ``enabled`` pauses or resumes deliveries."""
-    return ORJSONResponse(await service.update_webhook(ctx, services.settings, webhook_id, body))
+    """Change the URL, kinds or description; ``enabled`` pauses or resumes deliveries. With
+    ``If-Match`` (the webhook's ``ETag``) a stale version is ``412``."""
+    settings = services.settings
+    return versioned(await service.update_webhook(ctx, settings, webhook_id, body, if_match))
 
 
 @router.delete("/{webhook_id}", status_code=204)

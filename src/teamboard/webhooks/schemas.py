@@ -48,6 +48,7 @@ class WebhookOut(BaseModel):
     created_by: UUID
     created_at: datetime
     updated_at: datetime
+    version: int  # raised by every change, deliveries' failure counts included: the ETag
 
 
 class WebhookCreated(WebhookOut):

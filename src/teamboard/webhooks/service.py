@@ -24,6 +24,7 @@ from teamboard.deps import TeamContext
 from teamboard.errors import Conflict, NotFound, Unprocessable
 from teamboard.events.repository import append
 from teamboard.kit.crypto import SecretBox
+from teamboard.kit.etag import changed_meanwhile, check_if_match
 from teamboard.kit.ids import new_id
 from teamboard.kit.pagination import CursorCodec
 from teamboard.webhooks import repository
@@ -85,16 +86,22 @@ async def list_webhooks(
 
 
 async def update_webhook(
-    ctx: TeamContext, settings: Settings, webhook_id: UUID, body: WebhookPatch
+    ctx: TeamContext,
+    settings: Settings,
+    webhook_id: UUID,
+    body: WebhookPatch,
+    if_match: str | None = None,
 ) -> dict[str, Any]:
+    """``if_match`` (the ``If-Match`` header) must match the version."""
     await ctx.require("admin")
+    version = check_if_match(if_match, (await _get(ctx, webhook_id))["version"])
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     if "url" in changes:
         await _checked_url(settings, changes["url"])
     if "kinds" in changes:
         changes["kinds"] = list(dict.fromkeys(changes["kinds"]))
-    if not await repository.update_webhook(ctx.tx, webhook_id, changes):
-        raise NotFound()
+    if not await repository.update_webhook(ctx.tx, webhook_id, changes, version):
+        raise changed_meanwhile() if version is not None else NotFound()
     changes.pop("url", None)
     changes.pop("description", None)
     await append(ctx.tx, "webhook.updated", subject_id=webhook_id, payload=changes)
