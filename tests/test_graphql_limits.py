@@ -390,26 +390,27 @@ async def test_introspection_fragments_are_measured_once(
     client: httpx.AsyncClient, alice: tuple[Actor, uuid.UUID], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A chain of fragments that each spread the next twice: 2^n walks unless each fragment
-    is measured once (outside production, where introspection is allowed)."""
+    is measured once (outside production, where introspection is allowed). The walks are
+    counted, and stopped, at the selection sets the limits visit."""
     from teamboard.graphql import limits
 
-    walks = 0
-    measure = limits.Walk._introspection
+    links, visits = 40, 0
+    visit = limits.fields_of
 
-    def counted(self: limits.Walk, selection_set: Any) -> tuple[int, int]:
-        nonlocal walks
-        walks += 1
-        return measure(self, selection_set)
+    def counted(selection_set: Any, fragments: Any) -> Any:
+        nonlocal visits
+        visits += 1
+        if visits > 20 * links:
+            raise RuntimeError("the walk visits the fragments again and again")
+        return visit(selection_set, fragments)
 
-    monkeypatch.setattr(limits.Walk, "_introspection", counted)
+    monkeypatch.setattr(limits, "fields_of", counted)
     actor, _ = alice
-    links = 40
     chain = " ".join(f"fragment F{i} on __Type {{ ...F{i + 1} ...F{i + 1} }}" for i in range(links))
     query = f'{{ __type(name: "Task") {{ ...F0 }} }} {chain} fragment F{links} on __Type {{ name }}'
     response = await gql(client, actor, query)
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
     assert data(response) == {"__type": {"name": "Task"}}
-    assert walks <= 2 * (links + 2)
 
 
 async def test_aliases_inside_introspection_count(

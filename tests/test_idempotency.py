@@ -241,6 +241,15 @@ async def test_a_kept_answer_holding_a_secret_is_stored_encrypted(
     again = await client.post(url, json=body, headers=_with_key(actor, "k-secret"))
     assert again.headers["idempotent-replayed"] == "true"
     assert again.content == first.content
+    # Sealed under another SECRET_KEY (or altered): it no longer opens, a clear 409.
+    owner.execute(
+        "update idempotency_record set body = '\\x01' || substr(body, 2, 12) || '\\x00'"
+        " where key = 'k-secret' and team_scope = %s",
+        (team,),
+    )
+    lost = await client.post(url, json=body, headers=_with_key(actor, "k-secret"))
+    assert lost.status_code == 409
+    assert lost.json()["code"] == "idempotency_replay_unavailable"
 
 
 async def test_every_route_answering_a_secret_keeps_it_encrypted(app: Any) -> None:

@@ -68,8 +68,9 @@ INVALID_TEXT: tuple[type[Exception], ...] = (
     asyncpg.CharacterNotInRepertoireError,
     asyncpg.UntranslatableCharacterError,
 )
-#: Raised by the driver for an argument it cannot send, and by PostgreSQL for a data
-#: exception (SQLSTATE class 22); see :func:`is_out_of_range`.
+#: Raised by the driver for an argument it cannot encode (the encoder's own error is its
+#: ``__cause__``), and by PostgreSQL for a data exception (SQLSTATE class 22); see
+#: :func:`is_out_of_range` and :func:`is_unencodable_text`.
 DataError = asyncpg.DataError
 _OUT_OF_RANGE = (asyncpg.DatetimeFieldOverflowError, asyncpg.NumericValueOutOfRangeError)
 
@@ -78,9 +79,17 @@ def is_out_of_range(exc: BaseException) -> bool:
     """A value that the driver or PostgreSQL cannot hold (an instant past the year 9999 once
     in UTC, a number beyond its column's type), in a field no validator bounds yet: answered
     422 ``value_out_of_range``, never 500. Validation refuses the known ones first
-    (``teamboard.kit.instants``); this is the net under them. Other data exceptions are
-    bugs (500)."""
-    return type(exc) is asyncpg.DataError or isinstance(exc, _OUT_OF_RANGE)
+    (``teamboard.kit.instants``); this is the net under them. Any other argument the
+    driver cannot encode (a wrong type, a malformed id) is a bug of ours: 500."""
+    if type(exc) is asyncpg.DataError:
+        return isinstance(exc.__cause__, OverflowError)
+    return isinstance(exc, _OUT_OF_RANGE)
+
+
+def is_unencodable_text(exc: BaseException) -> bool:
+    """Text the driver cannot encode as UTF-8 (a lone surrogate): ``invalid_text``, like
+    text PostgreSQL refuses (:data:`INVALID_TEXT`)."""
+    return type(exc) is asyncpg.DataError and isinstance(exc.__cause__, UnicodeEncodeError)
 
 
 #: A statement cancelled by the server: the app role's ``statement_timeout`` (set by

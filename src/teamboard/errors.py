@@ -246,6 +246,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(422, "invalid_text", INVALID_TEXT_DETAIL, instance=request.url.path)
 
     async def on_data_error(request: Request, exc: Exception) -> Response:
+        if db.is_unencodable_text(exc):
+            return await on_invalid_text(request, exc)
         if not db.is_out_of_range(exc):
             return await on_unexpected(request, exc)
         logger.warning("a value the database cannot hold", extra={"path": request.url.path})

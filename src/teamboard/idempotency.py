@@ -94,7 +94,7 @@ async def claim(request: Request, tx: Tx, *, caller: str, team_id: UUID | None) 
     if stored is not None:
         body = stored.body
         if box is not None and is_sealed(body):
-            body = box.open_bytes(body, record.binding)
+            body = _opened(box, body, record)
         raise IdempotentReplay(stored.status, stored.headers, body)
 
     async def keep(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -113,6 +113,18 @@ def returns_secret(endpoint: E) -> E:
     the route decorator, like ``costs``."""
     setattr(endpoint, _MARK, True)
     return endpoint
+
+
+def _opened(box: SecretBox, sealed: bytes, record: Record) -> bytes:
+    """The kept answer; 409 when it no longer opens (``SECRET_KEY`` changed since)."""
+    try:
+        return box.open_bytes(sealed, record.binding)
+    except ValueError:
+        raise Conflict(
+            "The request with this Idempotency-Key was applied, but its answer can no longer"
+            " be replayed (the server's key changed); use a new key",
+            code="idempotency_replay_unavailable",
+        ) from None
 
 
 def _box(request: Request) -> SecretBox:

@@ -14,7 +14,7 @@ from typing import Literal
 from uuid import UUID
 
 from teamboard.errors import Unprocessable
-from teamboard.kit.instants import RANGE, day_within_range
+from teamboard.kit.instants import DAY_RANGE, day_within_range
 
 Bucket = Literal["day", "week", "month"]
 WINDOWS: dict[str, int] = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}
@@ -49,7 +49,7 @@ def parse_span(window: str | None, start: date | None, end: date | None) -> Span
     if end < start:
         raise Unprocessable("end must not be before start", code="invalid_range")
     if not (day_within_range(start) and day_within_range(end)):
-        raise Unprocessable(f"Days must be {RANGE}", code="invalid_range")
+        raise Unprocessable(f"Days must be {DAY_RANGE}", code="invalid_range")
     if (end - start).days + 1 > MAX_RANGE_DAYS:
         raise Unprocessable(f"A range covers at most {MAX_RANGE_DAYS} days", code="invalid_range")
     return Span(start=start, end=end)

@@ -38,7 +38,7 @@ def problem(error: BaseException | None) -> tuple[str, dict[str, Any]] | None:
     if isinstance(error, db.UniqueViolation):
         message = "A resource with these values already exists"
         return message, {"code": "already_exists", "status": 409}
-    if isinstance(error, db.INVALID_TEXT):
+    if isinstance(error, db.INVALID_TEXT) or (error is not None and db.is_unencodable_text(error)):
         return INVALID_TEXT_DETAIL, {"code": "invalid_text", "status": 422}
     if error is not None and db.is_out_of_range(error):
         return OUT_OF_RANGE_DETAIL, {"code": "value_out_of_range", "status": 422}

@@ -139,6 +139,14 @@ async def mutate(
     return result
 
 
+def _versioned(arguments: dict[str, Any], expected_version: int | None) -> dict[str, Any]:
+    """The arguments an idempotency key's fingerprint covers, with ``expectedVersion`` only
+    when given (the mutations that gained it kept their keys' fingerprints)."""
+    if expected_version is not None:
+        arguments["expectedVersion"] = expected_version
+    return arguments
+
+
 def _if_match(expected_version: int | None) -> str | None:
     return None if expected_version is None else etag(expected_version)
 
@@ -230,12 +238,8 @@ async def _update_label(
         label = await labels.update_label(ctx, project_id, id, patch, _if_match(expected_version))
         return _in_team(label, ctx)
 
-    arguments = {
-        "projectId": project_id,
-        "id": id,
-        "input": sent(input),
-        "expectedVersion": expected_version,
-    }
+    given_arguments = {"projectId": project_id, "id": id, "input": sent(input)}
+    arguments = _versioned(given_arguments, expected_version)
     return await mutate(info, team_id, idempotency_key, arguments, work)
 
 
@@ -370,7 +374,7 @@ async def _edit_comment(
         )
         return _in_team(edited, ctx)
 
-    arguments = {"taskId": task_id, "id": id, "body": body, "expectedVersion": expected_version}
+    arguments = _versioned({"taskId": task_id, "id": id, "body": body}, expected_version)
     return await mutate(info, team_id, idempotency_key, arguments, work)
 
 

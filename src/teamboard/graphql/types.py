@@ -26,7 +26,8 @@ T = TypeVar("T")
 
 
 #: A mutation field's own cost: a REST write's rate-limit units times the default cost of
-#: a unit, so that a write spends about the same through either API (without it, a mutation
+#: a unit (``GRAPHQL_COST_PER_RATE_UNIT``, as ``DASHBOARD_COST``), so that at that default a
+#: write spends about the same through either API (without it, a mutation
 #: was priced as one field, and a request of 16 aliased deletions spent one unit where REST
 #: spends 32).
 MUTATION_COST: int = WRITE_COST * Settings.model_fields["graphql_cost_per_rate_unit"].default

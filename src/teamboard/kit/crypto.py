@@ -49,5 +49,5 @@ class SecretBox:
 
 def is_sealed(data: bytes) -> bool:
     """Whether ``data`` is in the sealed format (it starts with the version byte, which no
-    JSON or UTF-8 text does)."""
+    JSON text does)."""
     return data[:1] == _VERSION
