@@ -374,6 +374,20 @@ def test_truncate_on_a_tenant_table(ctx: Ctx) -> None:
     assert ctx.checks("task") == ["app_role_truncate"]
 
 
+def test_a_view_the_app_role_reads_must_run_as_its_caller(ctx: Ctx) -> None:
+    """A view runs as its owner unless ``security_invoker``: the owner bypasses the tables'
+    policies, so the app role would read every team's rows through it."""
+    view = "analytics_event_fact"  # one of the real views the app role reads
+    assert ctx.checks(view) == []
+    ctx.run("alter view {} reset (security_invoker)", view)
+    assert ctx.checks(view) == ["view_bypasses_rls"]
+    ctx.run("alter view {} set (security_invoker = on)", view)
+    assert ctx.checks(view) == []
+    ctx.run("create materialized view tb_probe_counts as select team_id from task")
+    ctx.run("grant select on tb_probe_counts to {}", ctx.role)
+    assert ctx.checks("tb_probe_counts") == ["view_bypasses_rls"]
+
+
 # report ------------------------------------------------------------------------------------
 
 

@@ -284,6 +284,23 @@ def test_mention_syntax() -> None:
     assert not unclosed
 
 
+@pytest.mark.parametrize(
+    ("body", "mentioned"),
+    [
+        ("``@a `@b` still`` @c", ["c"]),  # a run closes only at a run of its own length
+        ("` @d", ["d"]),  # a run nothing closes is literal
+        ("`` @e ` @f", ["e", "f"]),
+        ("x ```` @g ```` y @h", ["h"]),
+        ("`" * 10_000 + " @i", ["i"]),  # long runs: linear work (it used to take a second)
+        ("`" * 5_000 + " @j " + "`" * 5_000 + " @k", ["k"]),
+        ("`" * 9_000 + "\n@l", []),  # a long fence, unclosed: code to the end
+        ("x " + "`" * 9_000 + "\n@m", ["m"]),  # not at a line's start: no fence
+    ],
+)
+def test_code_spans_pair_runs_of_backticks(body: str, mentioned: list[str]) -> None:
+    assert parse_mentions(body).local_parts == mentioned
+
+
 async def test_mentions_resolve_to_members_who_can_see_the_task(
     client: httpx.AsyncClient, app: Any, owner: Owner, make_user: MakeUser, make_team: MakeTeam
 ) -> None:

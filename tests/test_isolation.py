@@ -1050,3 +1050,17 @@ def test_app_role_cannot_touch_consumer_offsets(
         sql.SQL("select tb_drop_event_partitions(1)"),
     ):
         assert _rejected(app_conn, statement), statement.as_string()
+
+
+def test_managed_private_projects_are_counted_for_members_only(
+    app_conn: psycopg.Connection[Row], teams: dict[str, Team]
+) -> None:
+    """The SECURITY DEFINER count of the private projects only one member still manages
+    answers a member of the context team; naming another team in the context gets 0."""
+    a, b = teams["A"], teams["B"]
+    count = "select tb_private_projects_managed_only_by(%s) as n"
+    as_caller(app_conn, a.users["owner"], a.id)
+    assert app_conn.execute(count, (a.users["owner"],)).fetchone() == {"n": 1}
+    for outsider in (b.users["owner"], a.users["outsider"], a.users["removed"]):
+        as_caller(app_conn, outsider, a.id)
+        assert app_conn.execute(count, (a.users["owner"],)).fetchone() == {"n": 0}, outsider

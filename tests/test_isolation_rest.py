@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -82,8 +83,12 @@ ROUTES = [
     ("DELETE", "/api/v1/teams/{team}/members/{user}", None),
     ("GET", "/api/v1/teams/{team}/invitations", None),
     ("POST", "/api/v1/teams/{team}/invitations", {"email": "x@example.com"}),
+    ("DELETE", "/api/v1/teams/{team}/invitations/{invitation}", None),
+    ("DELETE", "/api/v1/teams/{own}/invitations/{invitation}", None),
     ("GET", "/api/v1/teams/{team}/api-keys", None),
     ("POST", "/api/v1/teams/{team}/api-keys", {"name": "k"}),
+    ("DELETE", "/api/v1/teams/{team}/api-keys/{key_id}", None),
+    ("DELETE", "/api/v1/teams/{own}/api-keys/{key_id}", None),
     ("GET", "/api/v1/teams/{team}/projects", None),
     ("POST", "/api/v1/teams/{team}/projects", {"key": "NEW", "name": "n"}),
     ("GET", "/api/v1/teams/{own}/projects/{project}", None),
@@ -214,6 +219,7 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
         (victim_team, notification, victim.id, victim_task, victim_project, victim.id),
     )
     victim_ids |= _attach_children(owner, victim_team, victim_project, victim_task)
+    victim_ids |= await _credentials(client, victim, victim_team)
     # The attacker's own team has a project with the same key: keys resolve per team.
     await _project(client, attacker, own_team, "VIC")
     own_project = await _project(client, attacker, own_team, "OWN")
@@ -289,6 +295,47 @@ async def test_foreign_ids_are_indistinguishable_from_missing_ones(
         (victim_team,),
     ).fetchall()
     assert hooks == [{"enabled": True, "deliveries": 1}]
+    revoked = owner.execute(
+        "select (select revoked_at from invitation where id = %s) as invitation,"
+        " (select revoked_at from api_key where id = %s) as api_key",
+        (victim_ids["invitation"], victim_ids["key_id"]),
+    ).fetchone()
+    assert revoked == {"invitation": None, "api_key": None}
+
+
+async def _credentials(client: httpx.AsyncClient, victim: Actor, team: uuid.UUID) -> Ids:
+    """An invitation and an API key of the victim's team."""
+    ids: Ids = {}
+    for name, path, body in (
+        ("invitation", "invitations", {"email": "invitee@example.com"}),
+        ("key_id", "api-keys", {"name": "victim key"}),
+    ):
+        response = await client.post(
+            f"/api/v1/teams/{team}/{path}", json=body, headers=victim.headers
+        )
+        assert response.status_code == 201, response.text
+        ids[name] = uuid.UUID(response.json()["id"])
+    return ids
+
+
+async def test_every_team_route_is_in_the_matrix(app: Any) -> None:
+    """A new route under ``/teams/{team_id}`` must join ``ROUTES`` (compared by method and
+    path, parameters' names aside)."""
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    def shape(path: str) -> str:
+        return re.sub(r"{[^}]+}", "{}", path.split("?")[0])
+
+    listed = {(method, shape(template)) for method, template, _ in ROUTES}
+    missing = [
+        (method, context.path_format)
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, APIRoute)
+        and (context.path_format or "").startswith("/api/v1/teams/{team_id}")
+        for method in sorted(context.original_route.methods)
+        if (method, shape(context.path_format or "")) not in listed
+    ]
+    assert missing == []
 
 
 def _fill(value: Any, ids: dict[str, Any]) -> Any:

@@ -146,10 +146,12 @@ async def test_two_edits_checked_against_the_same_version_one_wins(
     make_user: MakeUser,
     make_team: MakeTeam,
 ) -> None:
-    """Comments and time entries are not locked between the check and the update. Here both
-    edits pass the check on version 1 while another session holds the row, and both then
-    wait at their update: the first one released writes version 2, and the second finds
-    version 1 gone (412), instead of overwriting the first edit."""
+    """A comment is not locked between the check and the update: here both edits pass the
+    check on version 1 while another session holds the row, and both then wait at their
+    update. A time entry's edit locks the entry at its read (it writes back the fields it
+    was not sent), so both wait there and the second then checks version 2. Either way the
+    first one released writes version 2, and the second gets 412 instead of overwriting
+    the first edit."""
     alice = make_user("alice")
     team = await make_team(alice)
     resource = await make_resource(kind, app, client, alice, team)
@@ -166,7 +168,7 @@ async def test_two_edits_checked_against_the_same_version_one_wins(
             waiting = owner.execute(
                 "select count(*) as n from pg_stat_activity"
                 " where wait_event_type = 'Lock' and query like %s",
-                (f"update {resource.table}%",),
+                (f"%{resource.table}%",),
             ).fetchone()
             if waiting == {"n": 2}:
                 break

@@ -112,6 +112,10 @@ async def build_team(
     team = Team(team_id, marker, actors, {}, "", uuid.UUID(int=0))
     team.pools["user"] = [str(alice.id), str(bob.id), str(gina.id)]
     team.pools["key_id"] = [key["id"]]
+    invited = await _post(
+        client, alice, f"{API}/teams/{team_id}/invitations", {"email": f"{marker}@example.com"}
+    )
+    team.pools["invitation"] = [invited["id"]]
     for project in (shared, private):
         await _fill_project(client, owner, team, project)
     team.feed_task = uuid.UUID(

@@ -92,8 +92,6 @@ EXTRA_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PATCH", "/api/v1/teams/{own}/tasks/{own_task}", {"parent_id": "{task}"}),
     ("POST", "/api/v1/teams/{own}/tasks/{own_task}/move", {"before_id": "{task}"}),
     ("POST", "/api/v1/teams/{own}/projects/{own_project}/members", {"user_id": "{user}"}),
-    ("DELETE", "/api/v1/teams/{team}/api-keys/{key_id}", None),
-    ("DELETE", "/api/v1/teams/{own}/api-keys/{key_id}", None),
 ]
 REST = [*ROUTES, *EXTRA_ROUTES]
 # Routes a caller does not run on its own team: they would end the example's world (the
@@ -165,6 +163,7 @@ CREATED_KINDS = {
     "attachments": "attachment",
     "webhooks": "webhook",
     "api-keys": "key_id",
+    "invitations": "invitation",
 }
 
 

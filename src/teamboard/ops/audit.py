@@ -48,6 +48,10 @@ The app role (``table`` is the object concerned, or ``None``):
 * ``partition_grant``: it has SELECT, INSERT, UPDATE, DELETE or TRUNCATE on a partition,
   which bypasses the parent's policies.
 * ``app_role_truncate``: it has TRUNCATE on an audited table (TRUNCATE ignores RLS).
+* ``view_bypasses_rls``: it may read a view that runs with its owner's rights (no
+  ``security_invoker``), or a materialized view (which has no Row Level Security): the
+  owner bypasses the policies of every table the view reads, so the role would read every
+  team's rows through it.
 
 Derived data (``table`` is the table holding it):
 
@@ -462,6 +466,7 @@ def check_app_role(cur: Cursor, app_role: str) -> list[Finding]:
             )
         )
     findings += _check_privileges(cur, app_role, role_oid)
+    findings += _check_views(cur, app_role, role_oid)
     return findings
 
 
@@ -491,6 +496,40 @@ def _check_memberships_and_ownership(cur: Cursor, app_role: str, role_oid: int) 
         if reasons:
             detail = f"{app_role} is a member of {name}, which {' and '.join(reasons)}"
             findings.append(Finding(None, "app_role_member", detail))
+    return findings
+
+
+# Views and materialized views the role may read, and whether a view runs as its caller.
+READABLE_VIEWS_SQL = """
+select c.relname, c.relkind = 'm' as materialized,
+       coalesce((select pg_catalog.lower(pg_catalog.split_part(option, '=', 2))
+                        in ('true', 'on', 'yes', '1')
+                 from pg_catalog.unnest(c.reloptions) as option
+                 where pg_catalog.split_part(option, '=', 1) = 'security_invoker'), false)
+           as invoker
+from pg_catalog.pg_class c
+join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+where n.nspname = %(schema)s and c.relkind in ('v', 'm')
+  and (pg_catalog.has_table_privilege(%(role_oid)s::oid, c.oid, 'SELECT')
+       or pg_catalog.has_any_column_privilege(%(role_oid)s::oid, c.oid, 'SELECT'))
+order by c.relname
+"""
+
+
+def _check_views(cur: Cursor, app_role: str, role_oid: int) -> list[Finding]:
+    """Views the role reads must run as the caller, so that the tables' policies apply."""
+    findings = []
+    for row in cur.execute(READABLE_VIEWS_SQL, {"schema": SCHEMA, "role_oid": role_oid}):
+        if row["materialized"]:
+            detail = f"{app_role} may read materialized view {row['relname']} (no RLS)"
+        elif not row["invoker"]:
+            detail = (
+                f"{app_role} may read view {row['relname']}, which runs as its owner"
+                " (set security_invoker): the tables' row level security does not apply"
+            )
+        else:
+            continue
+        findings.append(Finding(row["relname"], "view_bypasses_rls", detail))
     return findings
 
 

@@ -117,15 +117,22 @@ async def insert_task(tx: Tx, values: dict[str, Any], *, default_status: bool) -
 
 
 async def lock_task(tx: Tx, team_id: UUID, task_id: UUID) -> dict[str, Any] | None:
-    """The live task locked for update, with what a change is checked against."""
+    """The live task locked for update, with what a change is checked against.
+
+    The status's category is a sub-select, not a join: when the row lock waits for another
+    transaction that changes the task's status, PostgreSQL rechecks the locked row's join
+    conditions against the rows the join found before the wait, so a join on the old
+    status dropped the task (a false 404 for an edit racing a move)."""
     return await tx.fetch_one(
         "select t.id, t.project_id, t.title, t.description, t.status_id, t.priority,"
-        " t.parent_id, t.due_at, t.estimate, t.position, t.version, s.category,"
+        " t.parent_id, t.due_at, t.estimate, t.position, t.version,"
+        " (select s.category from status s where s.team_id = t.team_id"
+        " and s.id = t.status_id) as category,"
         " p.archived_at, t.assignee_ids,"
         " array(select tl.label_id from task_label tl where tl.team_id = t.team_id"
         " and tl.project_id = t.project_id and tl.task_id = t.id order by tl.label_id)"
         " as label_ids"
-        f"{FROM_LIVE} join status s on s.team_id = t.team_id and s.id = t.status_id"
+        f"{FROM_LIVE}"
         " where t.team_id = %s and t.id = %s and t.deleted_at is null for update of t",
         (team_id, task_id),
     )

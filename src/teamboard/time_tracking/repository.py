@@ -67,9 +67,12 @@ async def insert_entry(tx: Tx, values: dict[str, Any]) -> dict[str, Any] | None:
     )
 
 
-async def get_entry(tx: Tx, entry_id: UUID) -> dict[str, Any] | None:
+async def get_entry(tx: Tx, entry_id: UUID, *, lock: bool = False) -> dict[str, Any] | None:
+    """The entry of a live task; ``lock``: locked until the end of the transaction (an edit
+    writes back the fields it was not sent, which a stop committed meanwhile must not lose)."""
+    locked = " for update of e" if lock else ""
     return await tx.fetch_one(
-        f"select {_COLUMNS} from time_entry e {_LIVE_TASK} where e.id = %s", (entry_id,)
+        f"select {_COLUMNS} from time_entry e {_LIVE_TASK} where e.id = %s{locked}", (entry_id,)
     )
 
 

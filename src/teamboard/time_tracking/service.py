@@ -142,8 +142,8 @@ async def create_entry(
     return entry
 
 
-async def get_entry(ctx: TeamContext, entry_id: UUID) -> dict[str, Any]:
-    entry = await repository.get_entry(ctx.tx, entry_id)
+async def get_entry(ctx: TeamContext, entry_id: UUID, *, lock: bool = False) -> dict[str, Any]:
+    entry = await repository.get_entry(ctx.tx, entry_id, lock=lock)
     if entry is None:
         raise NotFound()
     return entry
@@ -164,8 +164,13 @@ async def update_entry(
     max_seconds: int,
     if_match: str | None = None,
 ) -> dict[str, Any]:
-    """Change the entry; ``if_match`` (the ``If-Match`` header) must match the version."""
-    entry = await _editable(ctx, entry_id)
+    """Change the entry; ``if_match`` (the ``If-Match`` header) must match the version.
+
+    The entry is read again, locked, once the caller may change it (a lock needs the update
+    policy, which a guest does not pass: checked first, they get their 403): the fields not
+    sent are written back as read, so a stop committed meanwhile must be what is read."""
+    await _editable(ctx, entry_id)
+    entry = await get_entry(ctx, entry_id, lock=True)
     version = check_if_match(if_match, entry["version"])
     changes = patch.model_dump(exclude_unset=True)
     started = patch.started_at or entry["started_at"]

@@ -27,25 +27,26 @@ depends_on = None
 FUNCTION = "tb_private_projects_managed_only_by(uuid)"
 
 
+CREATE = """
+create function tb_private_projects_managed_only_by(target uuid) returns integer
+    language sql stable security definer set search_path = pg_catalog, public, pg_temp
+    as $$
+    select count(*)::integer from project p
+    join project_member pm on pm.team_id = p.team_id and pm.project_id = p.id
+        and pm.user_id = target
+    where p.team_id = tb_current_team_id() and p.visibility = 'private'
+      and p.deleted_at is null
+      and not exists (
+          select 1 from project_member other join team_member m
+              on m.team_id = other.team_id and m.user_id = other.user_id
+          where other.team_id = p.team_id and other.project_id = p.id
+            and other.user_id <> target and m.role <> 'guest')
+$$;
+"""
+
+
 def upgrade() -> None:
-    op.execute(
-        """
-        create function tb_private_projects_managed_only_by(target uuid) returns integer
-            language sql stable security definer set search_path = pg_catalog, public, pg_temp
-            as $$
-            select count(*)::integer from project p
-            join project_member pm on pm.team_id = p.team_id and pm.project_id = p.id
-                and pm.user_id = target
-            where p.team_id = tb_current_team_id() and p.visibility = 'private'
-              and p.deleted_at is null
-              and not exists (
-                  select 1 from project_member other join team_member m
-                      on m.team_id = other.team_id and m.user_id = other.user_id
-                  where other.team_id = p.team_id and other.project_id = p.id
-                    and other.user_id <> target and m.role <> 'guest')
-        $$;
-        """
-    )
+    op.execute(CREATE)
     op.execute(f"revoke all on function {FUNCTION} from public")
     op.execute(f"grant execute on function {FUNCTION} to {app_role()}")
 
