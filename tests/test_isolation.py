@@ -437,6 +437,42 @@ def test_every_tenant_table_is_in_the_matrix(tenant_tables: list[str]) -> None:
     assert set(tenant_tables) == EXPECTED_TENANT_TABLES
 
 
+#: Tables without ``team_id``, each kept to its rows by a rule of its own (and its tests).
+GLOBAL_TABLES = {
+    "team": "the caller's teams (test_non_members_see_nothing and the REST matrix)",
+    "app_user": "the caller and their teammates",
+    "auth_session": "the caller's own",
+    "refresh_token": "the caller's own",
+    "idempotency_record": "the caller's own (test_idempotency)",
+    "event_consumer": "the worker's offsets, nobody else's (test_app_role_cannot_touch_...)",
+    "analytics_watermark": "one row, read-only to any signed-in caller (a transaction id)",
+}
+
+
+def test_every_other_table_is_a_known_global_one(
+    owner: psycopg.Connection[Row], tenant_tables: list[str], db_urls: DatabaseUrls
+) -> None:
+    """A new table without ``team_id`` must be added here, with its rule; none of them may
+    be open to every caller (a permissive policy of ``true`` for the app role passes the
+    audit, which only asks that some policy exists)."""
+    rows = owner.execute(
+        "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = 'public' and c.relkind in ('r', 'p') and not c.relispartition"
+        " and c.relname <> 'alembic_version'"
+    ).fetchall()
+    assert {row["relname"] for row in rows} - set(tenant_tables) == set(GLOBAL_TABLES)
+    open_to_all = owner.execute(
+        "select c.relname, p.polname from pg_policy p join pg_class c on c.oid = p.polrelid"
+        " where c.relname = any(%(tables)s) and p.polpermissive"
+        " and coalesce(pg_get_expr(p.polqual, p.polrelid), 'true') = 'true'"
+        " and p.polcmd in ('r', '*')"
+        " and exists (select from unnest(p.polroles) as target(oid) where target.oid = 0"
+        "  or pg_has_role(%(role)s, target.oid, 'MEMBER'))",
+        {"tables": list(GLOBAL_TABLES), "role": db_urls.app_role},
+    ).fetchall()
+    assert open_to_all == []
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_members_see_only_their_team(
     app_conn: psycopg.Connection[Row], teams: dict[str, Team], tenant_tables: list[str], role: str

@@ -1000,6 +1000,18 @@ async def test_guest_sees_only_projects_they_were_added_to(
     )
     assert response.status_code == 201, response.text
     assert response.json()["user_id"] == str(guest.id)
+    again = await client.post(
+        f"{API}/teams/{team}/projects/{shown['id']}/members",
+        json={"user_id": str(guest.id)},
+        headers=member.headers,
+    )
+    assert again.status_code == 200, again.text  # already a member: nothing changes
+    assert again.json() == response.json()
+    added = owner.execute(
+        "select count(*) as n from event where team_id = %s and kind = 'project.member_added'",
+        (team,),
+    ).fetchone()
+    assert added == {"n": 1}
 
     assert await project_ids(client, guest, team) == {shown["id"]}
     response = await client.get(f"{API}/teams/{team}/projects/{shown['id']}", headers=guest.headers)

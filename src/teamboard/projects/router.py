@@ -94,9 +94,16 @@ async def list_members(
     return ORJSONResponse(page)
 
 
-@router.post("/{project_id}/members", status_code=201, response_model=ProjectMemberOut)
+@router.post(
+    "/{project_id}/members",
+    status_code=201,
+    response_model=ProjectMemberOut,
+    responses={200: {"model": ProjectMemberOut, "description": "Already a member"}},
+)
 async def add_member(project_id: UUID, body: ProjectMemberIn, ctx: TeamCtx) -> Response:
-    return ORJSONResponse(await service.add_member(ctx, project_id, body.user_id), status_code=201)
+    """Add a team member (201), or confirm that they already are one (200, no event)."""
+    member, added = await service.add_member(ctx, project_id, body.user_id)
+    return ORJSONResponse(member, status_code=201 if added else 200)
 
 
 @router.delete("/{project_id}/members/{user_id}", status_code=204)

@@ -103,14 +103,20 @@ async def delete_project(ctx: TeamContext, project_id: UUID) -> None:
     await append(ctx.tx, "project.deleted", subject_id=project_id, project_id=project_id)
 
 
-async def add_member(ctx: TeamContext, project_id: UUID, user_id: UUID) -> dict[str, Any]:
+async def add_member(
+    ctx: TeamContext, project_id: UUID, user_id: UUID
+) -> tuple[dict[str, Any], bool]:
+    """Add a team member to the project: the member, and whether they are new (adding a
+    member again changes nothing and appends no event)."""
     await ctx.require("member")
     await get_project(ctx, project_id)
+    already = await repository.is_member(ctx.tx, project_id, user_id)
     member = await repository.add_member(ctx.tx, project_id, user_id)
     if member is None:
         raise NotFound("No such team member", code="not_a_team_member")
-    await append(ctx.tx, "project.member_added", subject_id=user_id, project_id=project_id)
-    return member
+    if not already:
+        await append(ctx.tx, "project.member_added", subject_id=user_id, project_id=project_id)
+    return member, not already
 
 
 async def remove_member(ctx: TeamContext, project_id: UUID, user_id: UUID) -> None:
