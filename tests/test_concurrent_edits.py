@@ -14,89 +14,90 @@ import pytest
 
 from teamboard.ops.database import DatabaseUrls
 from tests.conftest import Actor
+from tests.locks import until_waiting
 from tests.taskdata import create_task
 from tests.test_teams import create_project
 
 pytestmark = pytest.mark.asyncio
 API = "/api/v1"
 Owner = psycopg.Connection[dict[str, Any]]
-MakeUser = Callable[..., Actor]
-MakeTeam = Callable[..., Awaitable[uuid.UUID]]
 
 
-async def _once_waiting(owner: Owner, request: Awaitable[httpx.Response], table: str) -> Any:
-    """``request`` started, and known to wait for a row lock on ``table`` (bounded: 10 s)."""
-    started = asyncio.ensure_future(request)
-    for _ in range(200):
-        waiting = owner.execute(
-            "select count(*) as n from pg_stat_activity"
-            " where wait_event_type = 'Lock' and query like %s",
-            (f"%{table}%",),
-        ).fetchone()
-        if waiting == {"n": 1}:
-            return started
-        await asyncio.sleep(0.05)
-    started.cancel()
-    pytest.fail(f"the request never waited on {table}")
+class Race:
+    """A team with one task, and a second session that changes a row and commits while a
+    request waits for it."""
+
+    def __init__(self, client: httpx.AsyncClient, owner: Owner, db_urls: DatabaseUrls) -> None:
+        self.client, self.owner, self.db_urls = client, owner, db_urls
+
+    async def setup(
+        self, app: Any, make_user: Callable[..., Actor], make_team: Callable[..., Any]
+    ) -> None:
+        self.alice = make_user("alice")
+        self.team = await make_team(self.alice)
+        self.project = (await create_project(self.client, self.alice, self.team, "RACE"))["id"]
+        self.task = await create_task(app, self.alice.id, self.team, uuid.UUID(self.project), "t")
+
+    async def during(
+        self, change: str, params: tuple[Any, ...], table: str, request: Awaitable[httpx.Response]
+    ) -> httpx.Response:
+        """``request``, started while ``change`` holds the row and answered after it commits."""
+        with psycopg.connect(self.db_urls.owner) as other:
+            other.execute(change, params)
+            started = asyncio.ensure_future(request)
+            await until_waiting(self.owner, table, 1)
+            other.commit()
+            return await started
 
 
-async def test_a_note_edited_while_the_timer_stops_keeps_it_stopped(
+@pytest.fixture
+async def race(
     app: Any,
     client: httpx.AsyncClient,
     owner: Owner,
     db_urls: DatabaseUrls,
-    make_user: MakeUser,
-    make_team: MakeTeam,
-) -> None:
-    alice = make_user("alice")
-    team = await make_team(alice)
-    project = (await create_project(client, alice, team, "TMR"))["id"]
-    task = await create_task(app, alice.id, team, uuid.UUID(project), "timed")
-    started = await client.post(
-        f"{API}/teams/{team}/tasks/{task}/time-entries/start", json={}, headers=alice.headers
+    make_user: Callable[..., Actor],
+    make_team: Callable[..., Any],
+) -> Race:
+    made = Race(client, owner, db_urls)
+    await made.setup(app, make_user, make_team)
+    return made
+
+
+async def test_a_note_edited_while_the_timer_stops_keeps_it_stopped(race: Race) -> None:
+    base = f"{API}/teams/{race.team}"
+    started = await race.client.post(
+        f"{base}/tasks/{race.task}/time-entries/start", json={}, headers=race.alice.headers
     )
     assert started.status_code == 201, started.text
     entry = started.json()["id"]
-    with psycopg.connect(db_urls.owner) as stopper:  # a stop, committed while the edit waits
-        stopper.execute("update time_entry set ended_at = now() where id = %s", (entry,))
-        edit = client.patch(
-            f"{API}/teams/{team}/time-entries/{entry}", json={"note": "x"}, headers=alice.headers
-        )
-        waiting = await _once_waiting(owner, edit, "time_entry")
-        stopper.commit()
-        edited = await waiting
+    edit = race.client.patch(
+        f"{base}/time-entries/{entry}", json={"note": "x"}, headers=race.alice.headers
+    )
+    stop = "update time_entry set ended_at = now() where id = %s"
+    edited = await race.during(stop, (entry,), "time_entry", edit)
     assert edited.status_code == 200, edited.text
     assert edited.json()["note"] == "x"
     assert edited.json()["ended_at"] is not None
-    row = owner.execute("select ended_at from time_entry where id = %s", (entry,)).fetchone()
-    assert row is not None
-    assert row["ended_at"] is not None
+    row = race.owner.execute("select ended_at from time_entry where id = %s", (entry,))
+    stored = row.fetchone()
+    assert stored is not None
+    assert stored["ended_at"] is not None
 
 
-async def test_a_task_edited_while_its_status_changes_is_still_found(
-    app: Any,
-    client: httpx.AsyncClient,
-    owner: Owner,
-    db_urls: DatabaseUrls,
-    make_user: MakeUser,
-    make_team: MakeTeam,
-) -> None:
-    alice = make_user("alice")
-    team = await make_team(alice)
-    project = (await create_project(client, alice, team, "MOV"))["id"]
-    task = await create_task(app, alice.id, team, uuid.UUID(project), "moving")
-    done = owner.execute(
-        "select id from status where project_id = %s and category = 'completed'", (project,)
+async def test_a_task_edited_while_its_status_changes_is_still_found(race: Race) -> None:
+    done = race.owner.execute(
+        "select id from status where project_id = %s and category = 'completed'",
+        (race.project,),
     ).fetchone()
     assert done is not None
-    with psycopg.connect(db_urls.owner) as mover:  # a move, committed while the edit waits
-        mover.execute("update task set status_id = %s where id = %s", (done["id"], task))
-        edit = client.patch(
-            f"{API}/teams/{team}/tasks/{task}", json={"title": "renamed"}, headers=alice.headers
-        )
-        waiting = await _once_waiting(owner, edit, "task")
-        mover.commit()
-        edited = await waiting
+    edit = race.client.patch(
+        f"{API}/teams/{race.team}/tasks/{race.task}",
+        json={"title": "renamed"},
+        headers=race.alice.headers,
+    )
+    move = "update task set status_id = %s where id = %s"
+    edited = await race.during(move, (done["id"], race.task), "task", edit)
     assert edited.status_code == 200, edited.text
     assert edited.json()["title"] == "renamed"
     assert edited.json()["status_id"] == str(done["id"])

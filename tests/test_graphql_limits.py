@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -324,11 +325,21 @@ CALLER, TEAM, PER_UNIT = 40, 60, 10
 
 @pytest.fixture
 async def limited(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with budgets(settings, CALLER, TEAM) as (client, _):
+        yield client
+
+
+@asynccontextmanager
+async def budgets(
+    settings: Settings, caller: int, team: int
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """A client of an application with these rate-limit budgets (counted in memory), and
+    the application."""
     small = settings.model_copy(
         update={
             "redis_url": None,
-            "rate_limit_per_caller": CALLER,
-            "rate_limit_per_team": TEAM,
+            "rate_limit_per_caller": caller,
+            "rate_limit_per_team": team,
             "graphql_cost_per_rate_unit": PER_UNIT,
         }
     )
@@ -336,7 +347,7 @@ async def limited(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with LifespanManager(application):
         transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client
+            yield client, application
 
 
 def remaining(response: httpx.Response) -> dict[str, int]:
@@ -425,21 +436,9 @@ async def test_aliases_inside_introspection_count(
 
 @pytest.fixture
 async def team_limited(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    """A team budget smaller than the caller's (the team's is the one that runs out): a
-    client and its application."""
-    small = settings.model_copy(
-        update={
-            "redis_url": None,
-            "rate_limit_per_caller": 10_000,
-            "rate_limit_per_team": TEAM_BUDGET,
-            "graphql_cost_per_rate_unit": PER_UNIT,
-        }
-    )
-    application = create_app(small)
-    async with LifespanManager(application):
-        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client, application
+    """A team budget smaller than the caller's (the team's is the one that runs out)."""
+    async with budgets(settings, 10_000, TEAM_BUDGET) as made:
+        yield made
 
 
 TEAM_BUDGET = 12

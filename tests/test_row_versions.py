@@ -17,6 +17,7 @@ import pytest
 
 from teamboard.ops.database import DatabaseUrls
 from tests.conftest import Actor
+from tests.locks import until_waiting
 from tests.taskdata import create_task
 from tests.test_teams import create_project, problem
 
@@ -164,17 +165,7 @@ async def test_two_edits_checked_against_the_same_version_one_wins(
             )
             for n in range(2)
         ]
-        for _ in range(200):  # both updates waiting on the row (bounded: 10 s)
-            waiting = owner.execute(
-                "select count(*) as n from pg_stat_activity"
-                " where wait_event_type = 'Lock' and query like %s",
-                (f"%{resource.table}%",),
-            ).fetchone()
-            if waiting == {"n": 2}:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("the two edits never reached their update")
+        await until_waiting(owner, resource.table, 2)
         blocker.rollback()
         responses = await asyncio.gather(*edits)
     assert sorted(r.status_code for r in responses) == [200, 412], [r.text for r in responses]

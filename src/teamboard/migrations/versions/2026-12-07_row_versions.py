@@ -38,7 +38,17 @@ def upgrade() -> None:
         end $$;
         """
     )
-    for table in TABLES:
+    add_versions(TABLES)
+
+
+def downgrade() -> None:
+    drop_versions(TABLES)
+    op.execute("drop function tb_next_version()")
+
+
+def add_versions(tables: tuple[str, ...]) -> None:
+    """Give each table the column and the trigger that raises it on every update."""
+    for table in tables:
         op.execute(
             f"alter table {table} add column version integer not null default 1;"
             f" create trigger {table}_next_version before update on {table}"
@@ -46,10 +56,9 @@ def upgrade() -> None:
         )
 
 
-def downgrade() -> None:
-    for table in TABLES:
+def drop_versions(tables: tuple[str, ...]) -> None:
+    for table in tables:
         op.execute(
             f"drop trigger {table}_next_version on {table};"
             f" alter table {table} drop column version;"
         )
-    op.execute("drop function tb_next_version()")

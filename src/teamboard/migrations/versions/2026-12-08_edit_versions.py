@@ -17,7 +17,9 @@ Create Date: 2026-12-08
 
 from __future__ import annotations
 
-from alembic import op
+from teamboard.migrations.support import sibling
+
+previous = sibling("2026-12-07_row_versions.py")
 
 revision = "20261208_edit_versions"
 down_revision = "20261207_flow_after_purge"
@@ -28,17 +30,8 @@ TABLES = ("team", "team_member", "webhook", "notification")
 
 
 def upgrade() -> None:
-    for table in TABLES:
-        op.execute(
-            f"alter table {table} add column version integer not null default 1;"
-            f" create trigger {table}_next_version before update on {table}"
-            " for each row execute function tb_next_version();"
-        )
+    previous.add_versions(TABLES)
 
 
 def downgrade() -> None:
-    for table in TABLES:
-        op.execute(
-            f"drop trigger {table}_next_version on {table};"
-            f" alter table {table} drop column version;"
-        )
+    previous.drop_versions(TABLES)
