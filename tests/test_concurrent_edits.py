@@ -39,7 +39,7 @@ class Race:
         self.task = await create_task(app, self.alice.id, self.team, uuid.UUID(self.project), "t")
 
     async def during(
-        self, change: str, params: tuple[Any, ...], table: str, request: Awaitable[httpx.Response]
+        self, change: str, params: Any, table: str, request: Awaitable[httpx.Response]
     ) -> httpx.Response:
         """``request``, started while ``change`` holds the row and answered after it commits."""
         with psycopg.connect(self.db_urls.owner) as other:
@@ -101,3 +101,32 @@ async def test_a_task_edited_while_its_status_changes_is_still_found(race: Race)
     assert edited.status_code == 200, edited.text
     assert edited.json()["title"] == "renamed"
     assert edited.json()["status_id"] == str(done["id"])
+
+
+async def test_a_label_edit_racing_another_applies_to_what_it_committed(race: Race) -> None:
+    """The other session gives the task a label while the edit, which clears the labels,
+    waits for the task: the edit then clears that label too (it used to compare against the
+    labels read before the wait, see no change and leave the label)."""
+    created = await race.client.post(
+        f"{API}/teams/{race.team}/projects/{race.project}/labels",
+        json={"name": "racing", "color": "#123456"},
+        headers=race.alice.headers,
+    )
+    assert created.status_code == 201, created.text
+    label = created.json()["id"]
+    edit = race.client.patch(
+        f"{API}/teams/{race.team}/tasks/{race.task}",
+        json={"label_ids": []},
+        headers=race.alice.headers,
+    )
+    label_it = (
+        "with locked as (update task set title = title where id = %(task)s returning team_id)"
+        " insert into task_label (team_id, project_id, task_id, label_id)"
+        " select team_id, %(project)s, %(task)s, %(label)s from locked"
+    )
+    params = {"task": race.task, "project": race.project, "label": label}
+    edited = await race.during(label_it, params, "task", edit)
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["labels"] == []
+    left = race.owner.execute("select count(*) from task_label where task_id = %s", (race.task,))
+    assert left.fetchone() == {"count": 0}

@@ -166,3 +166,18 @@ async def test_a_foreign_if_match_target_is_not_found(
         problem(response, 404, "not_found")
     row = owner.execute("select version, description from webhook where id = %s", (webhook,))
     assert row.fetchone() == {"version": 1, "description": ""}
+
+
+async def test_a_refusal_comes_before_a_stale_precondition(
+    client: httpx.AsyncClient, make_user: MakeUser, make_team: MakeTeam
+) -> None:
+    """An admin changing the owner's role with a stale ``If-Match`` is refused for the role
+    (403), which a retry with the right version would get too, not told to refetch (412)."""
+    alice, admin = make_user("alice"), make_user("admin")
+    team = await make_team(alice, members=[(admin, "admin")])
+    response = await client.patch(
+        f"{API}/teams/{team}/members/{alice.id}",
+        json={"role": "member"},
+        headers={**admin.headers, "If-Match": '"7"'},
+    )
+    problem(response, 403, "insufficient_role")

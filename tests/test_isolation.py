@@ -464,8 +464,9 @@ def test_every_other_table_is_a_known_global_one(
     open_to_all = owner.execute(
         "select c.relname, p.polname from pg_policy p join pg_class c on c.oid = p.polrelid"
         " where c.relname = any(%(tables)s) and p.polpermissive"
-        " and coalesce(pg_get_expr(p.polqual, p.polrelid), 'true') = 'true'"
-        " and p.polcmd in ('r', '*')"
+        " and (pg_get_expr(p.polqual, p.polrelid) = 'true'"
+        "  or pg_get_expr(p.polwithcheck, p.polrelid) = 'true'"
+        "  or (p.polcmd in ('r', 'w', 'd', '*') and p.polqual is null))"
         " and exists (select from unnest(p.polroles) as target(oid) where target.oid = 0"
         "  or pg_has_role(%(role)s, target.oid, 'MEMBER'))",
         {"tables": list(GLOBAL_TABLES), "role": db_urls.app_role},

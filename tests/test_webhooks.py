@@ -281,6 +281,9 @@ async def test_deliveries_are_signed_and_logged(
     ]
     one = await detail(client, alice, team, hook["id"], log[1]["id"])
     assert [(a["status_code"], a["error"]) for a in one["attempt_log"]] == [(200, None)]
+    # Successes on a healthy webhook change nothing an admin edits against (its ETag).
+    read = await client.get(f"{API}/teams/{team}/webhooks/{hook['id']}", headers=alice.headers)
+    assert (read.json()["version"], read.headers["etag"]) == (1, '"1"')
 
     # Queuing the same events again (a replayed batch) queues nothing twice.
     worker.runner = ConsumerRunner(worker.runner._db, WebhooksConsumer(), 1000)

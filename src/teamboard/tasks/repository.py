@@ -119,23 +119,36 @@ async def insert_task(tx: Tx, values: dict[str, Any], *, default_status: bool) -
 async def lock_task(tx: Tx, team_id: UUID, task_id: UUID) -> dict[str, Any] | None:
     """The live task locked for update, with what a change is checked against.
 
-    The status's category is a sub-select, not a join: when the row lock waits for another
-    transaction that changes the task's status, PostgreSQL rechecks the locked row's join
-    conditions against the rows the join found before the wait, so a join on the old
-    status dropped the task (a false 404 for an edit racing a move)."""
-    return await tx.fetch_one(
+    Two statements: the lock, then what the change is checked against (the status's
+    category, the project's archive state, the label set), read once the lock is held. In
+    one statement, a wait for the lock behind a concurrent change is followed by a recheck
+    of the locked row alone: the joined status was the old one (the task dropped: a false
+    404) and the sub-selected labels those from before the change (which the edit then
+    undid, or collided with)."""
+    task = await tx.fetch_one(
         "select t.id, t.project_id, t.title, t.description, t.status_id, t.priority,"
-        " t.parent_id, t.due_at, t.estimate, t.position, t.version,"
-        " (select s.category from status s where s.team_id = t.team_id"
-        " and s.id = t.status_id) as category,"
-        " p.archived_at, t.assignee_ids,"
-        " array(select tl.label_id from task_label tl where tl.team_id = t.team_id"
-        " and tl.project_id = t.project_id and tl.task_id = t.id order by tl.label_id)"
-        " as label_ids"
-        f"{FROM_LIVE}"
-        " where t.team_id = %s and t.id = %s and t.deleted_at is null for update of t",
+        " t.parent_id, t.due_at, t.estimate, t.position, t.version, t.assignee_ids"
+        " from task t where t.team_id = %s and t.id = %s and t.deleted_at is null"
+        " for update of t",
         (team_id, task_id),
     )
+    if task is None:
+        return None
+    checked = await tx.fetch_one(
+        "select s.category, p.archived_at,"
+        " array(select tl.label_id from task_label tl where tl.team_id = p.team_id"
+        " and tl.project_id = p.id and tl.task_id = %(task)s order by tl.label_id)"
+        " as label_ids"
+        " from project p join status s on s.team_id = p.team_id and s.id = %(status)s"
+        " where p.team_id = %(team)s and p.id = %(project)s and p.deleted_at is null",
+        {
+            "team": team_id,
+            "task": task_id,
+            "status": task["status_id"],
+            "project": task["project_id"],
+        },
+    )
+    return None if checked is None else {**task, **checked}
 
 
 async def task_project(tx: Tx, team_id: UUID, task_id: UUID, *, deleted: bool) -> UUID | None:

@@ -80,10 +80,10 @@ async def change_role(
     found = await repository.get_member(ctx.tx, ctx.team_id, user_id)
     if found is None:
         raise NotFound()
-    check_if_match(if_match, found["version"])
     current = found["role"]
     if "owner" in (current, role) and my_role != "owner":
         raise Forbidden("Only owners can grant or remove the owner role", code="insufficient_role")
+    check_if_match(if_match, found["version"])  # after the refusals a retry would get too
     if current == "owner" and role != "owner":
         await _keep_an_owner(ctx)
     if role == "guest" and current != "guest":

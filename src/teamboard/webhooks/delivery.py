@@ -327,7 +327,10 @@ class Deliverer:
                 "  and consecutive_failures + 1 >= %(threshold)s then 'too_many_failures'"
                 "  else disabled_reason end,"
                 " updated_at = now()"
-                " where team_id = %(team)s and id = %(webhook)s",
+                " where team_id = %(team)s and id = %(webhook)s"
+                # Only when the count or the state changes: a success on a healthy webhook
+                # (or a failure on a disabled one) leaves the row, and its version, alone.
+                " and (case when %(ok)s then consecutive_failures <> 0 else enabled end)",
                 {
                     "ok": outcome.ok,
                     "threshold": settings.webhook_failure_threshold,
