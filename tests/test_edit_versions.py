@@ -51,7 +51,7 @@ async def make_editable(
     if kind == "member":
         return Editable(
             f"{base}/members/{bob.id}",
-            lambda n: {"role": ("admin", "member")[n % 2]},
+            lambda n: {"role": ("member", "admin")[n % 2]},
             "select version, role as value from team_member where team_id = %s and user_id = %s",
             (team, bob.id),
             "role",
@@ -181,3 +181,20 @@ async def test_a_refusal_comes_before_a_stale_precondition(
         headers={**admin.headers, "If-Match": '"7"'},
     )
     problem(response, 403, "insufficient_role")
+
+
+async def test_a_role_set_to_the_one_held_changes_nothing(
+    client: httpx.AsyncClient, owner: Owner, make_user: MakeUser, make_team: MakeTeam
+) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    team = await make_team(alice, members=[(bob, "member")])
+    url = f"{API}/teams/{team}/members/{bob.id}"
+    same = await client.patch(url, json={"role": "member"}, headers=alice.headers)
+    assert same.status_code == 200, same.text
+    answer = same.json()
+    assert (answer["role"], answer["version"], same.headers["etag"]) == ("member", 1, '"1"')
+    assert same.json()["display_name"] == "bob"
+    events = owner.execute(
+        "select count(*) from event where team_id = %s and kind = 'member.role_changed'", (team,)
+    )
+    assert events.fetchone() == {"count": 0}

@@ -100,9 +100,11 @@ async def list_members(
 
 
 async def get_member(tx: Tx, team_id: UUID, user_id: UUID) -> dict[str, Any] | None:
-    """A member's role and version."""
+    """A member as the member routes answer it (role and version included)."""
     return await tx.fetch_one(
-        "select role, version from team_member where team_id = %s and user_id = %s",
+        "select m.user_id, u.email, u.display_name, m.role, m.created_at as joined_at,"
+        " m.version from team_member m join app_user u on u.id = m.user_id"
+        " where m.team_id = %s and m.user_id = %s",
         (team_id, user_id),
     )
 

@@ -84,6 +84,8 @@ async def change_role(
     if "owner" in (current, role) and my_role != "owner":
         raise Forbidden("Only owners can grant or remove the owner role", code="insufficient_role")
     check_if_match(if_match, found["version"])  # after the refusals a retry would get too
+    if role == current:  # nothing changes: no write, no new version, no event
+        return found
     if current == "owner" and role != "owner":
         await _keep_an_owner(ctx)
     if role == "guest" and current != "guest":
