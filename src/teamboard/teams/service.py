@@ -55,7 +55,9 @@ async def update_team(
     header) must match the version. A new zone re-buckets the analytics rollups;
     dashboards stay exact meanwhile (they read raw events)."""
     await ctx.require("admin")
-    version = check_if_match(if_match, (await get_team(ctx))["version"])
+    version = None  # the team is read first only when a precondition needs its version
+    if if_match is not None:
+        version = check_if_match(if_match, (await get_team(ctx))["version"])
     await _check_time_zone(ctx.tx, body.time_zone)
     if not await repository.update_team(ctx.tx, ctx.team_id, body.name, body.time_zone, version):
         raise changed_meanwhile() if version is not None else NotFound()

@@ -94,7 +94,9 @@ async def update_webhook(
 ) -> dict[str, Any]:
     """``if_match`` (the ``If-Match`` header) must match the version."""
     await ctx.require("admin")
-    version = check_if_match(if_match, (await _get(ctx, webhook_id))["version"])
+    version = None  # the webhook is read first only when a precondition needs its version
+    if if_match is not None:
+        version = check_if_match(if_match, (await _get(ctx, webhook_id))["version"])
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     if "url" in changes:
         await _checked_url(settings, changes["url"])
